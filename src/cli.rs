@@ -1,0 +1,289 @@
+//! The command line. `///` comments are the help text; keep it within 80
+//! columns. Values are validated by the parsers in [`crate::parse`], so a
+//! malformed value is a usage error (exit 2) that names the flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::parse::{self, BlobLocation};
+
+/// Encrypted scratch storage on EC2 instance store, keyed by AWS KMS.
+///
+/// Exit codes: 0 done or already done, 1 failed, 2 usage error, 3 refused
+/// (foreign data, mounted or busy), 4 key unavailable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "secretfs",
+    version,
+    disable_help_subcommand = true,
+    max_term_width = 80
+)]
+pub struct Cli {
+    /// More log detail (-v debug, -vv trace); logs go to stderr
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make the encrypted filesystem available (safe to run any number of
+    /// times)
+    Up(UpArgs),
+    /// Unmount, close the mapping and detach a loop device secretfs attached
+    Down(DownArgs),
+    /// Show what is there: device, LUKS header, mapping, mount and usage
+    Status(StatusArgs),
+    /// Generate (or take) a passphrase, KMS-encrypt it and store the blob
+    Seal(SealArgs),
+    /// Fetch and decrypt the wrapped key as `up` would, without using it
+    CheckKey(CheckKeyArgs),
+}
+
+/// How a passphrase is protected by the LUKS2 key slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PbkdfChoice {
+    /// PBKDF2 (1000 iterations) for a KMS key, argon2id for a typed one
+    Auto,
+    /// PBKDF2-SHA256 with 1000 iterations (for high-entropy keys)
+    Pbkdf2,
+    /// argon2id, benchmarked by cryptsetup (for human passphrases)
+    Argon2id,
+}
+
+/// AWS options shared by the subcommands that reach S3 or KMS.
+#[derive(Clone, Debug, Default, Args)]
+pub struct AwsArgs {
+    /// Pin the KMS key Decrypt may use (key id, ARN or alias/NAME)
+    #[arg(long, value_name = "ID", value_parser = parse::kms_key)]
+    pub kms_key_id: Option<String>,
+    /// KMS encryption context pair (repeatable); must match the one sealed
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE",
+          value_parser = parse::context_pair)]
+    pub encryption_context: Vec<(String, String)>,
+    /// Refuse the S3 object unless this account owns the bucket
+    #[arg(long, value_name = "ACCOUNT_ID", value_parser = parse::account_id)]
+    pub expected_bucket_owner: Option<String>,
+    /// AWS region (default: the SDK's chain: env, profile, instance metadata)
+    #[arg(long, value_parser = parse::region)]
+    pub region: Option<String>,
+    /// Endpoint for S3 and KMS calls (AWS_ENDPOINT_URL* also work)
+    #[arg(long, value_name = "URL", value_parser = parse::endpoint_url)]
+    pub endpoint_url: Option<String>,
+    /// Deadline for getting the key, retrying throttling and network errors
+    /// [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Arguments of `secretfs up`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct UpArgs {
+    /// KMS-wrapped passphrase: s3://BUCKET/KEY or a file (raw or base64)
+    #[arg(long, value_name = "S3_URI|PATH", value_parser = parse::blob_location,
+          conflicts_with = "passphrase_file")]
+    pub wrapped_key: Option<BlobLocation>,
+    /// Plaintext passphrase file, or - for stdin (one trailing newline is
+    /// dropped)
+    #[arg(long, value_name = "PATH|-")]
+    pub passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Raw block device to use (e.g. an instance-store NVMe disk)
+    #[arg(long, value_name = "DEVICE", conflicts_with_all = ["file", "size"])]
+    pub disk: Option<PathBuf>,
+    /// Loop-backed file to use (created sparse, mode 0600, if absent)
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Size of the file to create (512M, 2G, 10T; powers of 1024)
+    #[arg(long, value_parser = parse::size, requires = "file")]
+    pub size: Option<u64>,
+    /// Volume name: /dev/mapper/NAME [default: secretfs]
+    #[arg(long, value_parser = parse::volume_name)]
+    pub name: Option<String>,
+    /// Mount point, created if absent [default: /mnt/secretfs]
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Mount options [default: nodev,nosuid,noatime]
+    #[arg(long, value_name = "OPTS")]
+    pub mount_options: Option<String>,
+    /// Allow formatting a device with a foreign signature (never a mounted
+    /// or held one)
+    #[arg(long)]
+    pub force: bool,
+    /// After a first format, overwrite the whole volume with zeros (slow)
+    #[arg(long)]
+    pub wipe: bool,
+    /// Pass discards (TRIM) through the encryption layer
+    #[arg(long)]
+    pub discard: bool,
+    /// Key-slot PBKDF [default: auto]
+    #[arg(long, value_enum)]
+    pub pbkdf: Option<PbkdfChoice>,
+    /// Observe and print the plan; change nothing and fetch no key
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object with the outcome on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// TOML file with the same settings; flags override it
+    /// [default: /etc/secretfs/secretfs.toml if it exists]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Arguments of `secretfs down`.
+#[derive(Clone, Debug, Args)]
+pub struct DownArgs {
+    /// Volume name [default: secretfs]
+    #[arg(long, default_value = crate::names::DEFAULT_NAME, value_parser = parse::volume_name)]
+    pub name: String,
+    /// Also unmount this directory if the volume is mounted there
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Print one JSON object with the outcome on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `secretfs status`.
+#[derive(Clone, Debug, Args)]
+pub struct StatusArgs {
+    /// Volume name [default: secretfs]
+    #[arg(long, default_value = crate::names::DEFAULT_NAME, value_parser = parse::volume_name)]
+    pub name: String,
+    /// Print one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `secretfs seal`.
+#[derive(Clone, Debug, Args)]
+pub struct SealArgs {
+    /// KMS key to encrypt under (key id, ARN or alias/NAME)
+    #[arg(long, value_name = "KEY", value_parser = parse::kms_key)]
+    pub kms_key: String,
+    /// Where to write the ciphertext blob: s3://BUCKET/KEY or a file (0600)
+    #[arg(long, value_name = "S3_URI|PATH", value_parser = parse::blob_location)]
+    pub to: BlobLocation,
+    /// Seal this passphrase (file, or - for stdin) instead of a random one
+    #[arg(long, value_name = "PATH|-")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Overwrite an existing blob (a volume sealed with it becomes
+    /// unopenable)
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `secretfs check-key`.
+#[derive(Clone, Debug, Args)]
+pub struct CheckKeyArgs {
+    /// KMS-wrapped passphrase: s3://BUCKET/KEY or a file (raw or base64)
+    #[arg(long, value_name = "S3_URI|PATH", value_parser = parse::blob_location)]
+    pub wrapped_key: BlobLocation,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_fits_80_columns() {
+        let mut cmd = Cli::command();
+        let mut helps = vec![cmd.render_long_help().to_string()];
+        for sub in cmd.get_subcommands_mut() {
+            helps.push(sub.render_long_help().to_string());
+        }
+        for h in helps {
+            for line in h.lines() {
+                assert!(line.chars().count() <= 80, "help line too wide: {line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_usage_errors() {
+        for args in [
+            vec!["secretfs", "up", "--file", "/x", "--size", "2X"],
+            vec!["secretfs", "up", "--disk", "/dev/x", "--name", "a/b"],
+            vec!["secretfs", "up", "--disk", "/d", "--wrapped-key", "s3://"],
+            vec![
+                "secretfs",
+                "up",
+                "--disk",
+                "/d",
+                "--encryption-context",
+                "nokv",
+            ],
+            vec!["secretfs", "up", "--disk", "/d", "--timeout", "soon"],
+            vec!["secretfs", "up", "--disk", "/d", "--file", "/f"],
+            vec!["secretfs", "up", "--size", "1G"],
+            vec![
+                "secretfs",
+                "up",
+                "--wrapped-key",
+                "k",
+                "--passphrase-file",
+                "p",
+            ],
+            vec!["secretfs", "seal", "--to", "/x"],
+        ] {
+            let e = Cli::try_parse_from(&args).expect_err(&format!("{args:?}"));
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn up_parses_the_contract() {
+        let cli = Cli::try_parse_from([
+            "secretfs",
+            "up",
+            "--wrapped-key",
+            "s3://bkt/k",
+            "--encryption-context",
+            "a=b",
+            "--encryption-context",
+            "c=d",
+            "--file",
+            "/var/secretfs.img",
+            "--size",
+            "2G",
+            "--pbkdf",
+            "pbkdf2",
+            "--timeout",
+            "30s",
+        ])
+        .unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(up.size, Some(2 << 30));
+        assert_eq!(up.aws.encryption_context.len(), 2);
+        assert_eq!(up.pbkdf, Some(PbkdfChoice::Pbkdf2));
+        assert_eq!(up.aws.timeout, Some(Duration::from_secs(30)));
+    }
+}

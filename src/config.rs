@@ -1,0 +1,368 @@
+//! The settings of `secretfs up`: a TOML file (optional) overlaid by flags.
+//!
+//! The file uses the flag names as keys (`wrapped-key`, `disk`, ...), with
+//! `encryption-context` as a table. Values go through the same parsers as
+//! the flags. A flag replaces the file's value; the key source and the
+//! target are each replaced as a group, so `--disk` on the command line
+//! overrides a `file` in the config rather than conflicting with it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use crate::cli::{AwsArgs, PbkdfChoice, UpArgs};
+use crate::error::usage;
+use crate::names;
+use crate::parse::{self, BlobLocation, MountOptions};
+
+/// Default deadline for getting the key.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The config file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    wrapped_key: Option<String>,
+    passphrase_file: Option<PathBuf>,
+    kms_key_id: Option<String>,
+    encryption_context: Option<BTreeMap<String, String>>,
+    expected_bucket_owner: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    timeout: Option<String>,
+    disk: Option<PathBuf>,
+    file: Option<PathBuf>,
+    size: Option<String>,
+    name: Option<String>,
+    mount: Option<PathBuf>,
+    mount_options: Option<String>,
+    force: Option<bool>,
+    wipe: Option<bool>,
+    discard: Option<bool>,
+    pbkdf: Option<PbkdfChoice>,
+}
+
+/// Where the passphrase comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySpec {
+    /// A KMS ciphertext blob in S3 or a file.
+    Wrapped(BlobLocation),
+    /// A plaintext passphrase file, or `-` for stdin.
+    PassphraseFile(PathBuf),
+    /// Nothing given: prompt on the terminal if there is one.
+    Prompt,
+}
+
+/// What to put the volume on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A raw block device.
+    Disk(PathBuf),
+    /// A loop-backed file; `size` is needed only to create it.
+    File { path: PathBuf, size: Option<u64> },
+}
+
+impl Target {
+    /// The path the operator named.
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::Disk(p) | Target::File { path: p, .. } => p,
+        }
+    }
+}
+
+/// Settings for S3 and KMS calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsOptions {
+    pub kms_key_id: Option<String>,
+    pub encryption_context: BTreeMap<String, String>,
+    pub expected_bucket_owner: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub timeout: Duration,
+}
+
+impl AwsOptions {
+    /// From the shared flags alone (`seal`, `check-key`).
+    pub fn from_args(a: &AwsArgs) -> Result<Self> {
+        Self::merge(a, &FileConfig::default())
+    }
+
+    fn merge(a: &AwsArgs, f: &FileConfig) -> Result<Self> {
+        let mut encryption_context = f.encryption_context.clone().unwrap_or_default();
+        let flags = parse::context(&a.encryption_context).or_else(usage)?;
+        if !flags.is_empty() {
+            encryption_context = flags;
+        }
+        for (k, v) in &encryption_context {
+            parse::context_pair(&format!("{k}={v}"))
+                .or_else(|e| usage(format!("config encryption-context: {e}")))?;
+        }
+        Ok(AwsOptions {
+            kms_key_id: pick(&a.kms_key_id, &f.kms_key_id, "kms-key-id", parse::kms_key)?,
+            encryption_context,
+            expected_bucket_owner: pick(
+                &a.expected_bucket_owner,
+                &f.expected_bucket_owner,
+                "expected-bucket-owner",
+                parse::account_id,
+            )?,
+            region: pick(&a.region, &f.region, "region", parse::region)?,
+            endpoint_url: pick(
+                &a.endpoint_url,
+                &f.endpoint_url,
+                "endpoint-url",
+                parse::endpoint_url,
+            )?,
+            timeout: match (a.timeout, &f.timeout) {
+                (Some(t), _) => t,
+                (None, Some(s)) => {
+                    parse::duration(s).or_else(|e| usage(format!("config timeout: {e}")))?
+                }
+                (None, None) => DEFAULT_TIMEOUT,
+            },
+        })
+    }
+}
+
+/// The resolved settings of `secretfs up`.
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    pub key: KeySpec,
+    pub aws: AwsOptions,
+    pub target: Target,
+    pub name: String,
+    pub mount: PathBuf,
+    pub mount_options: MountOptions,
+    pub force: bool,
+    pub wipe: bool,
+    pub discard: bool,
+    pub pbkdf: PbkdfChoice,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+/// A flag's value if given, else the config's (parsed), else `None`.
+fn pick<T: Clone>(
+    flag: &Option<T>,
+    file: &Option<String>,
+    key: &str,
+    parser: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>> {
+    match (flag, file) {
+        (Some(v), _) => Ok(Some(v.clone())),
+        (None, Some(s)) => parser(s)
+            .map(Some)
+            .or_else(|e| usage(format!("config {key}: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads and parses a config file.
+pub fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("cannot read config {}: {e}", path.display())),
+    };
+    parse_file(&text).or_else(|e| usage(format!("config {}: {e}", path.display())))
+}
+
+/// Parses config text (pure; the fuzz and unit tests call this).
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.message().to_string())
+}
+
+/// Resolves `up`'s settings from the flags and the config file. `config`
+/// is the parsed file, if one was read.
+pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<UpConfig> {
+    let f = file.unwrap_or_default();
+    let key = match (&args.wrapped_key, &args.passphrase_file) {
+        (Some(l), _) => KeySpec::Wrapped(l.clone()),
+        (None, Some(p)) => KeySpec::PassphraseFile(p.clone()),
+        (None, None) => match (&f.wrapped_key, &f.passphrase_file) {
+            (Some(_), Some(_)) => {
+                return usage("config sets both wrapped-key and passphrase-file: keep one")
+            }
+            (Some(s), None) => KeySpec::Wrapped(
+                parse::blob_location(s).or_else(|e| usage(format!("config wrapped-key: {e}")))?,
+            ),
+            (None, Some(p)) => KeySpec::PassphraseFile(p.clone()),
+            (None, None) => KeySpec::Prompt,
+        },
+    };
+    let target = if let Some(d) = &args.disk {
+        Target::Disk(d.clone())
+    } else if let Some(p) = &args.file {
+        let size = match (args.size, &f.size) {
+            (Some(s), _) => Some(s),
+            (None, Some(s)) if f.file.as_ref() == Some(p) => {
+                Some(parse::size(s).or_else(|e| usage(format!("config size: {e}")))?)
+            }
+            _ => None,
+        };
+        Target::File {
+            path: p.clone(),
+            size,
+        }
+    } else {
+        match (&f.disk, &f.file) {
+            (Some(_), Some(_)) => return usage("config sets both disk and file: keep one"),
+            (Some(d), None) => Target::Disk(d.clone()),
+            (None, Some(p)) => Target::File {
+                path: p.clone(),
+                size: f
+                    .size
+                    .as_deref()
+                    .map(parse::size)
+                    .transpose()
+                    .or_else(|e| usage(format!("config size: {e}")))?,
+            },
+            (None, None) => {
+                return usage("no target: give --disk DEVICE, or --file PATH --size SIZE")
+            }
+        }
+    };
+    if target.path().as_os_str().is_empty() {
+        return usage("the target path is empty");
+    }
+    let name = pick(&args.name, &f.name, "name", parse::volume_name)?
+        .unwrap_or_else(|| names::DEFAULT_NAME.to_string());
+    let mount = args
+        .mount
+        .clone()
+        .or(f.mount.clone())
+        .unwrap_or_else(|| PathBuf::from(names::DEFAULT_MOUNT));
+    if !mount.is_absolute() {
+        return usage(format!(
+            "mount point {} is not an absolute path",
+            mount.display()
+        ));
+    }
+    if mount == Path::new("/") {
+        return usage("mount point / is the root filesystem: choose e.g. /mnt/secretfs");
+    }
+    let opts_text = args
+        .mount_options
+        .clone()
+        .or(f.mount_options.clone())
+        .unwrap_or_else(|| names::DEFAULT_MOUNT_OPTIONS.to_string());
+    let mount_options =
+        parse::mount_options(&opts_text).or_else(|e| usage(format!("mount options: {e}")))?;
+    Ok(UpConfig {
+        key,
+        aws: AwsOptions::merge(&args.aws, &f)?,
+        target,
+        name,
+        mount,
+        mount_options,
+        force: args.force || f.force.unwrap_or(false),
+        wipe: args.wipe || f.wipe.unwrap_or(false),
+        discard: args.discard || f.discard.unwrap_or(false),
+        pbkdf: args.pbkdf.or(f.pbkdf).unwrap_or(PbkdfChoice::Auto),
+        dry_run: args.dry_run,
+        json: args.json,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code_of, EXIT_USAGE};
+
+    const FULL: &str = r#"
+wrapped-key = "s3://secretfs-keys/i-123/key.bin"
+kms-key-id = "alias/secretfs"
+encryption-context = { app = "secretfs", host = "i-123" }
+expected-bucket-owner = "123456789012"
+region = "us-east-1"
+timeout = "2m"
+file = "/var/lib/secretfs/volume.img"
+size = "2G"
+mount = "/mnt/scratch"
+pbkdf = "pbkdf2"
+"#;
+
+    #[test]
+    fn file_settings_apply() {
+        let c = resolve_up(&UpArgs::default(), Some(parse_file(FULL).unwrap())).unwrap();
+        assert_eq!(
+            c.key,
+            KeySpec::Wrapped(BlobLocation::S3 {
+                bucket: "secretfs-keys".into(),
+                key: "i-123/key.bin".into()
+            })
+        );
+        assert_eq!(
+            c.target,
+            Target::File {
+                path: "/var/lib/secretfs/volume.img".into(),
+                size: Some(2 << 30)
+            }
+        );
+        assert_eq!(c.aws.encryption_context.len(), 2);
+        assert_eq!(c.aws.timeout, Duration::from_secs(120));
+        assert_eq!(c.mount, PathBuf::from("/mnt/scratch"));
+        assert_eq!(c.pbkdf, PbkdfChoice::Pbkdf2);
+        assert_eq!(c.name, "secretfs");
+    }
+
+    #[test]
+    fn flags_override_the_file_by_group() {
+        let args = UpArgs {
+            disk: Some("/dev/nvme1n1".into()),
+            passphrase_file: Some("-".into()),
+            aws: AwsArgs {
+                encryption_context: vec![("x".into(), "y".into())],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = resolve_up(&args, Some(parse_file(FULL).unwrap())).unwrap();
+        assert_eq!(c.target, Target::Disk("/dev/nvme1n1".into()));
+        assert_eq!(c.key, KeySpec::PassphraseFile("-".into()));
+        assert_eq!(
+            c.aws.encryption_context.get("x").map(String::as_str),
+            Some("y")
+        );
+        assert_eq!(c.aws.encryption_context.len(), 1);
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let args = UpArgs {
+            disk: Some("/dev/xvdb".into()),
+            ..Default::default()
+        };
+        let c = resolve_up(&args, None).unwrap();
+        assert_eq!(c.key, KeySpec::Prompt);
+        assert_eq!(c.mount, PathBuf::from("/mnt/secretfs"));
+        assert_eq!(c.aws.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.mount_options.flags, vec!["nodev", "nosuid", "noatime"]);
+    }
+
+    #[test]
+    fn bad_files_are_usage_errors() {
+        for text in [
+            "unknown-key = 1",
+            "size = 5",
+            "disk = \"/dev/a\"\nfile = \"/b\"",
+            "file = \"/b\"\nsize = \"2X\"",
+            "disk = \"/d\"\nname = \"a/b\"",
+            "disk = \"/d\"\ntimeout = \"soon\"",
+            "disk = \"/d\"\nwrapped-key = \"s3://\"",
+            "disk = \"/d\"\nmount = \"relative\"",
+            "[[[",
+        ] {
+            let r = parse_file(text)
+                .map_err(|e| usage::<()>(e).unwrap_err())
+                .and_then(|f| resolve_up(&UpArgs::default(), Some(f)));
+            let e = r.expect_err(text);
+            assert_eq!(exit_code_of(&e), EXIT_USAGE, "{text}: {e:#}");
+        }
+        let e = resolve_up(&UpArgs::default(), None).unwrap_err();
+        assert!(format!("{e}").contains("no target"));
+    }
+}

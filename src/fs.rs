@@ -1,0 +1,166 @@
+//! The filesystem inside the volume: mkfs, mount, unmount, wipe.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::mount::{MntFlags, MsFlags};
+use tracing::info;
+
+use crate::cmd::{self, Tool};
+use crate::names;
+use crate::parse::MountOptions;
+
+/// Makes ext4 on `dev`: lazy inode-table and journal init and no discard,
+/// so the time does not grow with the size (ext4's metadata checksums
+/// keep a lazily initialised journal safe to replay).
+pub fn mkfs_ext4(dev: &Path) -> Result<()> {
+    cmd::run(
+        Tool::MkfsExt4,
+        &[
+            "-q".as_ref(),
+            "-L".as_ref(),
+            names::FS_LABEL.as_ref(),
+            "-E".as_ref(),
+            "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
+            dev.as_os_str(),
+        ],
+        &[],
+    )
+    .map(|_| ())
+}
+
+/// The mount(2) flags word for the parsed options.
+pub fn ms_flags(o: &MountOptions) -> MsFlags {
+    o.flags.iter().fold(MsFlags::empty(), |acc, f| {
+        acc | match *f {
+            "ro" => MsFlags::MS_RDONLY,
+            "nodev" => MsFlags::MS_NODEV,
+            "nosuid" => MsFlags::MS_NOSUID,
+            "noexec" => MsFlags::MS_NOEXEC,
+            "noatime" => MsFlags::MS_NOATIME,
+            "nodiratime" => MsFlags::MS_NODIRATIME,
+            "relatime" => MsFlags::MS_RELATIME,
+            "strictatime" => MsFlags::MS_STRICTATIME,
+            "sync" => MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => MsFlags::MS_DIRSYNC,
+            "lazytime" => MsFlags::MS_LAZYTIME,
+            _ => MsFlags::empty(),
+        }
+    })
+}
+
+/// Mounts ext4 from `dev` at `dir`.
+pub fn mount(dev: &Path, dir: &Path, o: &MountOptions) -> Result<()> {
+    let data = o.data.join(",");
+    nix::mount::mount(
+        Some(dev),
+        dir,
+        Some("ext4"),
+        ms_flags(o),
+        (!data.is_empty()).then_some(data.as_str()),
+    )
+    .with_context(|| format!("mounting {} at {}", dev.display(), dir.display()))
+}
+
+/// Unmounts `dir`.
+pub fn umount(dir: &Path) -> Result<()> {
+    nix::mount::umount2(dir, MntFlags::empty()).map_err(|e| {
+        let hint = if e == nix::errno::Errno::EBUSY {
+            format!(": it is in use (see `fuser -vm {}`)", dir.display())
+        } else {
+            String::new()
+        };
+        anyhow::Error::new(e).context(format!("unmounting {}{hint}", dir.display()))
+    })
+}
+
+/// Overwrites the whole of `dev` with zeros, logging progress.
+pub fn wipe(dev: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .with_context(|| format!("opening {} to wipe it", dev.display()))?;
+    let total = block_size_of(&f).with_context(|| format!("sizing {}", dev.display()))?;
+    let chunk = AlignedBuf::new(4 << 20);
+    let tty = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut done = 0u64;
+    while done < total {
+        let n = chunk.len().min((total - done) as usize);
+        f.write_all(&chunk.as_slice()[..n])
+            .with_context(|| format!("wiping {} at byte {done}", dev.display()))?;
+        done += n as u64;
+        if last.elapsed() >= Duration::from_secs(if tty { 1 } else { 10 }) || done == total {
+            let pct = done * 100 / total.max(1);
+            let rate = done as f64 / start.elapsed().as_secs_f64().max(0.001) / (1 << 20) as f64;
+            if tty {
+                eprint!("\rwiping {}: {pct}% ({rate:.0} MiB/s)   ", dev.display());
+            } else {
+                info!("wiping {}: {pct}% ({rate:.0} MiB/s)", dev.display());
+            }
+            last = Instant::now();
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    f.sync_all()
+        .with_context(|| format!("syncing {}", dev.display()))
+}
+
+fn block_size_of(f: &std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f;
+    let end = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(end)
+}
+
+/// A zeroed, 4096-byte-aligned buffer for O_DIRECT writes.
+struct AlignedBuf {
+    v: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Self {
+        let v = vec![0u8; len + 4096];
+        let off = v.as_ptr().align_offset(4096);
+        AlignedBuf { v, off, len }
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.v[self.off..self.off + self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::mount_options;
+
+    #[test]
+    fn mount_flags_follow_the_options() {
+        let f = ms_flags(&mount_options("nodev,nosuid,noatime").unwrap());
+        assert_eq!(
+            f,
+            MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOATIME
+        );
+        assert_eq!(ms_flags(&mount_options("ro").unwrap()), MsFlags::MS_RDONLY);
+    }
+
+    #[test]
+    fn aligned_buffer_is_aligned_and_zero() {
+        let b = AlignedBuf::new(8192);
+        assert_eq!(b.as_slice().as_ptr() as usize % 4096, 0);
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+    }
+}

@@ -1,0 +1,605 @@
+//! S3 and KMS: fetching and unwrapping the passphrase, and sealing one.
+//!
+//! All AWS calls run inside one short-lived current-thread tokio runtime;
+//! the caller gets the passphrase back on its own thread (libcryptsetup is
+//! single-threaded). The SDK's own retries are off: every call is retried
+//! here, with jittered exponential backoff, until the `--timeout` deadline,
+//! so a boot storm or a network that is not up yet is ridden out, while an
+//! answer that cannot change (access denied, no such key, wrong encryption
+//! context) fails at once with exit 4.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_kms::primitives::Blob;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use tracing::{debug, info, warn};
+use zeroize::Zeroize;
+
+use super::{blob, KeyOrigin, KeySource, Passphrase};
+use crate::config::AwsOptions;
+use crate::error::{key_unavailable, refused};
+use crate::parse::BlobLocation;
+
+/// Longest single attempt of one call.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// First backoff; doubled after each failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Backoff ceiling.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// What a failed attempt means for the next one.
+#[derive(Debug)]
+pub enum Attempt {
+    /// May succeed later (throttling, 5xx, network, credentials not yet).
+    Retry(String),
+    /// Will not change; fail now with exit 4.
+    Fatal(String),
+}
+
+/// A KMS ciphertext blob in S3 or a file, decrypted with KMS.
+pub struct KmsWrappedKey {
+    pub location: BlobLocation,
+    pub opts: AwsOptions,
+}
+
+impl KeySource for KmsWrappedKey {
+    fn describe(&self) -> String {
+        format!("KMS-wrapped key {}", self.location)
+    }
+    fn origin(&self) -> KeyOrigin {
+        KeyOrigin::Kms
+    }
+    fn fetch(&self, _first_format: bool) -> Result<Passphrase> {
+        block_on(unwrap_key(&self.location, &self.opts))
+    }
+}
+
+/// Runs a future on a fresh current-thread runtime that ends with it.
+pub fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+/// Fetches the blob and decrypts it, all within `opts.timeout`.
+pub async fn unwrap_key(location: &BlobLocation, opts: &AwsOptions) -> Result<Passphrase> {
+    let deadline = Instant::now() + opts.timeout;
+    let stored = match location {
+        BlobLocation::File(p) => read_blob_file(p)?,
+        BlobLocation::S3 { bucket, key } => {
+            retry(
+                deadline,
+                opts.timeout,
+                &format!("fetching {location}"),
+                || get_object(opts, bucket, key),
+            )
+            .await?
+        }
+    };
+    let ciphertext = match blob::decode(&stored) {
+        Ok(c) => c,
+        Err(m) => return key_unavailable(format!("{location}: {m}")),
+    };
+    info!(
+        source = %location,
+        ciphertext_bytes = ciphertext.len(),
+        "wrapped key fetched; asking KMS to decrypt it"
+    );
+    let p = retry(
+        deadline,
+        opts.timeout,
+        &format!("decrypting {location} with KMS"),
+        || decrypt(opts, &ciphertext, location),
+    )
+    .await?;
+    info!(source = %location, "KMS decrypted the key ({} bytes)", p.len());
+    Ok(p)
+}
+
+fn read_blob_file(p: &std::path::Path) -> Result<Vec<u8>> {
+    let f = match std::fs::File::open(p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return key_unavailable(format!(
+                "wrapped key file {} does not exist: check --wrapped-key or run `secretfs seal`",
+                p.display()
+            ))
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening wrapped key file {}", p.display()))
+        }
+    };
+    let mut buf = Vec::new();
+    f.take(blob::MAX_STORED as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading wrapped key file {}", p.display()))?;
+    Ok(buf)
+}
+
+/// Calls `attempt` until it succeeds, fails for good, or the deadline.
+pub async fn retry<T, F, Fut>(
+    deadline: Instant,
+    budget: Duration,
+    what: &str,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut last = String::from("no attempt was made");
+    for n in 1u32.. {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(
+            remaining.min(ATTEMPT_TIMEOUT + Duration::from_secs(5)),
+            attempt(),
+        )
+        .await
+        {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(Attempt::Fatal(m))) => return key_unavailable(format!("{what}: {m}")),
+            Ok(Err(Attempt::Retry(m))) => last = m,
+            Err(_) => last = "the attempt timed out".into(),
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        // "Equal jitter": half fixed, half random, so a fleet that booted
+        // together spreads out but no client retries in a tight loop.
+        let half = backoff / 2;
+        let pause = (half + half.mul_f64(fastrand::f64())).min(remaining);
+        warn!(
+            "{what}: {last}; retrying in {:.1}s (attempt {n})",
+            pause.as_secs_f64()
+        );
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    key_unavailable(format!(
+        "{what}: gave up after the --timeout of {}; last error: {last}",
+        humantime::format_duration(budget)
+    ))
+}
+
+/// Loads the SDK configuration: region, credentials chain, endpoint.
+async fn sdk_config(opts: &AwsOptions) -> Result<SdkConfig, Attempt> {
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+    if let Some(r) = &opts.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(u) = &opts.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    let cfg = loader.load().await;
+    if cfg.region().is_none() {
+        // On EC2 the region comes from instance metadata, which may not
+        // answer yet this early in boot.
+        return Err(Attempt::Retry(
+            "no AWS region (none in --region, AWS_REGION or the profile, and instance metadata did not answer)".into(),
+        ));
+    }
+    Ok(cfg)
+}
+
+fn custom_endpoint(cfg: &SdkConfig, service_env: &str) -> bool {
+    cfg.endpoint_url().is_some() || std::env::var_os(service_env).is_some()
+}
+
+fn s3_client(cfg: &SdkConfig) -> aws_sdk_s3::Client {
+    // Path-style addressing only against a custom endpoint (emulators);
+    // real S3 and VPC endpoints want virtual-hosted style.
+    let path_style = custom_endpoint(cfg, "AWS_ENDPOINT_URL_S3");
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(cfg)
+            .force_path_style(path_style)
+            .build(),
+    )
+}
+
+async fn get_object(opts: &AwsOptions, bucket: &str, key: &str) -> Result<Vec<u8>, Attempt> {
+    let s3 = s3_client(&sdk_config(opts).await?);
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+        .send()
+        .await
+        .map_err(|e| classify(&e, &format!("s3://{bucket}/{key}"), Service::S3))?;
+    if let Some(len) = out.content_length() {
+        if len > blob::MAX_STORED as i64 {
+            return Err(Attempt::Fatal(format!(
+                "s3://{bucket}/{key} is {len} bytes; a KMS ciphertext is under {} bytes: is it the right object?",
+                blob::MAX_CIPHERTEXT
+            )));
+        }
+    }
+    let bytes = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| Attempt::Retry(format!("reading the object body: {e}")))?
+        .into_bytes();
+    Ok(bytes.to_vec())
+}
+
+async fn decrypt(
+    opts: &AwsOptions,
+    ciphertext: &[u8],
+    from: &BlobLocation,
+) -> Result<Passphrase, Attempt> {
+    let kms = aws_sdk_kms::Client::new(&sdk_config(opts).await?);
+    let ctx: HashMap<String, String> = opts.encryption_context.clone().into_iter().collect();
+    let mut out = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(ciphertext))
+        .set_encryption_context((!ctx.is_empty()).then_some(ctx))
+        .set_key_id(opts.kms_key_id.clone())
+        .send()
+        .await
+        .map_err(|e| classify(&e, &from.to_string(), Service::Kms))?;
+    let mut plain = out
+        .plaintext
+        .take()
+        .ok_or_else(|| Attempt::Fatal("KMS returned no plaintext".into()))?
+        .into_inner();
+    let p = Passphrase::from_slice(&plain);
+    plain.zeroize();
+    if p.is_empty() || p.len() > super::MAX_PASSPHRASE {
+        return Err(Attempt::Fatal(format!(
+            "KMS returned a {}-byte plaintext; expected 1 to {}",
+            p.len(),
+            super::MAX_PASSPHRASE
+        )));
+    }
+    Ok(p)
+}
+
+/// Which service an error came from, for the operator's hint.
+#[derive(Clone, Copy)]
+enum Service {
+    S3,
+    Kms,
+}
+
+/// Error codes that mean "try again later".
+const RETRYABLE_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "KMSInternalException",
+    "KMSInternal",
+    "DependencyTimeoutException",
+    "KeyUnavailableException",
+];
+
+fn classify<E>(
+    err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+    what: &str,
+    svc: Service,
+) -> Attempt
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let e = ctx.err();
+            let code = e.code().unwrap_or("");
+            let msg = e.message().unwrap_or("");
+            let said = if code.is_empty() {
+                format!("HTTP {status}")
+            } else if msg.is_empty() {
+                format!("{code} (HTTP {status})")
+            } else {
+                format!("{code}: {msg} (HTTP {status})")
+            };
+            if status >= 500 || status == 429 || RETRYABLE_CODES.contains(&code) {
+                return Attempt::Retry(said);
+            }
+            Attempt::Fatal(format!("{said}; {}", hint(svc, code, status, what)))
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+            while let Some(e) = source {
+                if let Some(c) = e.downcast_ref::<CredentialsError>() {
+                    return match c {
+                        CredentialsError::CredentialsNotLoaded(_) => Attempt::Fatal(
+                            "no AWS credentials: on EC2 attach an instance role (and allow IMDSv2), \
+                             elsewhere set AWS_PROFILE or AWS_ACCESS_KEY_ID"
+                                .into(),
+                        ),
+                        CredentialsError::InvalidConfiguration(_) => {
+                            Attempt::Fatal(format!("invalid AWS credentials configuration: {}", chain(c)))
+                        }
+                        _ => Attempt::Retry(format!("AWS credentials not available yet: {}", chain(c))),
+                    };
+                }
+                source = e.source();
+            }
+            Attempt::Retry(format!("cannot reach the service: {}", chain(err)))
+        }
+        _ => Attempt::Fatal(chain(err)),
+    }
+}
+
+fn chain(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn hint(svc: Service, code: &str, status: u16, what: &str) -> String {
+    match (svc, code) {
+        (Service::S3, "NoSuchKey") => format!("{what} does not exist: check --wrapped-key, or create it with `secretfs seal`"),
+        (Service::S3, "NoSuchBucket") => format!("the bucket of {what} does not exist: check --wrapped-key"),
+        (Service::S3, _) if status == 403 || code == "AccessDenied" => format!(
+            "access to {what} denied: the role needs s3:GetObject on it, and --expected-bucket-owner must own the bucket"
+        ),
+        (Service::Kms, "InvalidCiphertextException") => "KMS cannot decrypt this blob: the --encryption-context differs \
+            from the one it was sealed with, or the blob is corrupted or not a KMS ciphertext"
+            .into(),
+        (Service::Kms, "IncorrectKeyException") => "the blob was not encrypted under --kms-key-id".into(),
+        (Service::Kms, "NotFoundException") => "the KMS key does not exist (or is in another region)".into(),
+        (Service::Kms, "DisabledException") => "the KMS key is disabled: enable it".into(),
+        (Service::Kms, "KMSInvalidStateException") => {
+            "the KMS key is not usable (pending deletion or import?): check it in KMS".into()
+        }
+        (Service::Kms, _) if status == 403 || code.contains("AccessDenied") => {
+            "KMS denied the call: the role needs kms:Decrypt on the key (with this encryption context), \
+             and --kms-key-id must be the key the blob was sealed under"
+                .into()
+        }
+        _ => format!("while reading {what}"),
+    }
+}
+
+/// What `seal` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct Sealed {
+    /// Where the blob went.
+    pub to: String,
+    /// The key KMS encrypted under (its ARN, as KMS reports it).
+    pub key_id: String,
+    /// Size of the ciphertext blob.
+    pub blob_bytes: usize,
+    /// Size of the sealed passphrase.
+    pub passphrase_bytes: usize,
+}
+
+/// KMS-encrypts `pass` under `kms_key` and stores the blob at `to`.
+pub async fn seal(
+    pass: &Passphrase,
+    kms_key: &str,
+    to: &BlobLocation,
+    opts: &AwsOptions,
+    force: bool,
+) -> Result<Sealed> {
+    let deadline = Instant::now() + opts.timeout;
+    if !force {
+        let exists = match to {
+            BlobLocation::File(p) => p.exists(),
+            BlobLocation::S3 { bucket, key } => {
+                retry(deadline, opts.timeout, &format!("checking {to}"), || {
+                    head_object(opts, bucket, key)
+                })
+                .await?
+            }
+        };
+        if exists {
+            return refused(format!(
+                "{to} already exists; a volume sealed with it would become unopenable if it were replaced \
+                 (pass --force to replace it anyway)"
+            ));
+        }
+    }
+    let (blob, key_id) = retry(
+        deadline,
+        opts.timeout,
+        &format!("encrypting with KMS key {kms_key}"),
+        || encrypt(opts, kms_key, pass),
+    )
+    .await?;
+    match to {
+        BlobLocation::File(p) => write_private(p, &blob, force)?,
+        BlobLocation::S3 { bucket, key } => {
+            retry(deadline, opts.timeout, &format!("writing {to}"), || {
+                put_object(opts, bucket, key, &blob)
+            })
+            .await?
+        }
+    }
+    info!(to = %to, key_id = %key_id, "sealed a {}-byte passphrase into a {}-byte KMS blob", pass.len(), blob.len());
+    Ok(Sealed {
+        to: to.to_string(),
+        key_id,
+        blob_bytes: blob.len(),
+        passphrase_bytes: pass.len(),
+    })
+}
+
+fn write_private(p: &std::path::Path, data: &[u8], force: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(!force)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .with_context(|| format!("creating {}", p.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting mode 0600 on {}", p.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("writing {}", p.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", p.display()))
+}
+
+async fn head_object(opts: &AwsOptions, bucket: &str, key: &str) -> Result<bool, Attempt> {
+    let s3 = s3_client(&sdk_config(opts).await?);
+    match s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(ctx)) if ctx.raw().status().as_u16() == 404 => Ok(false),
+        Err(e) => Err(classify(&e, &format!("s3://{bucket}/{key}"), Service::S3)),
+    }
+}
+
+async fn put_object(
+    opts: &AwsOptions,
+    bucket: &str,
+    key: &str,
+    data: &[u8],
+) -> Result<(), Attempt> {
+    let s3 = s3_client(&sdk_config(opts).await?);
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(data.to_vec()))
+        .content_type("application/octet-stream")
+        .set_expected_bucket_owner(opts.expected_bucket_owner.clone())
+        .send()
+        .await
+        .map_err(|e| classify(&e, &format!("s3://{bucket}/{key}"), Service::S3))?;
+    debug!("wrote s3://{bucket}/{key}");
+    Ok(())
+}
+
+async fn encrypt(
+    opts: &AwsOptions,
+    kms_key: &str,
+    pass: &Passphrase,
+) -> Result<(Vec<u8>, String), Attempt> {
+    let kms = aws_sdk_kms::Client::new(&sdk_config(opts).await?);
+    let ctx: HashMap<String, String> = opts.encryption_context.clone().into_iter().collect();
+    let out = kms
+        .encrypt()
+        .key_id(kms_key)
+        .plaintext(Blob::new(pass.expose()))
+        .set_encryption_context((!ctx.is_empty()).then_some(ctx))
+        .send()
+        .await
+        .map_err(|e| classify(&e, kms_key, Service::Kms))?;
+    let blob = out
+        .ciphertext_blob()
+        .ok_or_else(|| Attempt::Fatal("KMS returned no ciphertext".into()))?
+        .as_ref()
+        .to_vec();
+    Ok((blob, out.key_id().unwrap_or(kms_key).to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code_of, EXIT_KEY_UNAVAILABLE};
+
+    #[test]
+    fn retry_gives_up_at_the_deadline_with_exit_4() {
+        let start = Instant::now();
+        let budget = Duration::from_millis(700);
+        let r: Result<()> = block_on(retry(start + budget, budget, "test", || async {
+            Err(Attempt::Retry("503".into()))
+        }));
+        let e = r.unwrap_err();
+        assert_eq!(exit_code_of(&e), EXIT_KEY_UNAVAILABLE);
+        assert!(format!("{e}").contains("last error: 503"), "{e}");
+        let took = start.elapsed();
+        assert!(
+            took >= budget && took < budget + Duration::from_millis(500),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn retry_stops_at_a_fatal_answer() {
+        let mut calls = 0;
+        let r: Result<()> = block_on(retry(
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_secs(30),
+            "t",
+            || {
+                calls += 1;
+                async { Err(Attempt::Fatal("AccessDenied".into())) }
+            },
+        ));
+        assert_eq!(calls, 1);
+        assert_eq!(exit_code_of(&r.unwrap_err()), EXIT_KEY_UNAVAILABLE);
+    }
+
+    #[test]
+    fn retry_recovers_after_transient_failures() {
+        let mut calls = 0;
+        let r = block_on(retry(
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_secs(30),
+            "t",
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(Attempt::Retry("throttled".into()))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+        ));
+        assert_eq!(r.unwrap(), 3);
+    }
+}
