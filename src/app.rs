@@ -249,9 +249,47 @@ fn print_plan(cfg: &UpConfig, obs: &Observed, plan: &Result<Plan, Refusal>) -> R
     Ok(())
 }
 
+/// Environment variable that replaces the instance-store model string
+/// `--disk auto` looks for. A test seam: emulated NVMe controllers cannot
+/// carry Amazon's model name.
+pub const MODEL_OVERRIDE_ENV: &str = "SECRETFS_INSTANCE_STORE_MODEL";
+
+/// Resolves `--disk auto` to an instance-store NVMe disk: the one that
+/// already holds a secretfs volume, else the first blank one, else the
+/// first (which the planner then refuses with the reason).
+fn resolve_auto_disk(cfg: &mut UpConfig) -> Result<()> {
+    let Target::Disk(d) = &cfg.target else { return Ok(()) };
+    if d != Path::new("auto") {
+        return Ok(());
+    }
+    let model = std::env::var(MODEL_OVERRIDE_ENV).unwrap_or_else(|_| probe::INSTANCE_STORE_MODEL.to_string());
+    let disks = probe::instance_store_disks(Path::new("/"), &model);
+    if disks.is_empty() {
+        return usage(format!(
+            "--disk auto found no instance-store NVMe disk (model '{model}'): this instance type may have none, \
+             or exposes it as /dev/xvdb-style: name it with --disk"
+        ));
+    }
+    let sigs: Vec<Signature> = disks.iter().map(|d| probe::signature(d)).collect::<Result<_>>()?;
+    let pick = sigs
+        .iter()
+        .position(Signature::is_ours)
+        .or_else(|| sigs.iter().position(|s| *s == Signature::Blank))
+        .unwrap_or(0);
+    info!(
+        "--disk auto: {} instance-store disk(s); using {} ({})",
+        disks.len(),
+        disks[pick].display(),
+        sigs[pick].describe()
+    );
+    cfg.target = Target::Disk(disks[pick].clone());
+    Ok(())
+}
+
 /// `secretfs up`.
 pub fn up(args: &UpArgs) -> Result<()> {
-    let cfg = load_config(args)?;
+    let mut cfg = load_config(args)?;
+    resolve_auto_disk(&mut cfg)?;
     let obs = probe::observe(Path::new("/"), &cfg)?;
     let input = PlanInput {
         target: cfg.target.clone(),
@@ -545,10 +583,11 @@ fn loop_backing(d: DevNo) -> Option<(PathBuf, bool)> {
 
 /// `secretfs down`.
 pub fn down(args: &DownArgs) -> Result<()> {
-    let mapper = names::mapper_path(&args.name);
+    let name = config::volume_name(&args.name, &args.config)?;
+    let mapper = names::mapper_path(&name);
     let mut unmounted = Vec::new();
     let mut detached = Vec::new();
-    let (devno, on) = match probe::mapping(&args.name) {
+    let (devno, on) = match probe::mapping(&name) {
         Mapping::Absent | Mapping::Unavailable { .. } => {
             info!("{} is not open; nothing to do", mapper.display());
             if args.json {
@@ -599,7 +638,7 @@ pub fn down(args: &DownArgs) -> Result<()> {
         info!("unmounted {}", p.display());
         unmounted.push(p);
     }
-    luks::close(&args.name)?;
+    luks::close(&name)?;
     info!("closed {}", mapper.display());
     for d in on {
         if let Some((file, autoclear)) = loop_backing(d) {
@@ -661,11 +700,12 @@ struct StatusReport {
 
 /// `secretfs status`.
 pub fn status(args: &StatusArgs) -> Result<()> {
-    let mapper = names::mapper_path(&args.name);
+    let name = config::volume_name(&args.name, &args.config)?;
+    let mapper = names::mapper_path(&name);
     let mut r = StatusReport {
         command: "status",
         ok: true,
-        name: args.name.clone(),
+        name: name.clone(),
         mapper: mapper.clone(),
         open: false,
         device: None,
@@ -677,7 +717,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         mounts: Vec::new(),
         note: None,
     };
-    match probe::mapping(&args.name) {
+    match probe::mapping(&name) {
         Mapping::Unavailable { reason } => {
             r.note = Some(format!("device-mapper unavailable: {reason}"))
         }

@@ -97,7 +97,8 @@ pub struct UpArgs {
     pub passphrase_file: Option<PathBuf>,
     #[command(flatten)]
     pub aws: AwsArgs,
-    /// Raw block device to use (e.g. an instance-store NVMe disk)
+    /// Raw block device to use, or `auto`: the instance-store NVMe disk
+    /// (the one holding a secretfs volume, else the first)
     #[arg(long, value_name = "DEVICE", conflicts_with_all = ["file", "size"])]
     pub disk: Option<PathBuf>,
     /// Loop-backed file to use (created sparse, mode 0600, if absent)
@@ -143,9 +144,12 @@ pub struct UpArgs {
 /// Arguments of `secretfs down`.
 #[derive(Clone, Debug, Args)]
 pub struct DownArgs {
-    /// Volume name [default: secretfs]
-    #[arg(long, default_value = crate::names::DEFAULT_NAME, value_parser = parse::volume_name)]
-    pub name: String,
+    /// Volume name [default: the config's name, else secretfs]
+    #[arg(long, value_parser = parse::volume_name)]
+    pub name: Option<String>,
+    /// TOML file to take the volume name from (as `up --config`)
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Also unmount this directory if the volume is mounted there
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
@@ -157,9 +161,12 @@ pub struct DownArgs {
 /// Arguments of `secretfs status`.
 #[derive(Clone, Debug, Args)]
 pub struct StatusArgs {
-    /// Volume name [default: secretfs]
-    #[arg(long, default_value = crate::names::DEFAULT_NAME, value_parser = parse::volume_name)]
-    pub name: String,
+    /// Volume name [default: the config's name, else secretfs]
+    #[arg(long, value_parser = parse::volume_name)]
+    pub name: Option<String>,
+    /// TOML file to take the volume name from (as `up --config`)
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Print one JSON object on stdout
     #[arg(long)]
     pub json: bool,

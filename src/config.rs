@@ -161,6 +161,22 @@ fn pick<T: Clone>(
     }
 }
 
+/// The volume name for `down` and `status`: the flag, else the config's
+/// (the given file, or the default file if it exists), else the default.
+pub fn volume_name(flag: &Option<String>, config: &Option<PathBuf>) -> Result<String> {
+    if let Some(n) = flag {
+        return Ok(n.clone());
+    }
+    let default = Path::new(names::DEFAULT_CONFIG);
+    let file = match config {
+        Some(p) => Some(read_file(p)?),
+        None if default.exists() => Some(read_file(default)?),
+        None => None,
+    };
+    Ok(pick(&None, &file.and_then(|f| f.name), "name", parse::volume_name)?
+        .unwrap_or_else(|| names::DEFAULT_NAME.to_string()))
+}
+
 /// Reads and parses a config file.
 pub fn read_file(path: &Path) -> Result<FileConfig> {
     let text = match std::fs::read_to_string(path) {

@@ -454,6 +454,27 @@ pub fn busy_reasons(
     why
 }
 
+/// The controller model that marks EC2 instance-store NVMe disks.
+pub const INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
+
+/// Instance-store NVMe namespaces (`/dev/nvme1n1`, ...), sorted by name.
+/// `model` is matched as a prefix of the controller's sysfs model (which
+/// the kernel pads with spaces).
+pub fn instance_store_disks(root: &Path, model: &str) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(root.join("sys/block")) else { return Vec::new() };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("nvme")
+                && read_trim(&e.path().join("device/model")).is_some_and(|m| m.starts_with(model))
+        })
+        .map(|e| PathBuf::from("/dev").join(e.file_name()))
+        .collect();
+    v.sort();
+    v
+}
+
 /// Reads the machine's state for `up`. Read-only.
 pub fn observe(root: &Path, cfg: &UpConfig) -> Result<Observed> {
     let mountinfo = std::fs::read_to_string(root.join("proc/self/mountinfo"))
@@ -752,6 +773,14 @@ bogus line
         );
         mk("sys/block/loop3/loop/autoclear", "1\n");
         mk("sys/block/loop3/dev", "7:3\n");
+        mk("sys/block/nvme0n1/device/model", "Amazon Elastic Block Store              \n");
+        mk("sys/block/nvme2n1/device/model", "Amazon EC2 NVMe Instance Storage        \n");
+        mk("sys/block/nvme1n1/device/model", "Amazon EC2 NVMe Instance Storage        \n");
+        assert_eq!(
+            instance_store_disks(r, INSTANCE_STORE_MODEL),
+            vec![PathBuf::from("/dev/nvme1n1"), PathBuf::from("/dev/nvme2n1")]
+        );
+        assert!(instance_store_disks(r, "QEMU NVMe Ctrl").is_empty());
         let d = DevNo {
             major: 254,
             minor: 16,

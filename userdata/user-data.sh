@@ -1,0 +1,65 @@
+#!/bin/bash
+# EC2 user data: install secretfs, configure it, run it on every boot, and
+# bring the volume up now. Paste as user data (it runs once, as root, on
+# the first boot of the instance); the systemd unit it installs takes over
+# on every later boot.
+#
+# Edit the four settings below. The instance role needs s3:GetObject on
+# the wrapped key and kms:Decrypt on the key (examples/iam-policy.json).
+set -euo pipefail
+
+SECRETFS_BINARY=s3://my-artifacts/secretfs/secretfs-x86_64   # the release binary
+WRAPPED_KEY=s3://my-secrets/secretfs/volume-key.bin          # from `secretfs seal`
+KMS_KEY_ID=alias/secretfs                                    # pins the key Decrypt may use
+BUCKET_OWNER=123456789012                                    # the account owning both buckets
+
+# The binary (not a secret) comes from S3 with the AWS CLI the AMI ships.
+aws s3 cp --only-show-errors --expected-bucket-owner "$BUCKET_OWNER" \
+  "$SECRETFS_BINARY" /usr/local/bin/secretfs.new
+install -m 0755 /usr/local/bin/secretfs.new /usr/local/bin/secretfs
+rm -f /usr/local/bin/secretfs.new
+
+install -d -m 0755 /etc/secretfs
+cat > /etc/secretfs/secretfs.toml <<TOML
+# secretfs settings; every key is also a flag of \`secretfs up\`.
+wrapped-key = "$WRAPPED_KEY"
+kms-key-id = "$KMS_KEY_ID"
+expected-bucket-owner = "$BUCKET_OWNER"
+encryption-context = { purpose = "secretfs" }
+# The instance-store NVMe disk; names change across stop/start, so let
+# secretfs find it. On instance types with /dev/xvdb-style instance store,
+# name the disk instead, or use a loop file:
+#   file = "/var/lib/secretfs/volume.img"
+#   size = "20G"
+disk = "auto"
+mount = "/mnt/secretfs"
+timeout = "5m"
+TOML
+
+# While the volume is not mounted, nothing can write into the bare mount
+# point on the root disk.
+mkdir -p /mnt/secretfs
+mountpoint -q /mnt/secretfs || chattr +i /mnt/secretfs 2>/dev/null || true
+
+cat > /etc/systemd/system/secretfs.service <<'UNIT'
+[Unit]
+Description=secretfs encrypted scratch volume (/mnt/secretfs)
+Wants=network-online.target
+After=network-online.target
+ConditionPathExists=/etc/secretfs/secretfs.toml
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+TimeoutStartSec=7min
+ExecStart=/usr/local/bin/secretfs up --config /etc/secretfs/secretfs.toml
+ExecStop=/usr/local/bin/secretfs down --config /etc/secretfs/secretfs.toml
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+
+systemctl daemon-reload
+# Enables it for every boot and runs it now; a failure fails user data.
+systemctl enable --now secretfs.service
+/usr/local/bin/secretfs status
