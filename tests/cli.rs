@@ -1,0 +1,158 @@
+//! The binary's contract without root, a VM or AWS: help, exit codes and
+//! one-line errors, and that refused or failed runs leave the target alone.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn secretfs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_secretfs"))
+        .args(args)
+        .env_remove("SECRETFS_LOG")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("running secretfs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The error is one line, prefixed, naming the thing (secretfs's own errors
+/// are the last line; clap's usage errors are followed by a hint line).
+fn error_line(o: &Output) -> String {
+    let s = stderr(o);
+    let errors: Vec<&str> = s.lines().filter(|l| l.starts_with("secretfs: error: ") || l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line: {s}");
+    errors[0].to_string()
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for args in [&["--help"][..], &["--version"], &["up", "--help"], &["seal", "--help"], &["down", "--help"], &["status", "--help"], &["check-key", "--help"]] {
+        let o = secretfs(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(!o.stdout.is_empty());
+    }
+    let help = String::from_utf8(secretfs(&["up", "--help"]).stdout).unwrap();
+    for flag in ["--wrapped-key", "--passphrase-file", "--kms-key-id", "--encryption-context", "--expected-bucket-owner",
+                 "--region", "--endpoint-url", "--timeout", "--disk", "--file", "--size", "--name", "--mount",
+                 "--mount-options", "--force", "--wipe", "--pbkdf", "--dry-run", "--json", "--config"] {
+        assert!(help.contains(flag), "up --help lacks {flag}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing_dir = dir.path().join("no/such/dir/v.img");
+    let missing_dir = missing_dir.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["up", "--file", "/x.img", "--size", "2X"], "unknown unit"),
+        (vec!["up", "--disk", "/dev/x", "--name", "a/b"], "not a path"),
+        (vec!["up", "--disk", "/dev/x", "--wrapped-key", "s3://"], "s3://"),
+        (vec!["up", "--disk", "/dev/x", "--encryption-context", "novalue"], "KEY=VALUE"),
+        (vec!["up", "--disk", "/dev/x", "--timeout", "soon"], "duration"),
+        (vec!["up", "--disk", "/dev/x", "--expected-bucket-owner", "12"], "account id"),
+        (vec!["up", "--disk", "/dev/x", "--pbkdf", "md5"], "md5"),
+        (vec!["up", "--disk", "/dev/x", "--file", "/f"], "cannot be used with"),
+        (vec!["up"], "no target"),
+        (vec!["up", "--disk", "/dev/nonexistent-secretfs-test"], "does not exist"),
+        (vec!["up", "--disk", "/dev/null"], "character device"),
+        (vec!["up", "--file", missing_dir, "--size", "1G"], "directory"),
+        (vec!["up", "--file", "/etc", "--size", "1G"], "directory"),
+        (vec!["up", "--disk", "/dev/x", "--mount", "relative/dir"], "absolute"),
+        (vec!["up", "--disk", "/dev/x", "--config", "/nonexistent/secretfs.toml"], "cannot read config"),
+        (vec!["bogus"], "unrecognized subcommand"),
+    ] {
+        let o = secretfs(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let line = error_line(&o);
+        assert!(line.contains(needle), "{args:?}: {line:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn config_file_errors_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("secretfs.toml");
+    std::fs::write(&cfg, "disk = \"/dev/x\"\nsize = \"2X\"\nbogus = 1\n").unwrap();
+    let o = secretfs(&["up", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(error_line(&o).contains(cfg.to_str().unwrap()));
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("v.img");
+    let o = secretfs(&["up", "--file", img.to_str().unwrap(), "--size", "64M", "--dry-run", "--passphrase-file", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    for step in ["create the backing file", "attach a loop device", "format LUKS2", "open the volume", "make ext4", "mount"] {
+        assert!(out.contains(step), "plan lacks {step}: {out}");
+    }
+    assert!(!img.exists(), "a dry run created the file");
+    // JSON form.
+    let o = secretfs(&["up", "--file", img.to_str().unwrap(), "--size", "64M", "--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["plan"]["first_format"], true);
+    assert_eq!(v["plan"]["steps"][0]["step"], "create_file");
+}
+
+#[test]
+fn foreign_file_is_refused_with_exit_3_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ext4.img");
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].into_iter().find(|p| Path::new(p).exists()).expect("mkfs.ext4 (e2fsprogs) is installed by scripts/setup");
+    assert!(Command::new(mkfs).args(["-q", "-F"]).arg(&img).status().unwrap().success());
+    let before = std::fs::read(&img).unwrap();
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["up", "--file", img.to_str().unwrap(), "--passphrase-file", "/dev/null"];
+        args.extend_from_slice(extra);
+        let o = secretfs(&args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
+        let line = error_line(&o);
+        assert!(line.contains("ext4") && line.contains("--force"), "{line}");
+    }
+    assert!(std::fs::read(&img).unwrap() == before, "the refused file was changed");
+}
+
+#[test]
+fn up_without_device_mapper_fails_with_exit_1_before_writing() {
+    // The build machines' kernel has no device-mapper; on one that has it,
+    // this test is not meaningful, and says so by failing loudly.
+    let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
+    assert!(!misc.contains("device-mapper"), "this host has device-mapper; this test is for hosts without it");
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("v.img");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "a passphrase made for this test run\n").unwrap();
+    let o = secretfs(&["up", "--file", img.to_str().unwrap(), "--size", "64M", "--passphrase-file", pass.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(error_line(&o).contains("device-mapper is not available"));
+    assert!(!img.exists(), "the file was created although nothing could be opened");
+}
+
+#[test]
+fn status_and_down_without_a_volume_exit_0() {
+    let o = secretfs(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["open"], false);
+    let o = secretfs(&["down", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"], "already_down");
+}
+
+#[test]
+fn json_errors_are_one_object_with_the_exit_code() {
+    let o = secretfs(&["up", "--disk", "/dev/null", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exit_code"], 2);
+    assert_eq!(v["kind"], "usage");
+}
