@@ -258,11 +258,14 @@ pub const MODEL_OVERRIDE_ENV: &str = "SECRETFS_INSTANCE_STORE_MODEL";
 /// already holds a secretfs volume, else the first blank one, else the
 /// first (which the planner then refuses with the reason).
 fn resolve_auto_disk(cfg: &mut UpConfig) -> Result<()> {
-    let Target::Disk(d) = &cfg.target else { return Ok(()) };
+    let Target::Disk(d) = &cfg.target else {
+        return Ok(());
+    };
     if d != Path::new("auto") {
         return Ok(());
     }
-    let model = std::env::var(MODEL_OVERRIDE_ENV).unwrap_or_else(|_| probe::INSTANCE_STORE_MODEL.to_string());
+    let model = std::env::var(MODEL_OVERRIDE_ENV)
+        .unwrap_or_else(|_| probe::INSTANCE_STORE_MODEL.to_string());
     let disks = probe::instance_store_disks(Path::new("/"), &model);
     if disks.is_empty() {
         return usage(format!(
@@ -270,7 +273,10 @@ fn resolve_auto_disk(cfg: &mut UpConfig) -> Result<()> {
              or exposes it as /dev/xvdb-style: name it with --disk"
         ));
     }
-    let sigs: Vec<Signature> = disks.iter().map(|d| probe::signature(d)).collect::<Result<_>>()?;
+    let sigs: Vec<Signature> = disks
+        .iter()
+        .map(|d| probe::signature(d))
+        .collect::<Result<_>>()?;
     let pick = sigs
         .iter()
         .position(Signature::is_ours)

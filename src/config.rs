@@ -173,8 +173,13 @@ pub fn volume_name(flag: &Option<String>, config: &Option<PathBuf>) -> Result<St
         None if default.exists() => Some(read_file(default)?),
         None => None,
     };
-    Ok(pick(&None, &file.and_then(|f| f.name), "name", parse::volume_name)?
-        .unwrap_or_else(|| names::DEFAULT_NAME.to_string()))
+    Ok(pick(
+        &None,
+        &file.and_then(|f| f.name),
+        "name",
+        parse::volume_name,
+    )?
+    .unwrap_or_else(|| names::DEFAULT_NAME.to_string()))
 }
 
 /// Reads and parses a config file.

@@ -156,7 +156,14 @@ impl Signature {
                     None => String::from(" (not made by secretfs)"),
                 }
             ),
-            Signature::Content { fstype } => format!("a {fstype} signature"),
+            Signature::Content { fstype } => format!(
+                "{} {fstype} signature",
+                if fstype.starts_with(['a', 'e', 'i', 'o', 'u', 'x']) {
+                    "an"
+                } else {
+                    "a"
+                }
+            ),
             Signature::PartitionTable { pttype } => format!("a {pttype} partition table"),
             Signature::Ambivalent => "several conflicting signatures".into(),
         }
@@ -461,7 +468,9 @@ pub const INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
 /// `model` is matched as a prefix of the controller's sysfs model (which
 /// the kernel pads with spaces).
 pub fn instance_store_disks(root: &Path, model: &str) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(root.join("sys/block")) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(root.join("sys/block")) else {
+        return Vec::new();
+    };
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
         .filter(|e| {
@@ -773,9 +782,18 @@ bogus line
         );
         mk("sys/block/loop3/loop/autoclear", "1\n");
         mk("sys/block/loop3/dev", "7:3\n");
-        mk("sys/block/nvme0n1/device/model", "Amazon Elastic Block Store              \n");
-        mk("sys/block/nvme2n1/device/model", "Amazon EC2 NVMe Instance Storage        \n");
-        mk("sys/block/nvme1n1/device/model", "Amazon EC2 NVMe Instance Storage        \n");
+        mk(
+            "sys/block/nvme0n1/device/model",
+            "Amazon Elastic Block Store              \n",
+        );
+        mk(
+            "sys/block/nvme2n1/device/model",
+            "Amazon EC2 NVMe Instance Storage        \n",
+        );
+        mk(
+            "sys/block/nvme1n1/device/model",
+            "Amazon EC2 NVMe Instance Storage        \n",
+        );
         assert_eq!(
             instance_store_disks(r, INSTANCE_STORE_MODEL),
             vec![PathBuf::from("/dev/nvme1n1"), PathBuf::from("/dev/nvme2n1")]

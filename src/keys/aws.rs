@@ -76,6 +76,7 @@ pub fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
 /// Fetches the blob and decrypts it, all within `opts.timeout`.
 pub async fn unwrap_key(location: &BlobLocation, opts: &AwsOptions) -> Result<Passphrase> {
     let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
     let stored = match location {
         BlobLocation::File(p) => read_blob_file(p)?,
         BlobLocation::S3 { bucket, key } => {
@@ -83,7 +84,7 @@ pub async fn unwrap_key(location: &BlobLocation, opts: &AwsOptions) -> Result<Pa
                 deadline,
                 opts.timeout,
                 &format!("fetching {location}"),
-                || get_object(opts, bucket, key),
+                || sdk.get_object(bucket, key),
             )
             .await?
         }
@@ -101,11 +102,75 @@ pub async fn unwrap_key(location: &BlobLocation, opts: &AwsOptions) -> Result<Pa
         deadline,
         opts.timeout,
         &format!("decrypting {location} with KMS"),
-        || decrypt(opts, &ciphertext, location),
+        || sdk.decrypt(&ciphertext, location),
     )
     .await?;
     info!(source = %location, "KMS decrypted the key ({} bytes)", p.len());
     Ok(p)
+}
+
+/// The SDK configuration, loaded once and shared by the S3 and KMS calls
+/// (one region and credentials lookup), and loaded again after a failure
+/// that may have come from it (instance metadata not answering yet).
+struct Sdk<'a> {
+    opts: &'a AwsOptions,
+    cfg: std::sync::Mutex<Option<SdkConfig>>,
+}
+
+impl<'a> Sdk<'a> {
+    fn new(opts: &'a AwsOptions) -> Self {
+        Sdk {
+            opts,
+            cfg: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn config(&self) -> Result<SdkConfig, Attempt> {
+        if let Some(c) = self.cfg.lock().expect("sdk config lock").clone() {
+            return Ok(c);
+        }
+        let c = sdk_config(self.opts).await?;
+        *self.cfg.lock().expect("sdk config lock") = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Passes a result through, forgetting the configuration on a
+    /// retryable failure so the next attempt resolves it afresh.
+    fn check<T>(&self, r: Result<T, Attempt>) -> Result<T, Attempt> {
+        if matches!(r, Err(Attempt::Retry(_))) {
+            *self.cfg.lock().expect("sdk config lock") = None;
+        }
+        r
+    }
+
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, Attempt> {
+        let cfg = self.config().await?;
+        self.check(get_object(&cfg, self.opts, bucket, key).await)
+    }
+
+    async fn decrypt(&self, ciphertext: &[u8], from: &BlobLocation) -> Result<Passphrase, Attempt> {
+        let cfg = self.config().await?;
+        self.check(decrypt(&cfg, self.opts, ciphertext, from).await)
+    }
+
+    async fn head_object(&self, bucket: &str, key: &str) -> Result<bool, Attempt> {
+        let cfg = self.config().await?;
+        self.check(head_object(&cfg, self.opts, bucket, key).await)
+    }
+
+    async fn put_object(&self, bucket: &str, key: &str, data: &[u8]) -> Result<(), Attempt> {
+        let cfg = self.config().await?;
+        self.check(put_object(&cfg, self.opts, bucket, key, data).await)
+    }
+
+    async fn encrypt(
+        &self,
+        kms_key: &str,
+        pass: &Passphrase,
+    ) -> Result<(Vec<u8>, String), Attempt> {
+        let cfg = self.config().await?;
+        self.check(encrypt(&cfg, self.opts, kms_key, pass).await)
+    }
 }
 
 fn read_blob_file(p: &std::path::Path) -> Result<Vec<u8>> {
@@ -227,8 +292,13 @@ fn s3_client(cfg: &SdkConfig) -> aws_sdk_s3::Client {
     )
 }
 
-async fn get_object(opts: &AwsOptions, bucket: &str, key: &str) -> Result<Vec<u8>, Attempt> {
-    let s3 = s3_client(&sdk_config(opts).await?);
+async fn get_object(
+    cfg: &SdkConfig,
+    opts: &AwsOptions,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, Attempt> {
+    let s3 = s3_client(cfg);
     let out = s3
         .get_object()
         .bucket(bucket)
@@ -255,11 +325,12 @@ async fn get_object(opts: &AwsOptions, bucket: &str, key: &str) -> Result<Vec<u8
 }
 
 async fn decrypt(
+    cfg: &SdkConfig,
     opts: &AwsOptions,
     ciphertext: &[u8],
     from: &BlobLocation,
 ) -> Result<Passphrase, Attempt> {
-    let kms = aws_sdk_kms::Client::new(&sdk_config(opts).await?);
+    let kms = aws_sdk_kms::Client::new(cfg);
     let ctx: HashMap<String, String> = opts.encryption_context.clone().into_iter().collect();
     let mut out = kms
         .decrypt()
@@ -339,6 +410,19 @@ where
             Attempt::Fatal(format!("{said}; {}", hint(svc, code, status, what)))
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            // Instance metadata that answers but refuses a session token
+            // (IMDS disabled, or IMDSv2 forbidden by the hop limit) will not
+            // change its mind: fail now instead of at the deadline.
+            let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+            while let Some(e) = source {
+                if let Some(t) = e.downcast_ref::<aws_config::imds::client::error::TokenError>() {
+                    return Attempt::Fatal(format!(
+                        "instance metadata refused a session token ({t}): allow IMDSv2 on the instance \
+                         (and a hop limit of 2 in containers), or give credentials another way"
+                    ));
+                }
+                source = e.source();
+            }
             let mut source: Option<&(dyn StdError + 'static)> = Some(err);
             while let Some(e) = source {
                 if let Some(c) = e.downcast_ref::<CredentialsError>() {
@@ -423,12 +507,13 @@ pub async fn seal(
     force: bool,
 ) -> Result<Sealed> {
     let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
     if !force {
         let exists = match to {
             BlobLocation::File(p) => p.exists(),
             BlobLocation::S3 { bucket, key } => {
                 retry(deadline, opts.timeout, &format!("checking {to}"), || {
-                    head_object(opts, bucket, key)
+                    sdk.head_object(bucket, key)
                 })
                 .await?
             }
@@ -444,14 +529,14 @@ pub async fn seal(
         deadline,
         opts.timeout,
         &format!("encrypting with KMS key {kms_key}"),
-        || encrypt(opts, kms_key, pass),
+        || sdk.encrypt(kms_key, pass),
     )
     .await?;
     match to {
         BlobLocation::File(p) => write_private(p, &blob, force)?,
         BlobLocation::S3 { bucket, key } => {
             retry(deadline, opts.timeout, &format!("writing {to}"), || {
-                put_object(opts, bucket, key, &blob)
+                sdk.put_object(bucket, key, &blob)
             })
             .await?
         }
@@ -484,8 +569,13 @@ fn write_private(p: &std::path::Path, data: &[u8], force: bool) -> Result<()> {
         .with_context(|| format!("syncing {}", p.display()))
 }
 
-async fn head_object(opts: &AwsOptions, bucket: &str, key: &str) -> Result<bool, Attempt> {
-    let s3 = s3_client(&sdk_config(opts).await?);
+async fn head_object(
+    cfg: &SdkConfig,
+    opts: &AwsOptions,
+    bucket: &str,
+    key: &str,
+) -> Result<bool, Attempt> {
+    let s3 = s3_client(cfg);
     match s3
         .head_object()
         .bucket(bucket)
@@ -501,12 +591,13 @@ async fn head_object(opts: &AwsOptions, bucket: &str, key: &str) -> Result<bool,
 }
 
 async fn put_object(
+    cfg: &SdkConfig,
     opts: &AwsOptions,
     bucket: &str,
     key: &str,
     data: &[u8],
 ) -> Result<(), Attempt> {
-    let s3 = s3_client(&sdk_config(opts).await?);
+    let s3 = s3_client(cfg);
     s3.put_object()
         .bucket(bucket)
         .key(key)
@@ -521,11 +612,12 @@ async fn put_object(
 }
 
 async fn encrypt(
+    cfg: &SdkConfig,
     opts: &AwsOptions,
     kms_key: &str,
     pass: &Passphrase,
 ) -> Result<(Vec<u8>, String), Attempt> {
-    let kms = aws_sdk_kms::Client::new(&sdk_config(opts).await?);
+    let kms = aws_sdk_kms::Client::new(cfg);
     let ctx: HashMap<String, String> = opts.encryption_context.clone().into_iter().collect();
     let out = kms
         .encrypt()
