@@ -33,17 +33,14 @@ pub fn init(cli: &Cli) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
+    // The SDK's own warnings (one per failed IMDS or region lookup) repeat
+    // what the retry loop reports once per attempt: keep them for -vv.
+    let sdk = if cli.verbose > 1 { "debug" } else { "error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SECRETFS_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            format!("{level},aws=warn,hyper=warn,rustls=warn,h2=warn").replace(
-                "aws=warn",
-                if cli.verbose > 1 {
-                    "aws=debug"
-                } else {
-                    "aws=warn"
-                },
-            ),
-        )
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},aws_config={sdk},aws_runtime={sdk},aws_smithy_runtime={sdk},\
+             aws_smithy_http_client={sdk},aws_sdk_kms={sdk},aws_sdk_s3={sdk},hyper=warn,rustls=warn"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
