@@ -1,0 +1,706 @@
+//! `secretfs seal` and `secretfs check-key` against local AWS: a moto server
+//! for KMS and S3, a fault-injecting proxy in front of it, and a fake IMDSv2.
+//! They need moto (scripts/setup installs it) but not root; without moto they
+//! fail, they do not skip.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::aws::{self, run, secretfs_cmd, FakeImds, Moto, Proxy, Run};
+
+/// Upper bound for a run that should be quick (the default --timeout is 5m:
+/// a fast failure that turned into a retry loop shows up here).
+const QUICK: Duration = Duration::from_secs(60);
+
+const CONTEXT: [(&str, &str); 2] = [("purpose", "secretfs"), ("host", "test-host")];
+
+fn context_flags() -> Vec<String> {
+    CONTEXT
+        .iter()
+        .flat_map(|(k, v)| ["--encryption-context".to_owned(), format!("{k}={v}")])
+        .collect()
+}
+
+/// A random passphrase (64 hex characters, no newline) in a file of its own.
+fn passphrase_file(moto: &Moto) -> (std::path::PathBuf, Vec<u8>) {
+    let pass = aws::hex(&aws::random_bytes(32)).into_bytes();
+    let path = moto
+        .dir()
+        .join(format!("pass-{}", aws::hex(&aws::random_bytes(4))));
+    fs::write(&path, &pass).expect("writing the passphrase file");
+    (path, pass)
+}
+
+fn seal(moto: &Moto, endpoint: &str, to: &str, extra: &[&str]) -> Run {
+    let mut cmd = secretfs_cmd(endpoint);
+    cmd.args(["seal", "--kms-key", &moto.alias, "--to", to])
+        .args(context_flags())
+        .args(extra);
+    run(cmd, QUICK)
+}
+
+fn check_key(endpoint: &str, wrapped: &str, extra: &[&str], limit: Duration) -> Run {
+    let mut cmd = secretfs_cmd(endpoint);
+    cmd.args(["check-key", "--wrapped-key", wrapped])
+        .args(context_flags())
+        .args(extra);
+    run(cmd, limit)
+}
+
+/// Stores at S3 `key` a blob made by boto3, not by secretfs (so the
+/// check-key tests do not lean on seal): 64 random bytes KMS-encrypted under
+/// the test key with CONTEXT. Returns the plaintext.
+fn wrapped_s3(moto: &Moto, key: &str) -> Vec<u8> {
+    let pass = aws::random_bytes(64);
+    moto.encrypt_to_object(key, &moto.key_id, &pass, &CONTEXT, false);
+    pass
+}
+
+fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|l| l.contains(needle)).count()
+}
+
+// ---- a. the happy paths ------------------------------------------------
+
+#[test]
+fn seal_to_s3_then_check_key() {
+    let moto = Moto::start();
+    let (pass_path, pass) = passphrase_file(&moto);
+    let uri = moto.s3_uri("hosts/a/key.bin");
+    seal(
+        &moto,
+        &moto.endpoint(),
+        &uri,
+        &["--passphrase-file", pass_path.to_str().unwrap()],
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+
+    // The object is a KMS blob under our key, bound to the context.
+    let blob = moto
+        .get_object("hosts/a/key.bin")
+        .expect("seal wrote no object");
+    assert!(
+        !aws::contains(&blob, &pass),
+        "the stored blob holds the plaintext"
+    );
+    let (key_arn, plain) = moto.decrypt(&blob, &CONTEXT);
+    assert_eq!(key_arn, moto.key_arn, "sealed under the wrong key");
+    assert_eq!(
+        plain, pass,
+        "the blob does not decrypt to the given passphrase"
+    );
+
+    let r = check_key(&moto.endpoint(), &uri, &[], QUICK);
+    r.assert_code(0).assert_no_leak(&pass);
+    assert!(
+        !r.message_lines().is_empty(),
+        "check-key printed no confirmation on stderr"
+    );
+
+    let r = check_key(&moto.endpoint(), &uri, &["--json"], QUICK);
+    r.assert_code(0).assert_no_leak(&pass);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .unwrap_or_else(|e| panic!("--json printed no JSON ({e}): {}", r.stdout()));
+    assert_eq!(v["ok"], serde_json::Value::Bool(true), "{v}");
+    assert_eq!(v["bytes"].as_u64(), Some(pass.len() as u64), "{v}");
+    assert!(v.get("source").is_some(), "no source in {v}");
+}
+
+#[test]
+fn seal_generates_a_64_byte_passphrase_it_never_prints() {
+    let moto = Moto::start();
+    let uri = moto.s3_uri("generated.bin");
+    let sealed = seal(&moto, &moto.endpoint(), &uri, &[]);
+    sealed.assert_code(0);
+    let blob = moto
+        .get_object("generated.bin")
+        .expect("seal wrote no object");
+    let (key_arn, plain) = moto.decrypt(&blob, &CONTEXT);
+    assert_eq!(key_arn, moto.key_arn);
+    assert_eq!(
+        plain.len(),
+        64,
+        "the generated passphrase is {} bytes",
+        plain.len()
+    );
+    sealed.assert_no_leak(&plain);
+
+    let r = check_key(&moto.endpoint(), &uri, &["--json"], QUICK);
+    r.assert_code(0).assert_no_leak(&plain);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .unwrap_or_else(|e| panic!("--json printed no JSON ({e}): {}", r.stdout()));
+    assert_eq!(v["bytes"].as_u64(), Some(64), "{v}");
+}
+
+#[test]
+fn seal_to_a_file_mode_0600_then_check_key() {
+    let moto = Moto::start();
+    let (pass_path, pass) = passphrase_file(&moto);
+    let blob_path = moto.dir().join("wrapped.bin");
+    let blob_s = blob_path.to_str().unwrap();
+    seal(
+        &moto,
+        &moto.endpoint(),
+        blob_s,
+        &["--passphrase-file", pass_path.to_str().unwrap()],
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+
+    let meta = fs::metadata(&blob_path).expect("seal wrote no file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "blob file mode");
+    let blob = fs::read(&blob_path).unwrap();
+    assert!(
+        !aws::contains(&blob, &pass),
+        "the blob file holds the plaintext"
+    );
+    assert_eq!(moto.decrypt(&blob, &CONTEXT).1, pass);
+
+    check_key(&moto.endpoint(), blob_s, &[], QUICK)
+        .assert_code(0)
+        .assert_no_leak(&pass);
+    // Pinning the right key, by id, ARN or alias, changes nothing.
+    for id in [&moto.key_id, &moto.key_arn, &moto.alias] {
+        check_key(&moto.endpoint(), blob_s, &["--kms-key-id", id], QUICK)
+            .assert_code(0)
+            .assert_no_leak(&pass);
+    }
+}
+
+#[test]
+fn a_base64_encoded_blob_is_accepted() {
+    let moto = Moto::start();
+    let (pass_path, pass) = passphrase_file(&moto);
+    let raw_path = moto.dir().join("wrapped.bin");
+    seal(
+        &moto,
+        &moto.endpoint(),
+        raw_path.to_str().unwrap(),
+        &["--passphrase-file", pass_path.to_str().unwrap()],
+    )
+    .assert_code(0);
+    let b64 = format!("{}\n", aws::base64(&fs::read(&raw_path).unwrap()));
+
+    let b64_path = moto.dir().join("wrapped.b64");
+    fs::write(&b64_path, &b64).unwrap();
+    check_key(&moto.endpoint(), b64_path.to_str().unwrap(), &[], QUICK)
+        .assert_code(0)
+        .assert_no_leak(&pass);
+
+    moto.put_object("wrapped.b64", b64.as_bytes());
+    check_key(
+        &moto.endpoint(),
+        &moto.s3_uri("wrapped.b64"),
+        &["--json"],
+        QUICK,
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+}
+
+// ---- b. the key is unavailable ------------------------------------------
+
+#[test]
+fn wrong_encryption_context_is_key_unavailable() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "ctx.bin");
+    let mut cmd = secretfs_cmd(&moto.endpoint());
+    cmd.args(["check-key", "--wrapped-key", &moto.s3_uri("ctx.bin")])
+        .args([
+            "--encryption-context",
+            "purpose=secretfs",
+            "--encryption-context",
+            "host=other-host",
+        ]);
+    let r = run(cmd, QUICK);
+    r.assert_code(4)
+        .assert_one_error_line()
+        .assert_stderr_mentions(&["encryption context", "context", "InvalidCiphertext"])
+        .assert_no_leak(&pass);
+
+    // No context at all is as wrong.
+    let mut cmd = secretfs_cmd(&moto.endpoint());
+    cmd.args(["check-key", "--wrapped-key", &moto.s3_uri("ctx.bin")]);
+    run(cmd, QUICK)
+        .assert_code(4)
+        .assert_one_error_line()
+        .assert_no_leak(&pass);
+}
+
+#[test]
+fn a_pinned_key_id_that_is_not_the_blobs_key_is_key_unavailable() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "pinned.bin");
+    let uri = moto.s3_uri("pinned.bin");
+    for other in [&moto.other_key_id, &moto.other_key_arn] {
+        check_key(&moto.endpoint(), &uri, &["--kms-key-id", other], QUICK)
+            .assert_code(4)
+            .assert_one_error_line()
+            .assert_stderr_mentions(&["key"])
+            .assert_no_leak(&pass);
+    }
+    // The control: the right pin works.
+    check_key(
+        &moto.endpoint(),
+        &uri,
+        &["--kms-key-id", &moto.key_id],
+        QUICK,
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn a_missing_object_is_key_unavailable_at_once() {
+    let moto = Moto::start();
+    let r = check_key(
+        &moto.endpoint(),
+        &moto.s3_uri("hosts/missing.bin"),
+        &["--timeout", "60s"],
+        QUICK,
+    );
+    r.assert_code(4)
+        .assert_one_error_line()
+        .assert_stderr_mentions(&["hosts/missing.bin"]);
+    assert!(
+        r.elapsed < Duration::from_secs(20),
+        "not found was retried: took {:?}",
+        r.elapsed
+    );
+
+    // A missing file is the same.
+    let path = moto.dir().join("no-such-blob.bin");
+    let r = check_key(
+        &moto.endpoint(),
+        path.to_str().unwrap(),
+        &["--timeout", "60s"],
+        QUICK,
+    );
+    r.assert_code(4)
+        .assert_one_error_line()
+        .assert_stderr_mentions(&["no-such-blob.bin"]);
+}
+
+#[test]
+fn a_wrong_expected_bucket_owner_is_key_unavailable() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "owner.bin");
+    let proxy = Proxy::start(moto.port, &[]);
+    let r = check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("owner.bin"),
+        &[
+            "--expected-bucket-owner",
+            "999999999999",
+            "--timeout",
+            "60s",
+        ],
+        QUICK,
+    );
+    r.assert_code(4)
+        .assert_one_error_line()
+        .assert_stderr_mentions(&["owner", "denied", "AccessDenied"])
+        .assert_no_leak(&pass);
+    assert!(
+        r.elapsed < Duration::from_secs(20),
+        "access denied was retried: took {:?}",
+        r.elapsed
+    );
+    let reqs = proxy.requests();
+    assert!(
+        count(&reqs, "owner=999999999999 action=owner-denied") >= 1,
+        "the expected-bucket-owner header never reached S3:\n{}",
+        proxy.log()
+    );
+    assert_eq!(
+        count(&reqs, "TrentService.Decrypt"),
+        0,
+        "decrypted anyway:\n{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn the_right_expected_bucket_owner_is_sent_and_accepted() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "owner.bin");
+    let proxy = Proxy::start(moto.port, &[]);
+    check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("owner.bin"),
+        &["--expected-bucket-owner", "123456789012"],
+        QUICK,
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+    let reqs = proxy.requests();
+    assert!(
+        count(&reqs, "owner=123456789012 action=forward status=200") >= 1,
+        "the object was not fetched with the owner header:\n{}",
+        proxy.log()
+    );
+}
+
+// ---- c. retries and the deadline -----------------------------------------
+
+#[test]
+fn kms_throttling_is_retried() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "throttle.bin");
+    let proxy = Proxy::start(moto.port, &["--throttle", "3"]);
+    check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("throttle.bin"),
+        &["--timeout", "60s"],
+        QUICK,
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+    let reqs = proxy.requests();
+    assert_eq!(count(&reqs, "action=throttle"), 3, "{}", proxy.log());
+    assert!(
+        count(
+            &reqs,
+            "target=TrentService.Decrypt owner=- action=forward status=200"
+        ) >= 1,
+        "no Decrypt got through after the throttling:\n{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn unavailable_services_are_retried() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "unavailable.bin");
+    let proxy = Proxy::start(moto.port, &["--unavailable", "3"]);
+    check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("unavailable.bin"),
+        &["--timeout", "60s"],
+        QUICK,
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+    let reqs = proxy.requests();
+    assert_eq!(count(&reqs, "action=unavailable"), 3, "{}", proxy.log());
+    assert!(
+        count(
+            &reqs,
+            "TrentService.Decrypt owner=- action=forward status=200"
+        ) >= 1,
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn reset_connections_are_retried() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "reset.bin");
+    let proxy = Proxy::start(moto.port, &["--reset", "2"]);
+    check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("reset.bin"),
+        &["--timeout", "60s"],
+        QUICK,
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+    let reqs = proxy.requests();
+    assert_eq!(count(&reqs, "action=reset"), 2, "{}", proxy.log());
+    assert!(
+        count(
+            &reqs,
+            "TrentService.Decrypt owner=- action=forward status=200"
+        ) >= 1,
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn a_service_that_never_recovers_fails_at_the_deadline() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "forever.bin");
+    let proxy = Proxy::start(moto.port, &["--forever"]);
+    let r = check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("forever.bin"),
+        &["--timeout", "4s"],
+        QUICK,
+    );
+    r.assert_code(4)
+        .assert_one_error_line()
+        .assert_stderr_mentions(&[
+            "deadline",
+            "timed out",
+            "timeout",
+            "gave up",
+            "giving up",
+            "4s",
+        ])
+        .assert_no_leak(&pass);
+    assert!(
+        r.elapsed >= Duration::from_secs(4) && r.elapsed <= Duration::from_secs(7),
+        "--timeout 4s ended after {:?}",
+        r.elapsed
+    );
+    assert!(
+        proxy.requests().len() >= 2,
+        "it never retried:\n{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn a_stalled_service_fails_at_the_deadline() {
+    let moto = Moto::start();
+    wrapped_s3(&moto, "stall.bin");
+    let proxy = Proxy::start(moto.port, &["--stall", "30", "--stall-count", "all"]);
+    let r = check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("stall.bin"),
+        &["--timeout", "3s"],
+        QUICK,
+    );
+    r.assert_code(4).assert_one_error_line();
+    assert!(
+        r.elapsed >= Duration::from_secs(3) && r.elapsed <= Duration::from_secs(6),
+        "--timeout 3s against a hung server ended after {:?}",
+        r.elapsed
+    );
+}
+
+// ---- d. credentials and region from the instance role --------------------
+
+/// secretfs_cmd without credentials (and, unless `keep_region`, without a
+/// region), IMDS enabled at `imds`.
+fn instance_role_cmd(moto: &Moto, imds: &FakeImds, keep_region: bool) -> std::process::Command {
+    let mut cmd = secretfs_cmd(&moto.endpoint());
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint());
+    if !keep_region {
+        cmd.env_remove("AWS_REGION");
+    }
+    cmd
+}
+
+#[test]
+fn the_instance_role_provides_credentials_and_region() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "role.bin");
+    let imds = FakeImds::start("ok");
+    let mut cmd = instance_role_cmd(&moto, &imds, false);
+    cmd.args([
+        "check-key",
+        "--wrapped-key",
+        &moto.s3_uri("role.bin"),
+        "--timeout",
+        "60s",
+    ])
+    .args(context_flags());
+    run(cmd, QUICK).assert_code(0).assert_no_leak(&pass);
+    let log = imds.log();
+    assert!(
+        log.contains("PUT /latest/api/token -> 200"),
+        "no IMDSv2 token taken:\n{log}"
+    );
+    assert!(
+        log.contains("GET /latest/meta-data/iam/security-credentials/secretfs-test-role -> 200"),
+        "no role credentials fetched:\n{log}"
+    );
+    assert!(
+        log.contains("GET /latest/meta-data/placement/region -> 200"),
+        "no region fetched:\n{log}"
+    );
+}
+
+#[test]
+fn an_imds_that_refuses_tokens_fails_fast() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "refused.bin");
+    // The region stays set: this is about credentials only.
+    let imds = FakeImds::start("refuse-token");
+    let mut cmd = instance_role_cmd(&moto, &imds, true);
+    cmd.args([
+        "check-key",
+        "--wrapped-key",
+        &moto.s3_uri("refused.bin"),
+        "--timeout",
+        "60s",
+    ])
+    .args(context_flags());
+    // Above --timeout: a binary that retries to the deadline ends by itself
+    // and fails the elapsed check below, with its own stderr.
+    let r = run(cmd, Duration::from_secs(90));
+    assert!(
+        r.elapsed < Duration::from_secs(15),
+        "hung for {:?} (exit {:?}) on an IMDS that refuses tokens; stderr:\n{}",
+        r.elapsed,
+        r.code,
+        r.stderr()
+    );
+    r.assert_code(4)
+        .assert_one_error_line()
+        .assert_no_leak(&pass);
+    assert!(
+        imds.log().contains("PUT /latest/api/token -> 403"),
+        "IMDS never asked:\n{}",
+        imds.log()
+    );
+}
+
+#[test]
+fn an_unreachable_imds_fails_by_the_deadline() {
+    let moto = Moto::start();
+    wrapped_s3(&moto, "dropped.bin");
+    let imds = FakeImds::start("drop");
+    let mut cmd = instance_role_cmd(&moto, &imds, true);
+    cmd.args([
+        "check-key",
+        "--wrapped-key",
+        &moto.s3_uri("dropped.bin"),
+        "--timeout",
+        "5s",
+    ])
+    .args(context_flags());
+    let r = run(cmd, QUICK);
+    r.assert_code(4).assert_one_error_line();
+    assert!(
+        r.elapsed < Duration::from_secs(15),
+        "--timeout 5s ended after {:?}",
+        r.elapsed
+    );
+}
+
+// ---- e. seal refuses to overwrite ----------------------------------------
+
+#[test]
+fn seal_refuses_to_overwrite_a_file() {
+    let moto = Moto::start();
+    let blob_path = moto.dir().join("wrapped.bin");
+    let blob_s = blob_path.to_str().unwrap();
+    seal(&moto, &moto.endpoint(), blob_s, &[]).assert_code(0);
+    let before = fs::read(&blob_path).unwrap();
+
+    let (pass_path, pass) = passphrase_file(&moto);
+    let r = seal(
+        &moto,
+        &moto.endpoint(),
+        blob_s,
+        &["--passphrase-file", pass_path.to_str().unwrap()],
+    );
+    r.assert_code(3)
+        .assert_one_error_line()
+        .assert_stderr_mentions(&["--force"])
+        .assert_no_leak(&pass);
+    assert_eq!(
+        fs::read(&blob_path).unwrap(),
+        before,
+        "the refused seal changed the file"
+    );
+
+    seal(
+        &moto,
+        &moto.endpoint(),
+        blob_s,
+        &["--passphrase-file", pass_path.to_str().unwrap(), "--force"],
+    )
+    .assert_code(0)
+    .assert_no_leak(&pass);
+    assert_eq!(
+        moto.decrypt(&fs::read(&blob_path).unwrap(), &CONTEXT).1,
+        pass,
+        "--force did not overwrite"
+    );
+}
+
+#[test]
+fn seal_refuses_to_overwrite_an_object() {
+    let moto = Moto::start();
+    let uri = moto.s3_uri("taken.bin");
+    seal(&moto, &moto.endpoint(), &uri, &[]).assert_code(0);
+    let before = moto.get_object("taken.bin").unwrap();
+
+    let (pass_path, pass) = passphrase_file(&moto);
+    seal(
+        &moto,
+        &moto.endpoint(),
+        &uri,
+        &["--passphrase-file", pass_path.to_str().unwrap()],
+    )
+    .assert_code(3)
+    .assert_one_error_line()
+    .assert_stderr_mentions(&["--force"])
+    .assert_no_leak(&pass);
+    assert_eq!(
+        moto.get_object("taken.bin").unwrap(),
+        before,
+        "the refused seal changed the object"
+    );
+}
+
+// ---- f. usage errors -----------------------------------------------------
+
+#[test]
+fn malformed_values_are_usage_errors() {
+    // Nothing listens on port 9: a usage error must come before any call.
+    let endpoint = "http://127.0.0.1:9";
+    let cases: &[(&[&str], &str)] = &[
+        (&["check-key", "--wrapped-key", "s3://"], "--wrapped-key"),
+        (&["check-key", "--wrapped-key", "s3:/x"], "--wrapped-key"),
+        (
+            &["check-key", "--wrapped-key", "s3://bucket-only"],
+            "--wrapped-key",
+        ),
+        (
+            &[
+                "check-key",
+                "--wrapped-key",
+                "s3://bucket/k",
+                "--encryption-context",
+                "novalue",
+            ],
+            "--encryption-context",
+        ),
+        (
+            &[
+                "check-key",
+                "--wrapped-key",
+                "s3://bucket/k",
+                "--timeout",
+                "soon",
+            ],
+            "--timeout",
+        ),
+        (
+            &[
+                "check-key",
+                "--wrapped-key",
+                "s3://bucket/k",
+                "--expected-bucket-owner",
+                "12345",
+            ],
+            "--expected-bucket-owner",
+        ),
+        (&["seal", "--kms-key", "alias/x", "--to", "s3://"], "--to"),
+        (&["seal", "--to", "/tmp/x"], "--kms-key"),
+        (&["check-key"], "--wrapped-key"),
+    ];
+    for (args, flag) in cases {
+        let mut cmd = secretfs_cmd(endpoint);
+        cmd.args(*args);
+        let r = run(cmd, QUICK);
+        r.assert_code(2).assert_stderr_mentions(&[flag]);
+        assert!(
+            r.elapsed < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            r.elapsed
+        );
+    }
+}

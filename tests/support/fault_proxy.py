@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Fault-injecting HTTP/1.1 proxy in front of a local moto server.
+
+Listens on 127.0.0.1 (an ephemeral port unless --port is given), prints
+``PORT <n>`` as its first stdout line, and forwards every request to
+127.0.0.1:<--upstream> unchanged: same method, same path and query, the same
+headers in the same order (Host and Authorization included, so a SigV4
+signature made for the proxy's address still matches what moto sees), and the
+same body. The upstream response is relayed with its status, headers and body
+(hop-by-hop framing is re-done: the body is sent with a Content-Length).
+
+It never connects anywhere but 127.0.0.1:<upstream>, and it exits by itself
+after --max-seconds (and, with --watch-stdin, as soon as its stdin closes,
+i.e. when the process that started it is gone).
+
+Faults, checked in this order for each request:
+
+  --reset N          the first N *connections* are closed with a TCP reset
+                     after their request was read, without any answer.
+  --stall S          hold each of the first --stall-count requests (default 1;
+                     "all" for every request) for S seconds, then go on.
+  --forever          every request fails with 503 and a retryable error body
+                     (S3: <Code>ServiceUnavailable</Code>; KMS:
+                     {"__type":"DependencyTimeoutException"}), for ever.
+  --unavailable N    the first N requests (of any kind) fail with a retryable
+                     error: S3 gets 503 <Code>SlowDown</Code> (a throttling
+                     code in the AWS SDKs' lists, and a 5xx), KMS gets 500
+                     {"__type":"KMSInternalException"} (the AWS SDKs retry
+                     500/502/503/504 as transient errors).
+  --throttle N       the first N KMS requests (X-Amz-Target: TrentService.*)
+                     get 400 {"__type":"ThrottlingException"} with
+                     x-amzn-ErrorType: ThrottlingException.
+  --admit-per-second R
+                     KMS requests beyond R within any sliding second get the
+                     same ThrottlingException answer.
+  --owner ACCOUNT    a request whose x-amz-expected-bucket-owner header is
+                     not ACCOUNT (default 123456789012, moto's account) gets
+                     403 <Code>AccessDenied</Code>, as S3 answers it. moto
+                     itself ignores that header.
+
+Every request is logged as one line on stderr:
+
+  REQ <n> conn=<c> <METHOD> <path> target=<X-Amz-Target|-> owner=<header|-> \
+      action=<forward|throttle|unavailable|forever|owner-denied|reset|stall...> \
+      status=<code> counts=<kms=..,s3=..,throttled=..,...>
+
+and a ``SUMMARY`` line with the counters is printed when it stops.
+"""
+
+import argparse
+import http.client
+import http.server
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+}
+
+S3_XML = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<Error><Code>{code}</Code><Message>{message}</Message>"
+    "<RequestId>{rid}</RequestId><HostId>fault-proxy</HostId></Error>"
+)
+
+
+class State:
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self.counts = {
+            "connections": 0,
+            "requests": 0,
+            "kms": 0,
+            "s3": 0,
+            "forwarded": 0,
+            "throttled": 0,
+            "unavailable": 0,
+            "forever": 0,
+            "reset": 0,
+            "stalled": 0,
+            "owner_denied": 0,
+            "upstream_errors": 0,
+        }
+        self.kms_window = deque()
+
+    def bump(self, name, by=1):
+        with self.lock:
+            self.counts[name] += by
+            return self.counts[name]
+
+    def snapshot(self):
+        with self.lock:
+            return ",".join(f"{k}={v}" for k, v in self.counts.items())
+
+
+STATE = None
+LOG_LOCK = threading.Lock()
+
+
+def log(line):
+    with LOG_LOCK:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fault-proxy"
+    sys_version = ""
+
+    def log_message(self, fmt, *args):  # the per-request line replaces it
+        pass
+
+    # ---- connection level: --reset -------------------------------------
+    def handle(self):
+        conn_no = STATE.bump("connections")
+        self.conn_no = conn_no
+        if conn_no <= STATE.args.reset:
+            self._reset_connection()
+            return
+        try:
+            super().handle()
+        except (ConnectionError, socket.timeout, OSError):
+            pass
+
+    def _reset_connection(self):
+        sock = self.connection
+        head = b""
+        try:
+            sock.settimeout(2.0)
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                head += chunk
+        except OSError:
+            pass
+        first = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+        first = " ".join(first.split(" ")[:2])  # METHOD path, as in the other lines
+        target = "-"
+        for line in head.split(b"\r\n")[1:]:
+            if line.lower().startswith(b"x-amz-target:"):
+                target = line.split(b":", 1)[1].strip().decode("latin-1", "replace")
+        n = STATE.bump("requests")
+        STATE.bump("reset")
+        log(
+            f"REQ {n} conn={self.conn_no} {first or '<nothing>'} target={target} "
+            f"owner=- action=reset status=- counts={STATE.snapshot()}"
+        )
+        try:
+            # SO_LINGER with a zero timeout: close() sends RST, not FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        # Close it here (not via socketserver, whose shutdown(SHUT_WR) sends a
+        # FIN first); every file object on it must go for the fd to close.
+        self.rfile.close()
+        self.wfile.close()
+        sock.close()
+        self.close_connection = True
+
+    # ---- request level ---------------------------------------------------
+    def do_GET(self):
+        self._serve()
+
+    do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+
+    def _read_body(self):
+        """The request body exactly as sent, and whether it was chunked."""
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            raw = bytearray()
+            while True:
+                size_line = self.rfile.readline(65537)
+                raw += size_line
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    # trailers, up to the empty line
+                    while True:
+                        line = self.rfile.readline(65537)
+                        raw += line
+                        if line in (b"\r\n", b"\n", b""):
+                            break
+                    break
+                raw += self.rfile.read(size)
+                raw += self.rfile.readline(65537)  # CRLF after the chunk
+            return bytes(raw), True
+        length = int(self.headers.get("Content-Length") or 0)
+        return (self.rfile.read(length) if length else b""), False
+
+    def _serve(self):
+        args = STATE.args
+        n = STATE.bump("requests")
+        target = self.headers.get("X-Amz-Target") or ""
+        is_kms = target.startswith("TrentService.")
+        kms_no = STATE.bump("kms") if is_kms else None
+        if not is_kms:
+            STATE.bump("s3")
+        owner = self.headers.get("x-amz-expected-bucket-owner")
+        body, chunked = self._read_body()
+        actions = []
+
+        if args.stall > 0 and (args.stall_count < 0 or n <= args.stall_count):
+            STATE.bump("stalled")
+            actions.append(f"stall{args.stall:g}s")
+            time.sleep(args.stall)
+
+        status = None
+        if args.forever:
+            STATE.bump("forever")
+            actions.append("forever")
+            status = self._fail_unavailable(is_kms, forever=True)
+        elif args.unavailable and n <= args.unavailable:
+            STATE.bump("unavailable")
+            actions.append("unavailable")
+            status = self._fail_unavailable(is_kms, forever=False)
+        elif is_kms and self._should_throttle(kms_no):
+            STATE.bump("throttled")
+            actions.append("throttle")
+            status = self._send(
+                400,
+                json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode(),
+                "application/x-amz-json-1.1",
+                {"x-amzn-ErrorType": "ThrottlingException"},
+            )
+        elif owner is not None and owner != args.owner:
+            STATE.bump("owner_denied")
+            actions.append("owner-denied")
+            status = self._send(
+                403,
+                S3_XML.format(code="AccessDenied", message="Access Denied", rid=f"FP{n}").encode(),
+                "application/xml",
+            )
+        else:
+            actions.append("forward")
+            status = self._forward(body, chunked)
+
+        log(
+            f"REQ {n} conn={self.conn_no} {self.command} {self.path} "
+            f"target={target or '-'} owner={owner if owner is not None else '-'} "
+            f"action={'+'.join(actions)} status={status} counts={STATE.snapshot()}"
+        )
+
+    def _should_throttle(self, kms_no):
+        args = STATE.args
+        if kms_no <= args.throttle:
+            return True
+        with STATE.lock:
+            if args.admit_per_second is not None:
+                now = time.monotonic()
+                win = STATE.kms_window
+                while win and now - win[0] >= 1.0:
+                    win.popleft()
+                if len(win) >= args.admit_per_second:
+                    return True
+                win.append(now)
+        return False
+
+    def _fail_unavailable(self, is_kms, forever):
+        if is_kms:
+            if forever:
+                code, etype = 503, "DependencyTimeoutException"
+                msg = "Service is temporarily unavailable"
+            else:
+                code, etype = 500, "KMSInternalException"
+                msg = "Internal failure"
+            return self._send(
+                code,
+                json.dumps({"__type": etype, "message": msg}).encode(),
+                "application/x-amz-json-1.1",
+                {"x-amzn-ErrorType": etype},
+            )
+        if forever:
+            xml = S3_XML.format(code="ServiceUnavailable", message="Service Unavailable", rid="FPU")
+        else:
+            xml = S3_XML.format(code="SlowDown", message="Please reduce your request rate.", rid="FPS")
+        return self._send(503, xml.encode(), "application/xml")
+
+    def _send(self, status, body, content_type, extra=None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("x-amzn-RequestId", "fault-proxy")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+        return status
+
+    def _forward(self, body, chunked):
+        up = http.client.HTTPConnection("127.0.0.1", STATE.args.upstream, timeout=120)
+        try:
+            up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                up.putheader(name, value)
+            up.endheaders()
+            if body:
+                up.send(body)
+            resp = up.getresponse()
+            data = resp.read()
+            headers = resp.getheaders()
+            status, reason = resp.status, resp.reason
+        except (OSError, http.client.HTTPException) as exc:
+            STATE.bump("upstream_errors")
+            log(f"upstream error: {exc!r}")
+            return self._send(502, b"bad gateway\n", "text/plain")
+        finally:
+            up.close()
+
+        self.send_response_only(status, reason)
+        has_length = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                continue
+            if lname == "content-length":
+                if self.command == "HEAD" or status in (204, 304):
+                    has_length = True
+                    self.send_header(name, value)
+                continue
+            self.send_header(name, value)
+        if not has_length and not (self.command == "HEAD" or status in (204, 304) or 100 <= status < 200):
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self.wfile.flush()
+        STATE.bump("forwarded")
+        return status
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def parse_count(text):
+    if text == "all":
+        return -1
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 or 'all'")
+    return value
+
+
+def main():
+    global STATE
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--upstream", type=int, required=True, help="moto's port on 127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: ephemeral)")
+    p.add_argument("--throttle", type=int, default=0)
+    p.add_argument("--unavailable", type=int, default=0)
+    p.add_argument("--forever", action="store_true")
+    p.add_argument("--reset", type=int, default=0)
+    p.add_argument("--stall", type=float, default=0.0)
+    p.add_argument("--stall-count", type=parse_count, default=1)
+    p.add_argument("--owner", default="123456789012")
+    p.add_argument("--admit-per-second", type=float, default=None)
+    p.add_argument("--max-seconds", type=float, default=600.0)
+    p.add_argument("--watch-stdin", action="store_true", help="exit when stdin reaches EOF")
+    args = p.parse_args()
+    if not 0 < args.upstream < 65536:
+        p.error("--upstream must be a TCP port")
+    STATE = State(args)
+
+    server = Server(("127.0.0.1", args.port), Handler)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    log(f"fault-proxy listening on 127.0.0.1:{server.server_address[1]} -> 127.0.0.1:{args.upstream} "
+        f"args={vars(args)}")
+
+    def stop(reason):
+        log(f"SUMMARY reason={reason} counts={STATE.snapshot()}")
+        os._exit(0)
+
+    threading.Timer(args.max_seconds, stop, args=("max-seconds",)).start()
+    if args.watch_stdin:
+        def watch():
+            try:
+                while sys.stdin.buffer.read(4096):
+                    pass
+            except OSError:
+                pass
+            stop("stdin-closed")
+
+        threading.Thread(target=watch, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: stop("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: stop("SIGINT"))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
