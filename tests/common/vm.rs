@@ -1,0 +1,778 @@
+//! Real-kernel tests: boots a Debian kernel under QEMU (software emulation,
+//! no KVM) and runs a bash script in it, as root, with device-mapper,
+//! dm-crypt, loop, ext4 and NVMe available.
+//!
+//! The guest mounts the host's root filesystem read-only over virtio-9p and
+//! chroots into it, so the script runs the host's binaries unchanged: the
+//! freshly built secretfs (`$SECRETFS`, the same absolute path as on the
+//! host), cryptsetup, mkfs.ext4, python3, curl. Writable: tmpfs on /run,
+//! /tmp, /var/tmp, /mnt and /root, and `$VM_OUT` (`/run/out`), a share of the
+//! host directory [`VmRun::out_dir`]. Host `/tmp` is NOT visible in the guest
+//! (a tmpfs covers it): whatever the guest must read from the host lives
+//! under [`work_dir`] (`<target>/vmtest/<case>/`).
+//!
+//! Disks are raw image files (see [`sparse_file`]): virtio disks appear as
+//! `/dev/vda`, `/dev/vdb`, ... and NVMe disks as `/dev/nvme0n1`,
+//! `/dev/nvme1n1`, ..., each in the order given.
+//!
+//! The network exists only when a port is given, and is fenced: the guest
+//! has 169.254.0.15/16 and can reach exactly two addresses, both forwarded to
+//! the host's 127.0.0.1:
+//! - `http://169.254.169.254` (IMDS) -> `127.0.0.1:<imds_port>`
+//! - `http://169.254.170.100:4566` (`$VM_ENDPOINT`) -> `127.0.0.1:<endpoint_port>`
+//!
+//! moto serves KMS, S3 and IMDSv2 on one port, so both may point at it. The
+//! script gets no AWS_* variables.
+//!
+//! The script body gets `tests/vm/prelude.sh` prepended, which defines
+//! `check NAME CMD...` and `check_fails NAME CMD...` (printing
+//! `CHECK ok NAME` / `CHECK FAIL NAME`) and makes the script exit non-zero
+//! when any check failed. Assert with [`VmRun::assert_checks`].
+//!
+//! One VM runs at a time (a lock file in `<target>/vmtest/` serializes them
+//! across threads and test binaries). The console streams to the test's
+//! stderr (shown when the test fails, or with `--nocapture`) and to
+//! `<case dir>/console.log`.
+//!
+//! Needs what `scripts/setup` installs: qemu-system-x86_64, busybox-static,
+//! cpio, kmod, and the guest kernel under `.cache/vm/kernel/`. The initramfs
+//! (tests/vm/build-initramfs.sh) and the uncompressed kernel
+//! (tests/vm/extract-vmlinux.sh) are built on first use and cached in
+//! `<target>/vmtest/`. `$SECRETFS_VM_CPU` overrides the emulated CPU model.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The script prelude (`check`, `check_fails`).
+const PRELUDE: &str = include_str!("../vm/prelude.sh");
+
+/// Guest addresses; see the module documentation.
+pub const IMDS_URL: &str = "http://169.254.169.254";
+pub const ENDPOINT_URL: &str = "http://169.254.170.100:4566";
+/// The writable share, inside the guest.
+pub const GUEST_OUT: &str = "/run/out";
+
+const QEMU: &str = "qemu-system-x86_64";
+/// The emulated CPU (`$SECRETFS_VM_CPU` overrides): has AES-NI and PCLMUL,
+/// and boots faster under TCG than `max`.
+const DEFAULT_CPU: &str = "Westmere";
+const BUSYBOX: &str = "/bin/busybox";
+
+/// How a disk image is attached.
+#[derive(Clone, Debug)]
+pub enum DiskKind {
+    /// virtio-blk: `/dev/vda`, `/dev/vdb`, ...
+    Virtio,
+    /// An NVMe controller with one namespace (an instance-store stand-in):
+    /// `/dev/nvme0n1`, ...; `serial` shows in `/sys/block/nvmeXn1/device/serial`.
+    /// Logical blocks of 512 bytes, physical of 4096.
+    Nvme { serial: String },
+}
+
+/// A raw disk image given to the guest (writes go to the file).
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub kind: DiskKind,
+}
+
+impl Disk {
+    pub fn virtio(path: impl Into<PathBuf>) -> Disk {
+        Disk {
+            path: path.into(),
+            kind: DiskKind::Virtio,
+        }
+    }
+
+    pub fn nvme(path: impl Into<PathBuf>, serial: &str) -> Disk {
+        Disk {
+            path: path.into(),
+            kind: DiskKind::Nvme {
+                serial: serial.to_owned(),
+            },
+        }
+    }
+}
+
+/// What to run. Start from [`VmSpec::new`] and set fields.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// The case name: the case directory is `<target>/vmtest/<name>/`.
+    pub name: String,
+    /// The bash script body (the prelude is prepended).
+    pub script: String,
+    /// Disks, attached in this order (virtio and NVMe numbered separately).
+    pub disks: Vec<Disk>,
+    /// Host port (on 127.0.0.1) behind `169.254.170.100:4566`.
+    pub endpoint_port: Option<u16>,
+    /// Host port (on 127.0.0.1) behind `169.254.169.254:80`.
+    pub imds_port: Option<u16>,
+    /// Extra environment for the script (exported after the prelude).
+    pub env: Vec<(String, String)>,
+    /// Guest RAM; the initramfs and every tmpfs live in it.
+    pub mem_mib: u32,
+    /// The whole run, boot included; QEMU is killed when it is exceeded.
+    pub timeout: Duration,
+}
+
+impl VmSpec {
+    /// No disks, no network, 1536 MiB, a 180 s timeout.
+    pub fn new(name: &str, script: &str) -> VmSpec {
+        VmSpec {
+            name: name.to_owned(),
+            script: script.to_owned(),
+            disks: Vec::new(),
+            endpoint_port: None,
+            imds_port: None,
+            env: Vec::new(),
+            mem_mib: 1536,
+            timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// The outcome of [`run`].
+#[derive(Debug)]
+pub struct VmRun {
+    /// The serial console (carriage returns removed).
+    pub console: String,
+    /// The script's exit status, from the `SECRETFS-VM-EXIT` line; `None`
+    /// when the guest never got there (timeout, crash).
+    pub exit_code: Option<i32>,
+    /// True when QEMU was killed at the timeout.
+    pub timed_out: bool,
+    /// Host directory shared with the guest as `$VM_OUT` (fresh per run).
+    pub out_dir: PathBuf,
+    /// `<case dir>/console.log`.
+    pub console_log: PathBuf,
+    /// From starting QEMU until it exited.
+    pub elapsed: Duration,
+    /// From starting QEMU until the script started (firmware, kernel,
+    /// /init); `None` when it never started.
+    pub boot_time: Option<Duration>,
+}
+
+impl VmRun {
+    /// The `CHECK` lines, in order: (name, passed).
+    pub fn checks(&self) -> Vec<(String, bool)> {
+        self.console
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("CHECK ")?;
+                let (passed, rest) = if let Some(r) = rest.strip_prefix("ok ") {
+                    (true, r)
+                } else {
+                    (false, rest.strip_prefix("FAIL ")?)
+                };
+                let name = rest.split_whitespace().next()?;
+                Some((name.to_owned(), passed))
+            })
+            .collect()
+    }
+
+    /// Whether `CHECK ok NAME` was printed and `CHECK FAIL NAME` was not.
+    pub fn passed(&self, name: &str) -> bool {
+        let checks = self.checks();
+        checks.iter().any(|(n, ok)| n == name && *ok)
+            && !checks.iter().any(|(n, ok)| n == name && !*ok)
+    }
+
+    /// Asserts the script exited 0, no check failed, and every check in
+    /// `expected` passed. The panic message names what is wrong and ends with
+    /// the tail of the console.
+    pub fn assert_checks(&self, expected: &[&str]) {
+        let checks = self.checks();
+        let mut problems = Vec::new();
+        if self.timed_out {
+            problems.push(format!("timed out after {:?}", self.elapsed));
+        }
+        if self.exit_code != Some(0) {
+            problems.push(format!(
+                "script exit code {:?}, expected Some(0)",
+                self.exit_code
+            ));
+        }
+        for (name, ok) in &checks {
+            if !ok {
+                problems.push(format!("CHECK FAIL {name}"));
+            }
+        }
+        for name in expected {
+            if !checks.iter().any(|(n, ok)| n == name && *ok) {
+                problems.push(format!("missing CHECK ok {name}"));
+            }
+        }
+        if !problems.is_empty() {
+            panic!(
+                "VM run failed:\n  {}\n{}",
+                problems.join("\n  "),
+                self.console_tail(60)
+            );
+        }
+    }
+
+    /// The last `lines` console lines, with a pointer to the full log.
+    pub fn console_tail(&self, lines: usize) -> String {
+        let all: Vec<&str> = self.console.lines().collect();
+        let start = all.len().saturating_sub(lines);
+        format!(
+            "--- console (last {} of {} lines; all in {}) ---\n{}\n--- end of console ---",
+            all.len() - start,
+            all.len(),
+            self.console_log.display(),
+            all[start..].join("\n")
+        )
+    }
+}
+
+/// The crate's root directory.
+fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/vmtest`, outside /tmp so the guest sees it.
+pub fn vmtest_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is <target dir>/tmp.
+    let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let target = target_tmp
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(target_tmp);
+    let dir = target.join("vmtest");
+    assert!(
+        !dir.starts_with("/tmp"),
+        "the target directory {} is under /tmp, which the test guest cannot see; \
+         set CARGO_TARGET_DIR elsewhere",
+        target.display()
+    );
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// A fresh (emptied) case directory `<target>/vmtest/<case>/`, visible in
+/// the guest at the same path. Put disk images and files for the guest here.
+pub fn work_dir(case: &str) -> PathBuf {
+    let dir = case_dir(case);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("removing {}: {e}", dir.display()));
+    }
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// `<target>/vmtest/<case>` (not created).
+fn case_dir(case: &str) -> PathBuf {
+    assert!(
+        !case.is_empty()
+            && case
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !case.starts_with('.'),
+        "case name {case:?}: use [A-Za-z0-9._-]"
+    );
+    vmtest_dir().join(case)
+}
+
+/// Creates (or truncates) a sparse file of `bytes` bytes.
+pub fn sparse_file(path: &Path, bytes: u64) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+    }
+    File::create(path)
+        .and_then(|f| f.set_len(bytes))
+        .unwrap_or_else(|e| panic!("creating sparse file {}: {e}", path.display()));
+}
+
+/// Single-quotes `s` for bash.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The guest kernel: (version, unpacked package root).
+fn kernel() -> (String, PathBuf) {
+    let kdir = project_dir().join(".cache/vm/kernel");
+    let version = fs::read_to_string(kdir.join("version"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|e| {
+            panic!(
+                "no guest kernel ({}: {e}): run scripts/setup",
+                kdir.join("version").display()
+            )
+        });
+    let root = kdir.join("root");
+    let vmlinuz = root.join(format!("boot/vmlinuz-{version}"));
+    let moddep = root.join(format!("lib/modules/{version}/modules.dep"));
+    for f in [&vmlinuz, &moddep] {
+        assert!(
+            f.is_file(),
+            "guest kernel incomplete ({} missing): run scripts/setup",
+            f.display()
+        );
+    }
+    (version, root)
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn preflight() {
+    assert!(in_path(QEMU), "{QEMU} not found: run scripts/setup");
+    assert!(
+        Path::new(BUSYBOX).is_file(),
+        "{BUSYBOX} not found: run scripts/setup (busybox-static)"
+    );
+    for tool in ["cpio", "modprobe", "gzip"] {
+        assert!(
+            in_path(tool)
+                || Path::new("/usr/sbin").join(tool).is_file()
+                || Path::new("/sbin").join(tool).is_file(),
+            "{tool} not found: run scripts/setup"
+        );
+    }
+}
+
+/// Holds the lock that serializes VMs (and initramfs builds).
+struct VmLock(File);
+
+impl VmLock {
+    fn acquire(dir: &Path) -> VmLock {
+        let path = dir.join(".vm.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+        VmLock(file)
+    }
+}
+
+impl Drop for VmLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// The cached initramfs for this kernel and these init files; built by
+/// tests/vm/build-initramfs.sh when missing. Call with the lock held.
+fn initramfs(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
+    let vm_src = project_dir().join("tests/vm");
+    let builder = vm_src.join("build-initramfs.sh");
+    let mut hasher = DefaultHasher::new();
+    kver.hash(&mut hasher);
+    for f in [&builder, &vm_src.join("init")] {
+        fs::read(f)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", f.display()))
+            .hash(&mut hasher);
+    }
+    let name = format!("initramfs-{kver}-{:016x}.cpio.gz", hasher.finish());
+    let path = dir.join(&name);
+    if path.is_file() {
+        return path;
+    }
+    let out = Command::new("bash")
+        .arg(&builder)
+        .arg(kroot)
+        .arg(kver)
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", builder.display()));
+    assert!(
+        out.status.success() && path.is_file(),
+        "{} failed ({}):\n{}{}",
+        builder.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Drop images built from older init files.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("initramfs-") && n.ends_with(".cpio.gz") && n != name {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    path
+}
+
+/// The kernel to boot: the uncompressed vmlinux (booted through its PVH
+/// entry, skipping the emulated decompression), extracted once and cached
+/// next to the initramfs; the package's vmlinuz when extraction fails.
+/// Call with the lock held.
+fn kernel_image(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
+    let vmlinuz = kroot.join(format!("boot/vmlinuz-{kver}"));
+    let vmlinux = dir.join(format!("vmlinux-{kver}"));
+    let unusable = dir.join(format!("vmlinux-{kver}.unusable"));
+    if vmlinux.is_file() {
+        return vmlinux;
+    }
+    if unusable.exists() {
+        return vmlinuz;
+    }
+    let script = project_dir().join("tests/vm/extract-vmlinux.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&vmlinuz)
+        .arg(&vmlinux)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    if out.status.success() && vmlinux.is_file() {
+        vmlinux
+    } else {
+        eprintln!(
+            "vm: booting the compressed kernel (slower): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let _ = fs::write(&unusable, &out.stderr);
+        vmlinuz
+    }
+}
+
+/// Escapes a value for a QEMU option list (commas are doubled).
+fn qemu_opt(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+/// Paths on the kernel command line and in -virtfs cannot be quoted.
+fn plain_path(p: &Path, what: &str) -> String {
+    let s = p
+        .to_str()
+        .unwrap_or_else(|| panic!("{what} {} is not UTF-8", p.display()));
+    assert!(
+        !s.is_empty()
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || c == ',' || c == '"' || c == '\''),
+        "{what} {s:?}: no whitespace, commas or quotes allowed"
+    );
+    s.to_owned()
+}
+
+/// Kills QEMU (by its PID, via `Child::kill`) if still running when dropped.
+struct QemuChild(Child);
+
+impl Drop for QemuChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Boots the guest, runs `spec.script` in it and returns when the guest
+/// powered off or the timeout killed QEMU. Panics when the host lacks QEMU
+/// or the guest kernel ("run scripts/setup"), when QEMU cannot start, and
+/// when the guest's /init fails (not a test outcome).
+pub fn run(spec: &VmSpec) -> VmRun {
+    preflight();
+    let (kver, kroot) = kernel();
+    let vmtest = vmtest_dir();
+    let case_dir = case_dir(&spec.name);
+    let asked = Instant::now();
+    let _lock = VmLock::acquire(&vmtest);
+    let lock_wait = asked.elapsed();
+    let initrd = initramfs(&vmtest, &kver, &kroot);
+    let kernel_image = kernel_image(&vmtest, &kver, &kroot);
+    let cpu = std::env::var("SECRETFS_VM_CPU").unwrap_or_else(|_| DEFAULT_CPU.to_owned());
+
+    fs::create_dir_all(&case_dir)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", case_dir.display()));
+    let out_dir = case_dir.join("out");
+    if out_dir.exists() {
+        fs::remove_dir_all(&out_dir)
+            .unwrap_or_else(|e| panic!("removing {}: {e}", out_dir.display()));
+    }
+    fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("creating {}: {e}", out_dir.display()));
+
+    // The script: prelude, environment, body.
+    let script_path = case_dir.join("script.sh");
+    let mut script = String::from(PRELUDE);
+    script.push_str("\n# --- environment ---\n");
+    let mut env: Vec<(String, String)> = vec![
+        ("SECRETFS".into(), env!("CARGO_BIN_EXE_secretfs").into()),
+        ("VM_OUT".into(), GUEST_OUT.into()),
+    ];
+    if spec.imds_port.is_some() {
+        env.push(("VM_IMDS".into(), IMDS_URL.into()));
+    }
+    if spec.endpoint_port.is_some() {
+        env.push(("VM_ENDPOINT".into(), ENDPOINT_URL.into()));
+    }
+    env.extend(spec.env.iter().cloned());
+    for (k, v) in &env {
+        assert!(
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad environment variable name {k:?}"
+        );
+        script.push_str(&format!("export {k}={}\n", shell_quote(v)));
+    }
+    script.push_str("\n# --- test ---\n");
+    script.push_str(&spec.script);
+    script.push('\n');
+    fs::write(&script_path, script)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", script_path.display()));
+
+    // Devices the guest's /init waits for.
+    let mut wait = Vec::new();
+    let (mut n_virtio, mut n_nvme) = (0u8, 0usize);
+    let mut disk_args: Vec<String> = Vec::new();
+    for disk in &spec.disks {
+        assert!(
+            disk.path.is_file(),
+            "disk image {} does not exist",
+            disk.path.display()
+        );
+        let file = qemu_opt(disk.path.to_str().expect("disk path is not UTF-8"));
+        match &disk.kind {
+            DiskKind::Virtio => {
+                assert!(n_virtio < 26, "too many virtio disks");
+                wait.push(format!("vd{}", (b'a' + n_virtio) as char));
+                n_virtio += 1;
+                disk_args.push("-drive".into());
+                disk_args.push(format!(
+                    "file={file},if=virtio,format=raw,cache=unsafe,discard=unmap"
+                ));
+            }
+            DiskKind::Nvme { serial } => {
+                assert!(
+                    !serial.is_empty()
+                        && serial.len() <= 20
+                        && serial.chars().all(|c| c.is_ascii_graphic() && c != ','),
+                    "NVMe serial {serial:?}: 1-20 printable characters, no commas"
+                );
+                wait.push(format!("nvme{n_nvme}n1"));
+                disk_args.push("-drive".into());
+                disk_args.push(format!(
+                    "file={file},if=none,id=nvme{n_nvme},format=raw,cache=unsafe"
+                ));
+                disk_args.push("-device".into());
+                disk_args.push(format!(
+                    "nvme,drive=nvme{n_nvme},serial={serial},logical_block_size=512,physical_block_size=4096"
+                ));
+                n_nvme += 1;
+            }
+        }
+    }
+
+    let mut append = format!(
+        "console=ttyS0 panic=-1 quiet cryptomgr.notests=1 mitigations=off secretfs.script={} secretfs.kmods={}",
+        plain_path(&script_path, "case directory"),
+        plain_path(&kroot.join("lib"), "kernel directory"),
+    );
+    if !wait.is_empty() {
+        append.push_str(&format!(" secretfs.wait={}", wait.join(",")));
+    }
+    // A guest-side bound too, for a QEMU that outlives this process.
+    append.push_str(&format!(
+        " secretfs.timeout={}",
+        spec.timeout.as_secs().max(1)
+    ));
+
+    let mut args: Vec<String> = [
+        "-no-user-config",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-machine",
+        "pc",
+        "-accel",
+        "tcg",
+        "-cpu",
+        &cpu,
+        "-smp",
+        "2",
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "-m".into(),
+        spec.mem_mib.to_string(),
+        "-kernel".into(),
+        kernel_image
+            .to_str()
+            .expect("kernel path is not UTF-8")
+            .into(),
+        "-initrd".into(),
+        initrd.to_str().expect("initramfs path is not UTF-8").into(),
+        "-append".into(),
+        append,
+        "-device".into(),
+        "virtio-rng-pci".into(),
+        "-virtfs".into(),
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap".into(),
+        "-virtfs".into(),
+        format!(
+            "local,path={},mount_tag=out,security_model=none,multidevs=remap",
+            plain_path(&out_dir, "output directory")
+        ),
+    ]);
+    if spec.imds_port.is_some() || spec.endpoint_port.is_some() {
+        // restrict=on: the guest reaches nothing but the guestfwd targets.
+        let mut netdev = "user,id=n0,restrict=on,net=169.254.0.0/16,host=169.254.0.2".to_owned();
+        if let Some(port) = spec.imds_port {
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:169.254.169.254:80-cmd:{BUSYBOX} nc 127.0.0.1 {port}"
+            ));
+        }
+        if let Some(port) = spec.endpoint_port {
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:169.254.170.100:4566-cmd:{BUSYBOX} nc 127.0.0.1 {port}"
+            ));
+        }
+        args.extend([
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            "virtio-net-pci,netdev=n0".into(),
+        ]);
+    }
+    args.extend(disk_args);
+
+    let console_log = case_dir.join("console.log");
+    let qemu_log = case_dir.join("qemu.log");
+    fs::write(case_dir.join("qemu.args"), args.join("\n") + "\n").ok();
+    let qemu_stderr =
+        File::create(&qemu_log).unwrap_or_else(|e| panic!("creating {}: {e}", qemu_log.display()));
+
+    let started = Instant::now();
+    let mut child = QemuChild(
+        Command::new(QEMU)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(qemu_stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {QEMU}: {e}")),
+    );
+
+    // Console reader: into memory, console.log and the test's stderr.
+    let console = Arc::new(Mutex::new(String::new()));
+    let script_started: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let reader = {
+        let console = Arc::clone(&console);
+        let script_started = Arc::clone(&script_started);
+        let mut log = File::create(&console_log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", console_log.display()));
+        let tag = spec.name.clone();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                if line.starts_with("SECRETFS-VM-START ") {
+                    *script_started.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Instant::now());
+                }
+                let _ = writeln!(log, "{line}");
+                eprintln!("[vm {tag}] {line}");
+                let mut c = console.lock().unwrap_or_else(|e| e.into_inner());
+                c.push_str(&line);
+                c.push('\n');
+            }
+        })
+    };
+
+    let deadline = started + spec.timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match child.0.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(e) => panic!("waiting for {QEMU}: {e}"),
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let elapsed = started.elapsed();
+    let _ = reader.join();
+    let console = std::mem::take(&mut *console.lock().unwrap_or_else(|e| e.into_inner()));
+
+    let marker = |prefix: &str| -> Option<String> {
+        console
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .next_back()
+            .map(|s| s.trim().to_owned())
+    };
+    let exit_code = marker("SECRETFS-VM-EXIT ").and_then(|s| s.parse().ok());
+    let boot_time = script_started
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map(|t| t.duration_since(started));
+    let init_failed = marker("SECRETFS-VM-INIT-FAILED ");
+    let vm_run = VmRun {
+        console,
+        exit_code,
+        timed_out,
+        out_dir,
+        console_log,
+        elapsed,
+        boot_time,
+    };
+
+    if let Some(why) = init_failed {
+        panic!(
+            "the test guest's /init failed: {why}\n{}",
+            vm_run.console_tail(40)
+        );
+    }
+    if let Some(status) = status {
+        if !status.success() && exit_code.is_none() {
+            panic!(
+                "{QEMU} failed ({status}); its log ({}):\n{}\n{}",
+                qemu_log.display(),
+                fs::read_to_string(&qemu_log).unwrap_or_default(),
+                vm_run.console_tail(40)
+            );
+        }
+    }
+    eprintln!(
+        "[vm {}] exit {:?}, boot {:?}, total {:?}{}{}",
+        spec.name,
+        vm_run.exit_code,
+        vm_run.boot_time,
+        vm_run.elapsed,
+        if timed_out { " (timed out)" } else { "" },
+        if lock_wait > Duration::from_secs(1) {
+            format!(", after waiting {lock_wait:?} for another VM")
+        } else {
+            String::new()
+        }
+    );
+    vm_run
+}
