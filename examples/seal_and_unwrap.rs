@@ -21,11 +21,20 @@ use secretfs::parse::BlobLocation;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let kms_key = args.next().context("usage: seal_and_unwrap KMS_KEY BLOB_PATH")?;
-    let to = BlobLocation::File(args.next().context("usage: seal_and_unwrap KMS_KEY BLOB_PATH")?.into());
+    let kms_key = args
+        .next()
+        .context("usage: seal_and_unwrap KMS_KEY BLOB_PATH")?;
+    let to = BlobLocation::File(
+        args.next()
+            .context("usage: seal_and_unwrap KMS_KEY BLOB_PATH")?
+            .into(),
+    );
     let opts = AwsOptions {
         kms_key_id: None,
-        encryption_context: BTreeMap::from([("purpose".to_string(), "secretfs-example".to_string())]),
+        encryption_context: BTreeMap::from([(
+            "purpose".to_string(),
+            "secretfs-example".to_string(),
+        )]),
         expected_bucket_owner: None,
         region: None,
         endpoint_url: None,
@@ -33,9 +42,15 @@ fn main() -> Result<()> {
     };
     let pass = Passphrase::generate(GENERATED_LEN)?;
     let sealed = block_on(seal(&pass, &kms_key, &to, &opts, false))?;
-    println!("sealed {} bytes under {} into {} ({} bytes)", sealed.passphrase_bytes, sealed.key_id, sealed.to, sealed.blob_bytes);
+    println!(
+        "sealed {} bytes under {} into {} ({} bytes)",
+        sealed.passphrase_bytes, sealed.key_id, sealed.to, sealed.blob_bytes
+    );
     let back = block_on(unwrap_key(&to, &opts))?;
     assert_eq!(back.expose(), pass.expose(), "the unwrapped key differs");
-    println!("unwrapped {} bytes; they match the sealed passphrase", back.len());
+    println!(
+        "unwrapped {} bytes; they match the sealed passphrase",
+        back.len()
+    );
     Ok(())
 }

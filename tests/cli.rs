@@ -21,22 +21,52 @@ fn stderr(o: &Output) -> String {
 /// are the last line; clap's usage errors are followed by a hint line).
 fn error_line(o: &Output) -> String {
     let s = stderr(o);
-    let errors: Vec<&str> = s.lines().filter(|l| l.starts_with("secretfs: error: ") || l.starts_with("error: ")).collect();
+    let errors: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("secretfs: error: ") || l.starts_with("error: "))
+        .collect();
     assert_eq!(errors.len(), 1, "expected one error line: {s}");
     errors[0].to_string()
 }
 
 #[test]
 fn help_and_version_exit_0() {
-    for args in [&["--help"][..], &["--version"], &["up", "--help"], &["seal", "--help"], &["down", "--help"], &["status", "--help"], &["check-key", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["up", "--help"],
+        &["seal", "--help"],
+        &["down", "--help"],
+        &["status", "--help"],
+        &["check-key", "--help"],
+    ] {
         let o = secretfs(args);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
         assert!(!o.stdout.is_empty());
     }
     let help = String::from_utf8(secretfs(&["up", "--help"]).stdout).unwrap();
-    for flag in ["--wrapped-key", "--passphrase-file", "--kms-key-id", "--encryption-context", "--expected-bucket-owner",
-                 "--region", "--endpoint-url", "--timeout", "--disk", "--file", "--size", "--name", "--mount",
-                 "--mount-options", "--force", "--wipe", "--pbkdf", "--dry-run", "--json", "--config"] {
+    for flag in [
+        "--wrapped-key",
+        "--passphrase-file",
+        "--kms-key-id",
+        "--encryption-context",
+        "--expected-bucket-owner",
+        "--region",
+        "--endpoint-url",
+        "--timeout",
+        "--disk",
+        "--file",
+        "--size",
+        "--name",
+        "--mount",
+        "--mount-options",
+        "--force",
+        "--wipe",
+        "--pbkdf",
+        "--dry-run",
+        "--json",
+        "--config",
+    ] {
         assert!(help.contains(flag), "up --help lacks {flag}");
     }
 }
@@ -47,21 +77,60 @@ fn usage_errors_exit_2_with_one_line() {
     let missing_dir = dir.path().join("no/such/dir/v.img");
     let missing_dir = missing_dir.to_str().unwrap();
     for (args, needle) in [
-        (vec!["up", "--file", "/x.img", "--size", "2X"], "unknown unit"),
-        (vec!["up", "--disk", "/dev/x", "--name", "a/b"], "not a path"),
-        (vec!["up", "--disk", "/dev/x", "--wrapped-key", "s3://"], "s3://"),
-        (vec!["up", "--disk", "/dev/x", "--encryption-context", "novalue"], "KEY=VALUE"),
-        (vec!["up", "--disk", "/dev/x", "--timeout", "soon"], "duration"),
-        (vec!["up", "--disk", "/dev/x", "--expected-bucket-owner", "12"], "account id"),
+        (
+            vec!["up", "--file", "/x.img", "--size", "2X"],
+            "unknown unit",
+        ),
+        (
+            vec!["up", "--disk", "/dev/x", "--name", "a/b"],
+            "not a path",
+        ),
+        (
+            vec!["up", "--disk", "/dev/x", "--wrapped-key", "s3://"],
+            "s3://",
+        ),
+        (
+            vec!["up", "--disk", "/dev/x", "--encryption-context", "novalue"],
+            "KEY=VALUE",
+        ),
+        (
+            vec!["up", "--disk", "/dev/x", "--timeout", "soon"],
+            "duration",
+        ),
+        (
+            vec!["up", "--disk", "/dev/x", "--expected-bucket-owner", "12"],
+            "account id",
+        ),
         (vec!["up", "--disk", "/dev/x", "--pbkdf", "md5"], "md5"),
-        (vec!["up", "--disk", "/dev/x", "--file", "/f"], "cannot be used with"),
+        (
+            vec!["up", "--disk", "/dev/x", "--file", "/f"],
+            "cannot be used with",
+        ),
         (vec!["up"], "no target"),
-        (vec!["up", "--disk", "/dev/nonexistent-secretfs-test"], "does not exist"),
+        (
+            vec!["up", "--disk", "/dev/nonexistent-secretfs-test"],
+            "does not exist",
+        ),
         (vec!["up", "--disk", "/dev/null"], "character device"),
-        (vec!["up", "--file", missing_dir, "--size", "1G"], "directory"),
+        (
+            vec!["up", "--file", missing_dir, "--size", "1G"],
+            "directory",
+        ),
         (vec!["up", "--file", "/etc", "--size", "1G"], "directory"),
-        (vec!["up", "--disk", "/dev/x", "--mount", "relative/dir"], "absolute"),
-        (vec!["up", "--disk", "/dev/x", "--config", "/nonexistent/secretfs.toml"], "cannot read config"),
+        (
+            vec!["up", "--disk", "/dev/x", "--mount", "relative/dir"],
+            "absolute",
+        ),
+        (
+            vec![
+                "up",
+                "--disk",
+                "/dev/x",
+                "--config",
+                "/nonexistent/secretfs.toml",
+            ],
+            "cannot read config",
+        ),
         (vec!["bogus"], "unrecognized subcommand"),
     ] {
         let o = secretfs(&args);
@@ -85,15 +154,39 @@ fn config_file_errors_exit_2_naming_the_file() {
 fn dry_run_prints_the_plan_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("v.img");
-    let o = secretfs(&["up", "--file", img.to_str().unwrap(), "--size", "64M", "--dry-run", "--passphrase-file", "/nonexistent"]);
+    let o = secretfs(&[
+        "up",
+        "--file",
+        img.to_str().unwrap(),
+        "--size",
+        "64M",
+        "--dry-run",
+        "--passphrase-file",
+        "/nonexistent",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
-    for step in ["create the backing file", "attach a loop device", "format LUKS2", "open the volume", "make ext4", "mount"] {
+    for step in [
+        "create the backing file",
+        "attach a loop device",
+        "format LUKS2",
+        "open the volume",
+        "make ext4",
+        "mount",
+    ] {
         assert!(out.contains(step), "plan lacks {step}: {out}");
     }
     assert!(!img.exists(), "a dry run created the file");
     // JSON form.
-    let o = secretfs(&["up", "--file", img.to_str().unwrap(), "--size", "64M", "--dry-run", "--json"]);
+    let o = secretfs(&[
+        "up",
+        "--file",
+        img.to_str().unwrap(),
+        "--size",
+        "64M",
+        "--dry-run",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["plan"]["first_format"], true);
@@ -104,19 +197,39 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
 fn foreign_file_is_refused_with_exit_3_and_left_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("ext4.img");
-    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].into_iter().find(|p| Path::new(p).exists()).expect("mkfs.ext4 (e2fsprogs) is installed by scripts/setup");
-    assert!(Command::new(mkfs).args(["-q", "-F"]).arg(&img).status().unwrap().success());
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("mkfs.ext4 (e2fsprogs) is installed by scripts/setup");
+    assert!(Command::new(mkfs)
+        .args(["-q", "-F"])
+        .arg(&img)
+        .status()
+        .unwrap()
+        .success());
     let before = std::fs::read(&img).unwrap();
     for extra in [&[][..], &["--dry-run"][..]] {
-        let mut args = vec!["up", "--file", img.to_str().unwrap(), "--passphrase-file", "/dev/null"];
+        let mut args = vec![
+            "up",
+            "--file",
+            img.to_str().unwrap(),
+            "--passphrase-file",
+            "/dev/null",
+        ];
         args.extend_from_slice(extra);
         let o = secretfs(&args);
         assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
         let line = error_line(&o);
         assert!(line.contains("ext4") && line.contains("--force"), "{line}");
     }
-    assert!(std::fs::read(&img).unwrap() == before, "the refused file was changed");
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "the refused file was changed"
+    );
 }
 
 #[test]
@@ -124,15 +237,29 @@ fn up_without_device_mapper_fails_with_exit_1_before_writing() {
     // The build machines' kernel has no device-mapper; on one that has it,
     // this test is not meaningful, and says so by failing loudly.
     let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
-    assert!(!misc.contains("device-mapper"), "this host has device-mapper; this test is for hosts without it");
+    assert!(
+        !misc.contains("device-mapper"),
+        "this host has device-mapper; this test is for hosts without it"
+    );
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("v.img");
     let pass = dir.path().join("pass");
     std::fs::write(&pass, "a passphrase made for this test run\n").unwrap();
-    let o = secretfs(&["up", "--file", img.to_str().unwrap(), "--size", "64M", "--passphrase-file", pass.to_str().unwrap()]);
+    let o = secretfs(&[
+        "up",
+        "--file",
+        img.to_str().unwrap(),
+        "--size",
+        "64M",
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(error_line(&o).contains("device-mapper is not available"));
-    assert!(!img.exists(), "the file was created although nothing could be opened");
+    assert!(
+        !img.exists(),
+        "the file was created although nothing could be opened"
+    );
 }
 
 #[test]

@@ -264,6 +264,11 @@ check control_write sh -c 'for i in $(seq 64); do echo "$CANARY"; done | dd of=/
     assert_eq!(st["luks"]["key_bits"], 512);
     assert_eq!(st["luks"]["sector_size"], 4096);
     assert_eq!(st["luks"]["pbkdf"], "pbkdf2");
+    assert_eq!(st["luks"]["pbkdf_iterations"], 1000);
+    assert_eq!(
+        st["luks"]["persistent_flags"],
+        serde_json::json!(["no_read_workqueue", "no_write_workqueue"])
+    );
     assert_eq!(st["label"], "secretfs");
     assert_eq!(st["subsystem"], "secretfs");
     assert_eq!(st["mounts"][0]["path"], "/mnt/secretfs");
