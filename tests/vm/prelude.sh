@@ -1,7 +1,7 @@
 # Prepended by tests/common/vm.rs to every guest test script. The script runs
 # as root under bash in the guest's chroot (the host root, read-only), with
-# writable tmpfs on /run, /tmp, /var/tmp, /mnt and /root, and $VM_OUT
-# (/run/out) shared back to the host.
+# writable tmpfs on /run, /mnt and /root, RAM overlays on /tmp and /var/tmp,
+# and $VM_OUT (/run/out) shared back to the host.
 #
 #   check NAME CMD...        run CMD; print "CHECK ok NAME" if it exits 0,
 #                            else "CHECK FAIL NAME (rc=N)"
