@@ -13,6 +13,7 @@ use crate::cmd::{self, Tool};
 use crate::config::{self, AwsOptions, KeySpec, Target, UpConfig};
 use crate::device;
 use crate::error::{refused, usage, Failure};
+use crate::fault;
 use crate::fs;
 use crate::keys::aws::{self, KmsWrappedKey};
 use crate::keys::{KeyOrigin, KeySource, Passphrase, PassphraseFile, Prompt, HIGH_ENTROPY_MIN};
@@ -292,6 +293,11 @@ fn resolve_auto_disk(cfg: &mut UpConfig) -> Result<()> {
 /// `secretfs up`.
 pub fn up(args: &UpArgs) -> Result<()> {
     let mut cfg = load_config(args)?;
+    if !cfg.dry_run {
+        // Before anything is probed: without root, blkid and device-mapper
+        // would fail with less helpful errors.
+        require_root("secretfs up")?;
+    }
     resolve_auto_disk(&mut cfg)?;
     let obs = probe::observe(Path::new("/"), &cfg)?;
     let input = PlanInput {
@@ -364,7 +370,6 @@ pub fn up(args: &UpArgs) -> Result<()> {
 
     // Preflight: nothing has been written yet, and nothing will be if any
     // of these fail.
-    require_root("secretfs up")?;
     cmd::verify_executables(&[Tool::Blkid, Tool::MkfsExt4])?;
     if plan.needs_key() {
         ensure_dm_crypt(&obs)?;
@@ -380,6 +385,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     } else {
         None
     };
+    fault::point("key");
 
     let mut rb = Rollback::new();
     let mut backing: Option<PathBuf> = report.device.clone();
@@ -527,6 +533,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
             step: s.step,
             result,
         });
+        fault::point(s.step.name());
     }
     drop(pass);
     // The mapping now holds the loop device; our handle can go.

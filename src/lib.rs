@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod fault;
 pub mod fs;
 pub mod keys;
 pub mod luks;

@@ -58,6 +58,20 @@ pub enum Step {
 }
 
 impl Step {
+    /// The step's name in JSON and logs (`create_file`, `format`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::CreateFile => "create_file",
+            Step::AttachLoop => "attach_loop",
+            Step::Format => "format",
+            Step::Open => "open",
+            Step::Wipe => "wipe",
+            Step::MakeFilesystem => "make_filesystem",
+            Step::CreateMountPoint => "create_mount_point",
+            Step::Mount => "mount",
+        }
+    }
+
     /// Whether the step needs the passphrase.
     pub fn needs_key(self) -> bool {
         matches!(self, Step::Format | Step::Open)
@@ -767,6 +781,22 @@ mod tests {
             fstype: "xfs".into(),
         });
         assert!(refused(plan(&disk_input(), &o)).contains("not ext4"));
+    }
+
+    #[test]
+    fn step_names_match_their_json() {
+        for s in [
+            Step::CreateFile,
+            Step::AttachLoop,
+            Step::Format,
+            Step::Open,
+            Step::Wipe,
+            Step::MakeFilesystem,
+            Step::CreateMountPoint,
+            Step::Mount,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
     }
 
     #[test]

@@ -120,6 +120,13 @@ pub struct VmSpec {
     pub mem_mib: u32,
     /// The whole run, boot included; QEMU is killed when it is exceeded.
     pub timeout: Duration,
+    /// Kernel modules the guest must not have (e.g. `dm-crypt`): /init
+    /// does not load them from the initramfs, and makes `modprobe` of
+    /// them fail in the chroot (an `install NAME /bin/false` rule in
+    /// `/run/modprobe.d`, plus `modprobe.blacklist=` on the kernel command
+    /// line), so neither a program nor the kernel's autoloader can load
+    /// them. Names as modprobe takes them; `-` and `_` are the same.
+    pub skip_modules: Vec<String>,
 }
 
 impl VmSpec {
@@ -134,6 +141,7 @@ impl VmSpec {
             env: Vec::new(),
             mem_mib: 1536,
             timeout: Duration::from_secs(180),
+            skip_modules: Vec::new(),
         }
     }
 }
@@ -574,6 +582,25 @@ pub fn run(spec: &VmSpec) -> VmRun {
     );
     if !wait.is_empty() {
         append.push_str(&format!(" secretfs.wait={}", wait.join(",")));
+    }
+    if !spec.skip_modules.is_empty() {
+        let names: Vec<String> = spec
+            .skip_modules
+            .iter()
+            .map(|m| {
+                assert!(
+                    !m.is_empty()
+                        && m.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)),
+                    "module name {m:?}: use [A-Za-z0-9_-]"
+                );
+                m.replace('-', "_")
+            })
+            .collect();
+        append.push_str(&format!(
+            " secretfs.skip={} modprobe.blacklist={}",
+            names.join(","),
+            names.join(",")
+        ));
     }
     // A guest-side bound too, for a QEMU that outlives this process.
     append.push_str(&format!(

@@ -1,0 +1,39 @@
+//! Fault injection for the crash tests, compiled in only with the
+//! `fault-injection` feature (the test suite enables it; release builds
+//! do not have it, and there this is an empty function).
+//!
+//! `SECRETFS_FAULT=POINT:ACTION` acts when `up` reaches POINT: `key` (the
+//! passphrase was fetched) or a step name after it completed
+//! (`create_file`, `attach_loop`, `format`, `open`, `make_filesystem`,
+//! `mount`, ...). ACTION is `kill` (SIGKILL itself: a crash) or `pause`
+//! (print `SECRETFS-FAULT-PAUSED <pid>` on stderr and sleep, so a test can
+//! inspect the running process and then kill it).
+
+/// Called by `up` at each named point.
+#[cfg(feature = "fault-injection")]
+pub fn point(name: &str) {
+    let Ok(spec) = std::env::var("SECRETFS_FAULT") else {
+        return;
+    };
+    let Some((at, action)) = spec.split_once(':') else {
+        return;
+    };
+    if at != name {
+        return;
+    }
+    match action {
+        "kill" => {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+        "pause" => {
+            eprintln!("SECRETFS-FAULT-PAUSED {}", std::process::id());
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+        _ => {}
+    }
+}
+
+/// Called by `up` at each named point; without the feature it does nothing.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_name: &str) {}
