@@ -499,6 +499,14 @@ fn vm_refusals_leave_disks_unchanged() {
         .status()
         .unwrap()
         .success());
+    let forced = dir.join("forced.img");
+    vm::sparse_file(&forced, 256 << 20);
+    assert!(Command::new(mkfs)
+        .args(["-q", "-F"])
+        .arg(&forced)
+        .status()
+        .unwrap()
+        .success());
     let ext4_head = bytes_at(&ext4, 0, 1 << 20);
     let ext4_tail = bytes_at(&ext4, (256 << 20) - (1 << 20), 1 << 20);
     let script = format!(
@@ -535,6 +543,11 @@ before=$(head1 /dev/vdb)
 "$SECRETFS" up --disk /dev/vdb --force --mount /mnt/x --wrapped-key "$KEY" --encryption-context "$CONTEXT" 2> "$VM_OUT/name.err"; echo $? > "$VM_OUT/name.rc"
 check name_unchanged test "$before" = "$(head1 /dev/vdb)"
 check down_last "$SECRETFS" down
+# 7. --force lifts only the foreign-signature refusal: another ext4 disk
+# is formatted and mounted.
+check force_formats to "$VM_OUT/force.json" up --disk /dev/vdd --force --wrapped-key "$KEY" --encryption-context "$CONTEXT" --json
+check force_luks sh -c 'cryptsetup luksDump /dev/vdd | grep -q "^Subsystem:[[:space:]]*secretfs$"'
+check force_down "$SECRETFS" down
 "#
     );
     let run = vm::run(&spec(
@@ -545,6 +558,7 @@ check down_last "$SECRETFS" down
             Disk::virtio(&ext4),
             Disk::virtio(&busy),
             Disk::virtio(&ours),
+            Disk::virtio(&forced),
         ],
     ));
     report(&run);
@@ -559,7 +573,11 @@ check down_last "$SECRETFS" down
         "up_ours_again",
         "name_unchanged",
         "down_last",
+        "force_formats",
+        "force_luks",
+        "force_down",
     ]);
+    assert_eq!(read_json(&run, "force.json")["first_format"], true);
     let outcome = |case: &str| -> (i32, String) {
         let rc = std::fs::read_to_string(run.out_dir.join(format!("{case}.rc")))
             .unwrap()
@@ -610,5 +628,123 @@ check down_last "$SECRETFS" down
         bytes_at(&ext4, (256 << 20) - (1 << 20), 1 << 20),
         ext4_tail,
         "the ext4 disk's last MiB changed"
+    );
+}
+
+/// The 4096-byte-aligned blocks of `img` that equal a block of `data`.
+fn shared_blocks(img: &Path, data: &[u8]) -> usize {
+    use std::collections::HashSet;
+    use std::io::Read;
+    let wanted: HashSet<&[u8]> = data.chunks_exact(4096).collect();
+    let mut f = std::fs::File::open(img).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut found = 0;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        // Reads of a regular file return whole chunks until the end.
+        found += buf[..n]
+            .chunks_exact(4096)
+            .filter(|b| wanted.contains(b))
+            .count();
+    }
+    found
+}
+
+#[test]
+fn vm_random_data_is_ciphertext_on_disk_and_plaintext_under_cipher_null() {
+    let aws = Aws::start();
+    let key = seal(&aws.moto, "plaintext/volume-key.bin");
+    let dir = vm::work_dir("plaintext");
+    let ours = dir.join("secretfs.img");
+    let null = dir.join("cipher-null.img");
+    vm::sparse_file(&ours, 256 << 20);
+    vm::sparse_file(&null, 64 << 20);
+    let script = format!(
+        r#"{GUEST_LIB}
+KEY={key}
+# 1 MiB of random data (not a secret: the host checks for it afterwards).
+head -c 1048576 /dev/urandom > "$VM_OUT/random.bin"
+check up up --disk /dev/vda --wrapped-key "$KEY" --encryption-context "$CONTEXT"
+check write_ours sh -c 'cp "$VM_OUT/random.bin" /mnt/secretfs/random.bin && sync'
+check read_back cmp "$VM_OUT/random.bin" /mnt/secretfs/random.bin
+check down "$SECRETFS" down
+# The control: LUKS2 with cipher_null, the same data written through it.
+head -c 32 /dev/urandom > /run/null.key
+check null_format cryptsetup luksFormat --type luks2 --batch-mode --cipher cipher_null-ecb --key-size 256 \
+  --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /run/null.key /dev/vdb
+check null_open cryptsetup open --key-file /run/null.key /dev/vdb nullvol
+check write_null dd if="$VM_OUT/random.bin" of=/dev/mapper/nullvol bs=1M oflag=direct status=none
+check null_close cryptsetup close nullvol
+# --wipe: the whole new volume overwritten with zeros after the format.
+check wipe to "$VM_OUT/wipe.json" up --wipe --disk /dev/vdc --name wiped --mount /mnt/wiped --wrapped-key "$KEY" --encryption-context "$CONTEXT" --json
+check wipe_down "$SECRETFS" down --name wiped
+# A typed passphrase (here on stdin) gets argon2id under --pbkdf auto.
+head -c 24 /dev/urandom | base64 > /run/typed
+check argon2id_up sh -c '"$SECRETFS" up --disk /dev/vdd --name typed --mount /mnt/typed --passphrase-file - < /run/typed'
+check argon2id_slot sh -c 'cryptsetup luksDump /dev/vdd | grep -Eq "PBKDF:[[:space:]]*argon2id"'
+check argon2id_down "$SECRETFS" down --name typed
+check argon2id_reopen sh -c '"$SECRETFS" up --disk /dev/vdd --name typed --mount /mnt/typed --passphrase-file - < /run/typed'
+check argon2id_down_again "$SECRETFS" down --name typed
+"#
+    );
+    let wiped = dir.join("wiped.img");
+    let typed = dir.join("typed.img");
+    vm::sparse_file(&wiped, 64 << 20);
+    vm::sparse_file(&typed, 64 << 20);
+    let disks = vec![
+        Disk::virtio(&ours),
+        Disk::virtio(&null),
+        Disk::virtio(&wiped),
+        Disk::virtio(&typed),
+    ];
+    let run = vm::run(&spec("plaintext", &aws, &script, disks));
+    report(&run);
+    run.assert_checks(&[
+        "up",
+        "write_ours",
+        "read_back",
+        "down",
+        "null_format",
+        "null_open",
+        "write_null",
+        "null_close",
+        "wipe",
+        "wipe_down",
+        "argon2id_up",
+        "argon2id_slot",
+        "argon2id_down",
+        "argon2id_reopen",
+        "argon2id_down_again",
+    ]);
+    let wipe = read_json(&run, "wipe.json");
+    let wipe_step = wipe["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "wipe")
+        .cloned();
+    assert_eq!(
+        wipe_step,
+        Some(serde_json::json!({"step": "wipe", "result": "done"})),
+        "{wipe}"
+    );
+    // A wiped volume is fully allocated on the host: every block was written.
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(&wiped).unwrap().blocks() * 512;
+    assert!(allocated >= 60 << 20, "--wipe wrote only {allocated} bytes");
+    let random = std::fs::read(run.out_dir.join("random.bin")).unwrap();
+    assert_eq!(random.len(), 1 << 20);
+    assert_eq!(
+        shared_blocks(&ours, &random),
+        0,
+        "plaintext blocks found on the secretfs disk image"
+    );
+    assert_eq!(
+        shared_blocks(&null, &random),
+        256,
+        "the cipher_null control must show every block in the clear"
     );
 }
