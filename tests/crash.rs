@@ -8,11 +8,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::aws::{self, FakeImds, Moto};
+use common::aws;
 use common::vm::{self, Disk, VmSpec};
+use common::LocalAws;
 
 /// Steps of a first `up` on a file target, in order.
-const FILE_POINTS: &[&str] = &["key", "create_file", "attach_loop", "format", "open", "make_filesystem", "create_mount_point", "mount"];
+const FILE_POINTS: &[&str] = &[
+    "key",
+    "create_file",
+    "attach_loop",
+    "format",
+    "open",
+    "make_filesystem",
+    "create_mount_point",
+    "mount",
+];
 /// Steps of a re-open of a volume that holds data.
 const REOPEN_POINTS: &[&str] = &["key", "attach_loop", "open", "make_filesystem", "mount"];
 /// Steps of a first `up` on a disk, for the power cut.
@@ -52,7 +62,13 @@ check k{i}_write sh -c 'echo "$CANARY" > /mnt/k{i}/canary && sync'
 check k{i}_again up {args}
 "#
         );
-        for c in ["killed_at_".to_string() + p, "converges".into(), "mounted".into(), "write".into(), "again".into()] {
+        for c in [
+            "killed_at_".to_string() + p,
+            "converges".into(),
+            "mounted".into(),
+            "write".into(),
+            "again".into(),
+        ] {
             expected.push(format!("k{i}_{c}"));
         }
     }
@@ -97,8 +113,12 @@ check data_intact_{p} grep -qx "$CANARY" /mnt/data/canary
 #[test]
 fn vm_power_cut_at_every_step_converges() {
     let dir = vm::work_dir("crash-power");
-    let fresh: Vec<_> = (0..DISK_POINTS.len()).map(|i| dir.join(format!("fresh{i}.img"))).collect();
-    let held: Vec<_> = (0..DISK_REOPEN_POINTS.len()).map(|i| dir.join(format!("held{i}.img"))).collect();
+    let fresh: Vec<_> = (0..DISK_POINTS.len())
+        .map(|i| dir.join(format!("fresh{i}.img")))
+        .collect();
+    let held: Vec<_> = (0..DISK_REOPEN_POINTS.len())
+        .map(|i| dir.join(format!("held{i}.img")))
+        .collect();
     for img in fresh.iter().chain(&held) {
         vm::sparse_file(img, 128 << 20);
     }
@@ -107,16 +127,10 @@ fn vm_power_cut_at_every_step_converges() {
     let canary = aws::hex(&aws::random_bytes(16));
     // The key must survive the power cut without being stored anywhere in
     // the clear: it is KMS-wrapped in (local) S3, as in production.
-    let moto = Moto::start();
-    let imds = FakeImds::start("ok");
-    let uri = moto.s3_uri("crash/volume-key.bin");
-    let seal = aws::secretfs_cmd(&moto.endpoint())
-        .args(["seal", "--kms-key", &moto.alias, "--to", &uri, "--encryption-context", "purpose=crash"])
-        .output()
-        .unwrap();
-    assert!(seal.status.success(), "{}", String::from_utf8_lossy(&seal.stderr));
+    let aws = LocalAws::start();
+    let uri = aws.seal("crash/volume-key.bin", "purpose=crash");
     let lib = format!(
-        "export CANARY={canary} AWS_ENDPOINT_URL=http://169.254.170.100:4566\n\
+        "export CANARY={canary}\n\
          up() {{ \"$SECRETFS\" up --wrapped-key {uri} --encryption-context purpose=crash --timeout 60s \"$@\"; }}\n"
     );
 
@@ -159,8 +173,7 @@ fn vm_power_cut_at_every_step_converges() {
     );
     let mut spec = VmSpec::new("crash-power-1", &boot1);
     spec.disks = disks;
-    spec.endpoint_port = Some(moto.port);
-    spec.imds_port = Some(imds.port);
+    aws.attach(&mut spec);
     spec.timeout = Duration::from_secs(600);
     let run1 = vm::run(&spec);
     let mut expected1: Vec<String> = (0..DISK_REOPEN_POINTS.len())
@@ -169,12 +182,27 @@ fn vm_power_cut_at_every_step_converges() {
     expected1.push("all_paused".into());
     // No exit marker after a power cut: assert the checks one by one.
     assert!(!run1.timed_out, "{}", run1.console_tail(40));
-    assert!(run1.checks().iter().all(|(_, ok)| *ok), "{}", run1.console_tail(40));
+    assert!(
+        run1.checks().iter().all(|(_, ok)| *ok),
+        "{}",
+        run1.console_tail(40)
+    );
     for name in &expected1 {
-        assert!(run1.passed(name), "missing CHECK ok {name}\n{}", run1.console_tail(40));
+        assert!(
+            run1.passed(name),
+            "missing CHECK ok {name}\n{}",
+            run1.console_tail(40)
+        );
     }
-    assert!(run1.console.contains("POWER-CUT"), "{}", run1.console_tail(40));
-    assert_eq!(run1.exit_code, None, "the power cut should end the boot without the exit marker");
+    assert!(
+        run1.console.contains("POWER-CUT"),
+        "{}",
+        run1.console_tail(40)
+    );
+    assert_eq!(
+        run1.exit_code, None,
+        "the power cut should end the boot without the exit marker"
+    );
 
     // Boot 2: the same disks; every `up` converges, data intact.
     let mut boot2 = lib;

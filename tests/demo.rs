@@ -15,29 +15,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::aws::{self, FakeImds, Moto};
+use common::aws;
 use common::vm::{self, Disk, VmSpec};
+use common::LocalAws;
 
 #[test]
 fn demo() {
     println!("\n== secretfs demo: moto (KMS + S3), a fake IMDSv2, and a Debian guest under QEMU\n");
-    let moto = Moto::start();
-    let imds = FakeImds::start("ok");
-    let uri = moto.s3_uri("demo/volume-key.bin");
-    let seal = aws::secretfs_cmd(&moto.endpoint())
-        .args([
-            "seal",
-            "--kms-key",
-            &moto.alias,
-            "--to",
-            &uri,
-            "--encryption-context",
-            "purpose=secretfs-demo",
-        ])
-        .output()
-        .expect("running secretfs seal");
-    print!("{}", String::from_utf8_lossy(&seal.stderr));
-    assert!(seal.status.success(), "seal failed");
+    let aws = LocalAws::start();
+    let uri = aws.seal("demo/volume-key.bin", "purpose=secretfs-demo");
+    println!("sealed a random 64-byte passphrase with KMS into {uri}");
 
     let dir = vm::work_dir("demo");
     let disk = dir.join("instance-store.img");
@@ -45,7 +32,6 @@ fn demo() {
     let text = format!("hello from secretfs {}", aws::hex(&aws::random_bytes(8)));
     let script = format!(
         r#"
-export AWS_ENDPOINT_URL=http://169.254.170.100:4566
 S={bin}
 step() {{ printf '\n---- %s\n' "$*"; }}
 step "secretfs up (first boot: blank disk)"
@@ -67,8 +53,7 @@ check down_final "$S" down
     );
     let mut spec = VmSpec::new("demo", &script);
     spec.disks = vec![Disk::virtio(&disk)];
-    spec.endpoint_port = Some(moto.port);
-    spec.imds_port = Some(imds.port);
+    aws.attach(&mut spec);
     spec.timeout = Duration::from_secs(300);
     let run = vm::run(&spec);
     run.assert_checks(&[

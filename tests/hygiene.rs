@@ -17,8 +17,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use common::aws::{self, FakeImds, Moto};
+use common::aws;
 use common::vm::{self, Disk, VmSpec};
+use common::LocalAws;
 use sha2::{Digest, Sha256};
 
 const CONTEXT: (&str, &str) = ("purpose", "secretfs-hygiene");
@@ -33,8 +34,18 @@ fn write_needles(path: &Path, secret: &[u8]) {
         ("raw", secret.to_vec()),
         ("hex", aws::hex(secret).into_bytes()),
         ("HEX", aws::hex(secret).to_uppercase().into_bytes()),
-        ("base64", base64::engine::general_purpose::STANDARD.encode(secret).into_bytes()),
-        ("base64-nopad", base64::engine::general_purpose::STANDARD_NO_PAD.encode(secret).into_bytes()),
+        (
+            "base64",
+            base64::engine::general_purpose::STANDARD
+                .encode(secret)
+                .into_bytes(),
+        ),
+        (
+            "base64-nopad",
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(secret)
+                .into_bytes(),
+        ),
     ];
     let text: String = forms
         .iter()
@@ -44,28 +55,41 @@ fn write_needles(path: &Path, secret: &[u8]) {
 }
 
 fn search(needles: &Path, paths: &[&Path]) -> serde_json::Value {
-    let out = Command::new("python3").arg(find_secret()).arg(needles).args(paths).output().expect("running find_secret.py");
-    assert!(out.status.success(), "find_secret.py: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(find_secret())
+        .arg(needles)
+        .args(paths)
+        .output()
+        .expect("running find_secret.py");
+    assert!(
+        out.status.success(),
+        "find_secret.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn assert_no_hits(what: &str, v: &serde_json::Value) {
-    assert!(v["files"].as_u64().unwrap() > 0, "{what}: nothing was searched: {v}");
-    assert_eq!(v["hits"], serde_json::json!([]), "{what}: the passphrase was found: {v}");
+    assert!(
+        v["files"].as_u64().unwrap() > 0,
+        "{what}: nothing was searched: {v}"
+    );
+    assert_eq!(
+        v["hits"],
+        serde_json::json!([]),
+        "{what}: the passphrase was found: {v}"
+    );
 }
 
 #[test]
 fn vm_the_passphrase_leaves_no_trace() {
-    let moto = Moto::start();
-    let imds = FakeImds::start("ok");
-    let uri = moto.s3_uri("hygiene/volume-key.bin");
+    let aws = LocalAws::start();
+    let moto = &aws.moto;
     let ctx = format!("{}={}", CONTEXT.0, CONTEXT.1);
-    let seal = aws::secretfs_cmd(&moto.endpoint())
-        .args(["seal", "--kms-key", &moto.alias, "--to", &uri, "--encryption-context", &ctx])
-        .output()
-        .unwrap();
-    assert!(seal.status.success(), "{}", String::from_utf8_lossy(&seal.stderr));
-    let blob = moto.get_object("hygiene/volume-key.bin").expect("the sealed blob");
+    let uri = aws.seal("hygiene/volume-key.bin", &ctx);
+    let blob = moto
+        .get_object("hygiene/volume-key.bin")
+        .expect("the sealed blob");
     let (_, secret) = moto.decrypt(&blob, &[CONTEXT]);
     assert_eq!(secret.len(), 64);
 
@@ -77,7 +101,6 @@ fn vm_the_passphrase_leaves_no_trace() {
     vm::sparse_file(&disk, 256 << 20);
     let script = format!(
         r#"
-export AWS_ENDPOINT_URL=http://169.254.170.100:4566
 KEY={uri}
 CTX={ctx}
 NEEDLES={needles}
@@ -123,20 +146,42 @@ check down to2 "$VM_OUT/down.out" "$VM_OUT/down.err" "$SECRETFS" down
     );
     let mut spec = VmSpec::new("hygiene", &script);
     spec.disks = vec![Disk::virtio(&disk)];
-    spec.endpoint_port = Some(moto.port);
-    spec.imds_port = Some(imds.port);
+    aws.attach(&mut spec);
     spec.timeout = Duration::from_secs(420);
     let run = vm::run(&spec);
     run.assert_checks(&[
-        "control_dumps_core", "paused", "search_proc", "no_core_dump", "nothing_opened", "up", "up_json", "status",
-        "etc_read_only", "var_read_only", "search_files", "down",
+        "control_dumps_core",
+        "paused",
+        "search_proc",
+        "no_core_dump",
+        "nothing_opened",
+        "up",
+        "up_json",
+        "status",
+        "etc_read_only",
+        "var_read_only",
+        "search_files",
+        "down",
     ]);
     assert_eq!(run.exit_code, Some(0), "{}", run.console_tail(60));
 
     let read = |f: &str| std::fs::read_to_string(run.out_dir.join(f)).unwrap();
-    assert_eq!(read("abrt.rc").trim(), "134", "SIGABRT should end the paused process");
-    let vmlck: u64 = read("vmlck").split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(vmlck > 0, "the passphrase buffer is not mlocked: {}", read("vmlck"));
+    assert_eq!(
+        read("abrt.rc").trim(),
+        "134",
+        "SIGABRT should end the paused process"
+    );
+    let vmlck: u64 = read("vmlck")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        vmlck > 0,
+        "the passphrase buffer is not mlocked: {}",
+        read("vmlck")
+    );
 
     let proc: serde_json::Value = serde_json::from_str(&read("proc.json")).unwrap();
     assert_no_hits("/proc/PID/cmdline and environ", &proc);
@@ -151,7 +196,10 @@ check down to2 "$VM_OUT/down.out" "$VM_OUT/down.err" "$SECRETFS" down
     let mut outputs: Vec<PathBuf> = std::fs::read_dir(&run.out_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "out" || e == "err" || e == "json"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "out" || e == "err" || e == "json")
+        })
         .collect();
     outputs.push(run.console_log.clone());
     let refs: Vec<&Path> = outputs.iter().map(PathBuf::as_path).collect();
@@ -159,7 +207,11 @@ check down to2 "$VM_OUT/down.out" "$VM_OUT/down.err" "$SECRETFS" down
     assert_no_hits("console log and outputs", &host);
     // The searches followed real key fetches.
     for f in ["paused.err", "up.err"] {
-        assert!(read(f).contains("KMS decrypted the key (64 bytes)"), "{f}: {}", read(f));
+        assert!(
+            read(f).contains("KMS decrypted the key (64 bytes)"),
+            "{f}: {}",
+            read(f)
+        );
     }
 }
 
@@ -173,7 +225,9 @@ fn find_secret_finds_what_it_should() {
     let forms = [
         secret.clone(),
         aws::hex(&secret).into_bytes(),
-        base64::engine::general_purpose::STANDARD.encode(&secret).into_bytes(),
+        base64::engine::general_purpose::STANDARD
+            .encode(&secret)
+            .into_bytes(),
     ];
     for (i, form) in forms.iter().enumerate() {
         let f = dir.path().join(format!("planted-{i}"));
@@ -183,7 +237,10 @@ fn find_secret_finds_what_it_should() {
         std::fs::write(&f, body).unwrap();
         let v = search(&needles, &[&f]);
         // base64 with padding also contains its unpadded form.
-        assert!(!v["hits"].as_array().unwrap().is_empty(), "form {i} not found: {v}");
+        assert!(
+            !v["hits"].as_array().unwrap().is_empty(),
+            "form {i} not found: {v}"
+        );
     }
     let clean = dir.path().join("clean");
     std::fs::write(&clean, aws::random_bytes(4096)).unwrap();

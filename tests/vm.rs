@@ -15,71 +15,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::aws::{self, FakeImds, Moto};
+use common::aws;
 use common::vm::{self, Disk, VmRun, VmSpec};
+use common::LocalAws;
 
 /// The encryption context every sealed key in these tests carries.
 const CONTEXT: &str = "purpose=secretfs-vm-test";
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_secretfs")
-}
-
-/// Seals a fresh random passphrase into `s3://bucket/<key>` with the host
-/// binary, against moto. Returns the S3 URI.
-fn seal(moto: &Moto, key: &str) -> String {
-    let uri = moto.s3_uri(key);
-    let out = aws::secretfs_cmd(&moto.endpoint())
-        .args([
-            "seal",
-            "--kms-key",
-            &moto.alias,
-            "--to",
-            &uri,
-            "--encryption-context",
-            CONTEXT,
-        ])
-        .output()
-        .expect("running secretfs seal");
-    assert!(
-        out.status.success(),
-        "seal failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    uri
-}
-
-/// moto for KMS and S3, and an EC2-like IMDSv2 (instance-role credentials
-/// that moto accepts, region us-east-1). moto's own IMDS emulation omits
-/// the token TTL header the AWS SDK requires, so the fake stands in.
-struct Aws {
-    moto: Moto,
-    imds: FakeImds,
-}
-
-impl Aws {
-    fn start() -> Aws {
-        Aws {
-            moto: Moto::start(),
-            imds: FakeImds::start("ok"),
-        }
-    }
-}
-
-/// A VM spec wired to moto (endpoint) and the fake IMDS (169.254.169.254).
-fn spec(name: &str, aws: &Aws, script: &str, disks: Vec<Disk>) -> VmSpec {
+/// A VM spec wired to local AWS, with the test's encryption context.
+fn spec(name: &str, aws: &LocalAws, script: &str, disks: Vec<Disk>) -> VmSpec {
     let mut s = VmSpec::new(name, script);
     s.disks = disks;
-    s.endpoint_port = Some(aws.moto.port);
-    s.imds_port = Some(aws.imds.port);
-    s.env = vec![
-        ("SECRETFS".into(), bin().into()),
-        (
-            "AWS_ENDPOINT_URL".into(),
-            "http://169.254.170.100:4566".into(),
-        ),
-        ("CONTEXT".into(), CONTEXT.into()),
-    ];
+    aws.attach(&mut s);
+    s.env.push(("CONTEXT".into(), CONTEXT.into()));
     s.timeout = Duration::from_secs(300);
     s
 }
@@ -146,9 +94,8 @@ luks_field() { cryptsetup luksDump "$1" | sed -n "s/^[[:space:]]*$2:[[:space:]]*
 
 #[test]
 fn vm_raw_disk_lifecycle() {
-    let aws = Aws::start();
-    let moto = &aws.moto;
-    let key = seal(moto, "disk/volume-key.bin");
+    let aws = LocalAws::start();
+    let key = aws.seal("disk/volume-key.bin", CONTEXT);
     let dir = vm::work_dir("raw-disk");
     let data = dir.join("data.img");
     let control = dir.join("control.img");
@@ -290,9 +237,8 @@ check control_write sh -c 'for i in $(seq 64); do echo "$CANARY"; done | dd of=/
 
 #[test]
 fn vm_loop_file_lifecycle() {
-    let aws = Aws::start();
-    let moto = &aws.moto;
-    let key = seal(moto, "loop/volume-key.bin");
+    let aws = LocalAws::start();
+    let key = aws.seal("loop/volume-key.bin", CONTEXT);
     let dir = vm::work_dir("loop-file");
     let store = dir.join("store.img");
     let control = dir.join("control.img");
@@ -388,9 +334,8 @@ check control_write sh -c 'for i in $(seq 64); do echo "$CANARY"; done | dd of=/
 
 #[test]
 fn vm_reboot_and_stop_start() {
-    let aws = Aws::start();
-    let moto = &aws.moto;
-    let key = seal(moto, "nvme/volume-key.bin");
+    let aws = LocalAws::start();
+    let key = aws.seal("nvme/volume-key.bin", CONTEXT);
     let dir = vm::work_dir("reboot");
     let disk_a = dir.join("instance-store-a.img");
     let disk_b = dir.join("instance-store-b.img");
@@ -478,10 +423,9 @@ check down "$SECRETFS" down --config /run/secretfs.toml
 
 #[test]
 fn vm_refusals_leave_disks_unchanged() {
-    let aws = Aws::start();
-    let moto = &aws.moto;
-    let key = seal(moto, "refuse/volume-key.bin");
-    let wrong = seal(moto, "refuse/other-key.bin");
+    let aws = LocalAws::start();
+    let key = aws.seal("refuse/volume-key.bin", CONTEXT);
+    let wrong = aws.seal("refuse/other-key.bin", CONTEXT);
     let dir = vm::work_dir("refusals");
     let ext4 = dir.join("ext4.img");
     let busy = dir.join("busy.img");
@@ -655,8 +599,8 @@ fn shared_blocks(img: &Path, data: &[u8]) -> usize {
 
 #[test]
 fn vm_random_data_is_ciphertext_on_disk_and_plaintext_under_cipher_null() {
-    let aws = Aws::start();
-    let key = seal(&aws.moto, "plaintext/volume-key.bin");
+    let aws = LocalAws::start();
+    let key = aws.seal("plaintext/volume-key.bin", CONTEXT);
     let dir = vm::work_dir("plaintext");
     let ours = dir.join("secretfs.img");
     let null = dir.join("cipher-null.img");

@@ -3,3 +3,61 @@
 
 pub mod aws;
 pub mod vm;
+
+use aws::{FakeImds, Moto};
+use vm::VmSpec;
+
+/// What a guest reaches at 169.254.170.100:4566 (KMS and S3).
+pub const GUEST_ENDPOINT: &str = "http://169.254.170.100:4566";
+
+/// Local AWS for VM tests: moto for KMS and S3, and an EC2-like IMDSv2
+/// (instance-role credentials that moto accepts, region us-east-1). moto's
+/// own IMDS emulation omits the token TTL header the AWS SDK requires, so
+/// the fake stands in.
+pub struct LocalAws {
+    pub moto: Moto,
+    pub imds: FakeImds,
+}
+
+impl LocalAws {
+    pub fn start() -> LocalAws {
+        LocalAws {
+            moto: Moto::start(),
+            imds: FakeImds::start("ok"),
+        }
+    }
+
+    /// Seals a fresh random passphrase into `s3://<bucket>/<key>` with the
+    /// host binary (`secretfs seal`) under `context` (`K=V`); returns the
+    /// URI. The plaintext is never seen by the test.
+    pub fn seal(&self, key: &str, context: &str) -> String {
+        let uri = self.moto.s3_uri(key);
+        let out = aws::secretfs_cmd(&self.moto.endpoint())
+            .args([
+                "seal",
+                "--kms-key",
+                &self.moto.alias,
+                "--to",
+                &uri,
+                "--encryption-context",
+                context,
+            ])
+            .output()
+            .expect("running secretfs seal");
+        assert!(
+            out.status.success(),
+            "seal failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        uri
+    }
+
+    /// Wires a VM spec to moto (the endpoint) and the fake IMDS
+    /// (169.254.169.254), and exports `AWS_ENDPOINT_URL` to the script.
+    pub fn attach(&self, spec: &mut VmSpec) {
+        spec.endpoint_port = Some(self.moto.port);
+        spec.imds_port = Some(self.imds.port);
+        spec.env
+            .push(("AWS_ENDPOINT_URL".into(), GUEST_ENDPOINT.into()));
+    }
+}
