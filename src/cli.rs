@@ -105,10 +105,10 @@ pub struct UpArgs {
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Size of the file to create (512M, 2G, 10T; powers of 1024)
-    #[arg(long, value_parser = parse::size, requires = "file")]
+    #[arg(long, value_parser = parse::size, requires = "file", allow_hyphen_values = true)]
     pub size: Option<u64>,
     /// Volume name: /dev/mapper/NAME [default: secretfs]
-    #[arg(long, value_parser = parse::volume_name)]
+    #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
     pub name: Option<String>,
     /// Mount point, created if absent [default: /mnt/secretfs]
     #[arg(long, value_name = "DIR")]
@@ -145,7 +145,7 @@ pub struct UpArgs {
 #[derive(Clone, Debug, Args)]
 pub struct DownArgs {
     /// Volume name [default: the config's name, else secretfs]
-    #[arg(long, value_parser = parse::volume_name)]
+    #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
     pub name: Option<String>,
     /// TOML file to take the volume name from (as `up --config`)
     #[arg(long, value_name = "PATH")]
@@ -162,7 +162,7 @@ pub struct DownArgs {
 #[derive(Clone, Debug, Args)]
 pub struct StatusArgs {
     /// Volume name [default: the config's name, else secretfs]
-    #[arg(long, value_parser = parse::volume_name)]
+    #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
     pub name: Option<String>,
     /// TOML file to take the volume name from (as `up --config`)
     #[arg(long, value_name = "PATH")]
