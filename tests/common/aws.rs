@@ -730,7 +730,8 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn strip_ansi(line: &str) -> String {
+/// `line` without ANSI escape sequences.
+pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
@@ -750,7 +751,9 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-fn is_log_line(line: &str) -> bool {
+/// Whether a stderr line is a log line (it starts with a timestamp or a
+/// level word), not a message.
+pub fn is_log_line(line: &str) -> bool {
     let t = line.trim_start();
     if t.len() >= 10 && t.as_bytes()[..4].iter().all(u8::is_ascii_digit) && t.as_bytes()[4] == b'-'
     {

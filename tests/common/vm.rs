@@ -590,7 +590,8 @@ pub fn run(spec: &VmSpec) -> VmRun {
             .map(|m| {
                 assert!(
                     !m.is_empty()
-                        && m.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)),
+                        && m.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)),
                     "module name {m:?}: use [A-Za-z0-9_-]"
                 );
                 m.replace('-', "_")

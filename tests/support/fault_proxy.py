@@ -37,11 +37,34 @@ Faults, checked in this order for each request:
                      not ACCOUNT (default 123456789012, moto's account) gets
                      403 <Code>AccessDenied</Code>, as S3 answers it. moto
                      itself ignores that header.
+  --deny-marker M    (repeatable) access denied for requests that carry M:
+                     an S3 request whose path contains M gets 403
+                     <Code>AccessDenied</Code>; a KMS request whose body
+                     contains M (e.g. in its EncryptionContext) gets 400
+                     {"__type":"AccessDeniedException"}. Not retried.
+
+A fault pattern, checked before all of the above for the requests in its
+scope (--pattern-scope all|kms|s3, default all):
+
+  --pattern ITEM,ITEM,...
+                     request n of the scope gets item n; after the last item
+                     requests are forwarded, unless the last item is "loop",
+                     which starts the pattern again (faults for ever). Items:
+                       reset     TCP reset after the request was read
+                       throttle  KMS 400 ThrottlingException; S3 503 SlowDown
+                       503       KMS 503 DependencyTimeoutException;
+                                 S3 503 ServiceUnavailable
+                       500       KMS 500 KMSInternalException;
+                                 S3 500 InternalError
+                       stall:S   wait S seconds, then forward (slow success)
+                       ok        forward
+                     and "stall:S+ITEM": wait S seconds, then ITEM (e.g.
+                     "stall:2+503": a slow failure).
 
 Every request is logged as one line on stderr:
 
   REQ <n> conn=<c> <METHOD> <path> target=<X-Amz-Target|-> owner=<header|-> \
-      action=<forward|throttle|unavailable|forever|owner-denied|reset|stall...> \
+      action=<forward|throttle|unavailable|forever|owner-denied|denied|reset|stall...|pattern-ITEM> \
       status=<code> counts=<kms=..,s3=..,throttled=..,...>
 
 and a ``SUMMARY`` line with the counters is printed when it stops.
@@ -93,8 +116,11 @@ class State:
             "reset": 0,
             "stalled": 0,
             "owner_denied": 0,
+            "denied": 0,
+            "pattern": 0,
             "upstream_errors": 0,
         }
+        self.pattern_no = 0
         self.kms_window = deque()
 
     def bump(self, name, by=1):
@@ -214,6 +240,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body, chunked = self._read_body()
         actions = []
 
+        item = self._pattern_item(is_kms)
+        if item is not None:
+            STATE.bump("pattern")
+            status = self._serve_pattern(item, is_kms, body, chunked, actions)
+            log(
+                f"REQ {n} conn={self.conn_no} {self.command} {self.path} "
+                f"target={target or '-'} owner={owner if owner is not None else '-'} "
+                f"action={'+'.join(actions)} status={status} counts={STATE.snapshot()}"
+            )
+            if status == "-":
+                self._reset_now()
+            return
+
         if args.stall > 0 and (args.stall_count < 0 or n <= args.stall_count):
             STATE.bump("stalled")
             actions.append(f"stall{args.stall:g}s")
@@ -245,6 +284,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 S3_XML.format(code="AccessDenied", message="Access Denied", rid=f"FP{n}").encode(),
                 "application/xml",
             )
+        elif self._denied(is_kms, body):
+            STATE.bump("denied")
+            actions.append("denied")
+            status = self._fail_denied(is_kms, n)
         else:
             actions.append("forward")
             status = self._forward(body, chunked)
@@ -253,6 +296,105 @@ class Handler(http.server.BaseHTTPRequestHandler):
             f"REQ {n} conn={self.conn_no} {self.command} {self.path} "
             f"target={target or '-'} owner={owner if owner is not None else '-'} "
             f"action={'+'.join(actions)} status={status} counts={STATE.snapshot()}"
+        )
+
+    # ---- --pattern and --deny-marker -------------------------------------
+    def _pattern_item(self, is_kms):
+        """The pattern item for this request, or None (no pattern, out of
+        scope, or past the end of a pattern that does not loop)."""
+        args = STATE.args
+        if not args.pattern:
+            return None
+        scope = args.pattern_scope
+        if (scope == "kms" and not is_kms) or (scope == "s3" and is_kms):
+            return None
+        items, loop = args.pattern
+        with STATE.lock:
+            STATE.pattern_no += 1
+            i = STATE.pattern_no - 1
+        if loop:
+            return items[i % len(items)]
+        return items[i] if i < len(items) else None
+
+    def _serve_pattern(self, item, is_kms, body, chunked, actions):
+        """Applies one pattern item; returns the status sent ("-": none, the
+        caller resets the connection)."""
+        stall, what = item
+        if stall > 0:
+            STATE.bump("stalled")
+            actions.append(f"pattern-stall{stall:g}s")
+            time.sleep(stall)
+        actions.append(f"pattern-{what}")
+        if what == "reset":
+            STATE.bump("reset")
+            return "-"
+        if what == "throttle":
+            STATE.bump("throttled")
+            if is_kms:
+                return self._send(
+                    400,
+                    json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode(),
+                    "application/x-amz-json-1.1",
+                    {"x-amzn-ErrorType": "ThrottlingException"},
+                )
+            xml = S3_XML.format(code="SlowDown", message="Please reduce your request rate.", rid="FPP")
+            return self._send(503, xml.encode(), "application/xml")
+        if what == "503":
+            STATE.bump("unavailable")
+            return self._fail_unavailable(is_kms, forever=True)
+        if what == "500":
+            STATE.bump("unavailable")
+            if is_kms:
+                return self._send(
+                    500,
+                    json.dumps({"__type": "KMSInternalException", "message": "Internal failure"}).encode(),
+                    "application/x-amz-json-1.1",
+                    {"x-amzn-ErrorType": "KMSInternalException"},
+                )
+            xml = S3_XML.format(code="InternalError", message="We encountered an internal error.", rid="FPI")
+            return self._send(500, xml.encode(), "application/xml")
+        return self._forward(body, chunked)  # "ok"
+
+    def _reset_now(self):
+        """Closes this connection with a TCP reset, after a request was read."""
+        sock = self.connection
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        # The fd closes (sending RST) once the socket and its reader are
+        # closed; the writer holds no descriptor of its own.
+        try:
+            self.rfile.close()
+            sock.close()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _denied(self, is_kms, body):
+        for marker in STATE.args.deny_marker or []:
+            if is_kms and marker.encode() in body:
+                return True
+            if not is_kms and marker in self.path:
+                return True
+        return False
+
+    def _fail_denied(self, is_kms, n):
+        if is_kms:
+            return self._send(
+                400,
+                json.dumps({
+                    "__type": "AccessDeniedException",
+                    "message": "User: arn:aws:sts::123456789012:assumed-role/secretfs-test-role/i-0 "
+                               "is not authorized to perform: kms:Decrypt (fault proxy --deny-marker)",
+                }).encode(),
+                "application/x-amz-json-1.1",
+                {"x-amzn-ErrorType": "AccessDeniedException"},
+            )
+        return self._send(
+            403,
+            S3_XML.format(code="AccessDenied", message="Access Denied", rid=f"FPD{n}").encode(),
+            "application/xml",
         )
 
     def _should_throttle(self, kms_no):
@@ -348,6 +490,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A boot storm connects hundreds of clients at once; socketserver's
+    # default backlog of 5 would drop most SYNs (the kernel caps this at
+    # net.core.somaxconn).
+    request_queue_size = 512
 
 
 def parse_count(text):
@@ -357,6 +503,36 @@ def parse_count(text):
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0 or 'all'")
     return value
+
+
+PATTERN_ITEMS = ("reset", "throttle", "503", "500", "ok")
+
+
+def parse_pattern(text):
+    """"reset,throttle,stall:2+503,ok,loop" -> ([(stall, what), ...], loop)."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    loop = bool(words) and words[-1] == "loop"
+    if loop:
+        words = words[:-1]
+    if not words:
+        raise argparse.ArgumentTypeError("an empty pattern")
+    items = []
+    for w in words:
+        stall, what = 0.0, w
+        if w.startswith("stall:"):
+            head, _, rest = w.partition("+")
+            try:
+                stall = float(head[len("stall:"):])
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{w!r}: stall:SECONDS")
+            if stall < 0:
+                raise argparse.ArgumentTypeError(f"{w!r}: a negative stall")
+            what = rest or "ok"
+        if what not in PATTERN_ITEMS:
+            raise argparse.ArgumentTypeError(
+                f"{w!r}: use {', '.join(PATTERN_ITEMS)}, stall:S or stall:S+ITEM (and a final loop)")
+        items.append((stall, what))
+    return items, loop
 
 
 def main():
@@ -372,6 +548,9 @@ def main():
     p.add_argument("--stall-count", type=parse_count, default=1)
     p.add_argument("--owner", default="123456789012")
     p.add_argument("--admit-per-second", type=float, default=None)
+    p.add_argument("--deny-marker", action="append", default=[])
+    p.add_argument("--pattern", type=parse_pattern, default=None)
+    p.add_argument("--pattern-scope", choices=("all", "kms", "s3"), default="all")
     p.add_argument("--max-seconds", type=float, default=600.0)
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin reaches EOF")
     args = p.parse_args()
