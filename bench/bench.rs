@@ -1,0 +1,488 @@
+//! The benchmark suite. `scripts/bench` runs it (never `cargo test`: every
+//! case is `#[ignore]`) with the release binary:
+//!
+//! ```text
+//! cargo test --release --test bench -- --ignored --nocapture --test-threads=1
+//! ```
+//!
+//! Each case writes one JSON file into `<target>/bench/`; `bench/render.py`
+//! turns them into `bench/RESULTS.md` and `bench/chart.png`. The cases check
+//! that what they measured worked (exit codes, a re-open did not format);
+//! they never assert on a time.
+//!
+//! - `bench_1_binary`: the machine, and the size of the stripped binary.
+//! - `bench_2_key_fetch`: on the host, against moto: `secretfs check-key`
+//!   (the key path of `up`) vs the recipe's `aws s3 cp` + `aws kms decrypt`.
+//! - `bench_3_vm`: one boot of the test VM (tests/common/vm.rs) runs
+//!   bench/guest.sh: time to mounted for the recipe, the hand-tuned floor
+//!   and secretfs on fresh 2 GiB disks; 1/8/64 GiB scaling; re-open and
+//!   `down`; peak memory; O_DIRECT throughput.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::aws::{self, Moto};
+use common::vm::{self, Disk, VmSpec};
+use serde_json::{json, Value};
+
+/// The in-guest script.
+const GUEST_SCRIPT: &str = include_str!("guest.sh");
+/// Guest RAM: cryptsetup caps argon2id's memory at half of it, so this lets
+/// the default (1 GiB) through.
+const GUEST_MEM_MIB: u32 = 3072;
+/// Rounds of floor and secretfs on fresh 2 GiB disks.
+const ROUNDS: usize = 5;
+/// Rounds of each scaling size.
+const SCALE_ROUNDS: usize = 3;
+const SCALE_SIZES_GIB: [u64; 3] = [1, 8, 64];
+/// Timed runs of each key-fetch variant (after one untimed warm-up each).
+const KEY_FETCH_RUNS: usize = 7;
+const CONTEXT: &str = "purpose=secretfs-bench";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secretfs")
+}
+
+/// `<target>/bench`: where the cases write their JSON.
+fn results_dir() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .expect("CARGO_TARGET_TMPDIR has a parent");
+    let dir = target.join("bench");
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+fn write_result(name: &str, value: &Value) {
+    let path = results_dir().join(name);
+    let text = serde_json::to_string_pretty(value).expect("serializing results");
+    fs::write(&path, text + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    eprintln!("bench: wrote {}", path.display());
+}
+
+/// Timings of a debug build mean nothing here.
+fn assert_release() {
+    if cfg!(debug_assertions) {
+        panic!("run the benchmark with --release (scripts/bench does)");
+    }
+    assert!(
+        bin().contains("/release/"),
+        "{} is not a release binary",
+        bin()
+    );
+}
+
+/// A number from `SECRETFS_BENCH_<name>`, else `default` (for quick trial
+/// runs; `scripts/bench` sets none).
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(format!("SECRETFS_BENCH_{name}"))
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("SECRETFS_BENCH_{name}={v:?}"))
+        })
+        .unwrap_or(default)
+}
+
+/// The first line a program prints (stdout, else stderr), or "" if it fails.
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// The host's 1-, 5- and 15-minute load averages (other work on the host
+/// slows the emulated guest; the report shows them).
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `KEY: value` from a /proc file.
+fn proc_field(file: &str, key: &str) -> String {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let mem_kib: u64 = proc_field("/proc/meminfo", "MemTotal")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let dirty = !Command::new("git")
+        .args(["diff", "--quiet", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(true);
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "mem_total_kib": mem_kib,
+        "cpu_model": proc_field("/proc/cpuinfo", "model name"),
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "os": fs::read_to_string("/etc/os-release").unwrap_or_default().lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME=")).unwrap_or("").trim_matches('"'),
+        "qemu": first_line("qemu-system-x86_64", &["--version"]),
+        "cryptsetup": first_line("cryptsetup", &["--version"]),
+        "rustc": first_line("rustc", &["--version"]),
+        "commit": first_line("git", &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]),
+        "dirty": dirty,
+        "date": first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    })
+}
+
+#[test]
+#[ignore = "a benchmark: run by scripts/bench"]
+fn bench_1_binary() {
+    assert_release();
+    let bytes = fs::read(bin()).unwrap_or_else(|e| panic!("reading {}: {e}", bin()));
+    assert!(bytes.starts_with(b"\x7fELF"), "{} is not ELF", bin());
+    // A stripped ELF has no .symtab section (its name is in .shstrtab).
+    let stripped = !aws::contains(&bytes, b"\0.symtab\0");
+    write_result(
+        "binary.json",
+        &json!({
+            "machine": machine(),
+            "binary": {"path": bin(), "bytes": bytes.len(), "stripped": stripped},
+        }),
+    );
+}
+
+/// The recipe's key fetch, as one shell pipeline: the S3 object to stdout,
+/// into `aws kms decrypt`; the plaintext (base64) goes to /dev/null.
+const AWSCLI_PIPELINE: &str = r#"set -euo pipefail
+"$AWS" s3 cp "$URI" - | "$AWS" kms decrypt --ciphertext-blob fileb:///dev/stdin \
+  --encryption-context "$CONTEXT" --query Plaintext --output text > /dev/null"#;
+
+fn aws_cli() -> PathBuf {
+    let path = std::env::var_os("SECRETFS_BENCH_AWS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/bench-venv/bin/aws"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "the AWS CLI is not installed at {} (scripts/bench installs it; SECRETFS_BENCH_AWS overrides)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `cmd` with no output kept; panics unless it exits 0. Its wall time.
+fn timed_ok(mut cmd: Command, what: &str) -> Duration {
+    let start = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+#[test]
+#[ignore = "a benchmark: run by scripts/bench"]
+fn bench_2_key_fetch() {
+    assert_release();
+    let runs = knob("KEY_RUNS", KEY_FETCH_RUNS);
+    let aws_bin = aws_cli();
+    let moto = Moto::start();
+    let uri = moto.s3_uri("bench/volume-key.bin");
+    let seal = aws::secretfs_cmd(&moto.endpoint())
+        .args([
+            "seal",
+            "--kms-key",
+            &moto.alias,
+            "--to",
+            &uri,
+            "--encryption-context",
+            CONTEXT,
+        ])
+        .output()
+        .expect("running secretfs seal");
+    assert!(
+        seal.status.success(),
+        "seal failed: {}",
+        String::from_utf8_lossy(&seal.stderr)
+    );
+
+    let secretfs = || {
+        let mut c = aws::secretfs_cmd(&moto.endpoint());
+        c.args([
+            "check-key",
+            "--wrapped-key",
+            &uri,
+            "--encryption-context",
+            CONTEXT,
+        ]);
+        c
+    };
+    // The same clean environment as secretfs_cmd gives secretfs.
+    let awscli = || {
+        let mut c = Command::new("bash");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                c.env_remove(&name);
+            }
+        }
+        let (id, secret) = aws::fake_credentials();
+        c.args(["-c", AWSCLI_PIPELINE])
+            .env("AWS", &aws_bin)
+            .env("URI", &uri)
+            .env("CONTEXT", CONTEXT)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", moto.endpoint());
+        c
+    };
+    // One untimed warm-up each (page cache, moto's first-request work).
+    timed_ok(secretfs(), "secretfs check-key");
+    timed_ok(awscli(), "aws s3 cp | aws kms decrypt");
+    let (mut sfs, mut cli) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        // Alternate which goes first.
+        if i % 2 == 0 {
+            sfs.push(timed_ok(secretfs(), "secretfs check-key").as_secs_f64());
+            cli.push(timed_ok(awscli(), "aws s3 cp | aws kms decrypt").as_secs_f64());
+        } else {
+            cli.push(timed_ok(awscli(), "aws s3 cp | aws kms decrypt").as_secs_f64());
+            sfs.push(timed_ok(secretfs(), "secretfs check-key").as_secs_f64());
+        }
+        eprintln!(
+            "bench: key fetch #{}: secretfs {:.3}s, aws cli {:.3}s",
+            i + 1,
+            sfs[i],
+            cli[i]
+        );
+    }
+    // What check-key reports (the length only, never the key).
+    let mut check = secretfs();
+    check.arg("--json");
+    let check = aws::run(check, Duration::from_secs(60));
+    check.assert_code(0);
+    let reported: Value = serde_json::from_slice(&check.stdout).expect("check-key --json");
+    write_result(
+        "key_fetch.json",
+        &json!({
+            "host_loadavg_after": loadavg(),
+            "secretfs_check_key": sfs,
+            "awscli": cli,
+            "awscli_version": first_line(aws_bin.to_str().expect("utf-8 path"), &["--version"]),
+            "key_bytes": reported["bytes"],
+            "awscli_command": "aws s3 cp s3://B/K - | aws kms decrypt --ciphertext-blob fileb:///dev/stdin --encryption-context ... --query Plaintext --output text > /dev/null",
+            "secretfs_command": "secretfs check-key --wrapped-key s3://B/K --encryption-context ...",
+        }),
+    );
+}
+
+/// The disks of the VM run, in attachment order: (role, size in GiB).
+fn vm_disks(rounds: usize, scale_rounds: usize) -> Vec<(String, u64)> {
+    let mut disks = vec![("raw".to_owned(), 1), ("recipe".to_owned(), 2)];
+    for r in 1..=rounds {
+        disks.push((format!("floor_{r}"), 2));
+        disks.push((format!("sfs_{r}"), 2));
+    }
+    for r in 1..=scale_rounds {
+        for gib in SCALE_SIZES_GIB {
+            disks.push((format!("scale_{gib}_{r}"), gib));
+        }
+    }
+    disks.push(("mem_sfs".to_owned(), 2));
+    disks.push(("mem_luks".to_owned(), 2));
+    disks
+}
+
+fn read_json(path: &Path) -> Value {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+#[ignore = "a benchmark: run by scripts/bench"]
+fn bench_3_vm() {
+    assert_release();
+    let rounds = knob("ROUNDS", ROUNDS).max(1);
+    let scale_rounds = knob("SCALE_ROUNDS", SCALE_ROUNDS).max(1);
+    let dir = vm::work_dir("bench");
+    let roles = vm_disks(rounds, scale_rounds);
+    // The i440fx machine has 32 PCI slots; each virtio disk takes one.
+    assert!(
+        roles.len() <= 24,
+        "{} disks: lower SECRETFS_BENCH_ROUNDS",
+        roles.len()
+    );
+    let mut disks = Vec::new();
+    let mut env = vec![
+        ("ROUNDS".to_owned(), rounds.to_string()),
+        ("SCALE_ROUNDS".to_owned(), scale_rounds.to_string()),
+        (
+            "SCALE_SIZES".to_owned(),
+            SCALE_SIZES_GIB.map(|g| g.to_string()).join(" "),
+        ),
+    ];
+    for (i, (role, gib)) in roles.iter().enumerate() {
+        let img = dir.join(format!("{role}.img"));
+        vm::sparse_file(&img, gib << 30);
+        disks.push(Disk::virtio(&img));
+        let letter = char::from(b'a' + u8::try_from(i).expect("few disks"));
+        env.push((format!("D_{role}"), format!("/dev/vd{letter}")));
+    }
+    let mut spec = VmSpec::new("bench", GUEST_SCRIPT);
+    spec.disks = disks;
+    spec.env = env;
+    spec.mem_mib = GUEST_MEM_MIB;
+    spec.timeout = Duration::from_secs(45 * 60);
+    let load_before = loadavg();
+    let run = vm::run(&spec);
+    let load_after = loadavg();
+    assert!(
+        !run.timed_out && run.exit_code == Some(0),
+        "the bench VM failed (exit {:?}, timed out: {}):\n{}",
+        run.exit_code,
+        run.timed_out,
+        run.console_tail(80)
+    );
+
+    let mut samples = Vec::new();
+    let mut info = serde_json::Map::new();
+    let samples_path = run.out_dir.join("samples.jsonl");
+    for line in fs::read_to_string(&samples_path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", samples_path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("samples.jsonl: {e}: {line}"));
+        if v["kind"] == "info" {
+            info.insert(
+                v["key"].as_str().expect("info key").to_owned(),
+                v["value"].clone(),
+            );
+        } else {
+            samples.push(v);
+        }
+    }
+
+    // What secretfs said it did: a first `up` formats, the second re-opens.
+    let mut checked = 0;
+    for entry in fs::read_dir(&run.out_dir).expect("reading the VM's output") {
+        let path = entry.expect("a directory entry").path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let want = if name.ends_with("-format.json") {
+            true
+        } else if name.ends_with("-reopen.json") {
+            false
+        } else {
+            continue;
+        };
+        let up = read_json(&path);
+        assert_eq!(up["outcome"], "up", "{name}: {up}");
+        assert_eq!(up["first_format"], want, "{name}: {up}");
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        2 * (rounds + scale_rounds * SCALE_SIZES_GIB.len()),
+        "secretfs --json answers missing in {}",
+        run.out_dir.display()
+    );
+
+    let mut fio = serde_json::Map::new();
+    for target in ["raw", "secretfs", "wq4k", "recipe"] {
+        for qd in [1, 16] {
+            let key = format!("{target}-qd{qd}");
+            let v = read_json(&run.out_dir.join(format!("fio-{key}.json")));
+            let read = &v["jobs"][0]["read"];
+            assert!(read["io_bytes"].as_u64().unwrap_or(0) > 0, "fio {key}: {v}");
+            fio.insert(
+                key,
+                json!({
+                    "iops": read["iops"],
+                    "bw_kib": read["bw"],
+                    "lat_mean_us": read["lat_ns"]["mean"].as_f64().map(|ns| ns / 1000.0),
+                }),
+            );
+        }
+    }
+
+    // The emulated CPU, as QEMU was told (the case directory's qemu.args).
+    let qemu_args = fs::read_to_string(dir.join("qemu.args")).unwrap_or_default();
+    let cpu = qemu_args
+        .lines()
+        .skip_while(|l| *l != "-cpu")
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    write_result(
+        "vm.json",
+        &json!({
+            "guest": {
+                "qemu_cpu": cpu,
+                "accel": "tcg",
+                "mem_mib": GUEST_MEM_MIB,
+                "info": info,
+            },
+            "rounds": rounds,
+            "scale_rounds": scale_rounds,
+            "boot_seconds": run.boot_time.map(|d| d.as_secs_f64()),
+            "host_loadavg_before": load_before,
+            "host_loadavg_after": load_after,
+            "vm_seconds": run.elapsed.as_secs_f64(),
+            "samples": samples,
+            "fio": fio,
+            "console_log": run.console_log,
+        }),
+    );
+    // The images (one of them 2 GiB of ciphertext) are not needed any more.
+    for (role, _) in &roles {
+        let _ = fs::remove_file(dir.join(format!("{role}.img")));
+    }
+}
