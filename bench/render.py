@@ -274,8 +274,8 @@ def render(results, out):
     a("")
     a(f"512 MiB with `dd bs=1M oflag=direct` / `iflag=direct` (dd's own rate), and fio 4 KiB random reads over the same "
       f"512 MiB for 10 s. secretfs's mapping: {gi.get('secretfs_sector_size', '?')}-byte sectors, flags "
-      f"`{gi.get('secretfs_flags', '?')}`; the recipe's: {gi.get('recipe_sector_size', '?')}-byte sectors, flags "
-      f"`{gi.get('recipe_flags', '?')}`. The disks are files on the host (`cache=unsafe`), so reads come from the host's page "
+      f"`{gi.get('secretfs_flags') or 'none'}`; the recipe's: {gi.get('recipe_sector_size', '?')}-byte sectors, flags "
+      f"{('`' + gi['recipe_flags'] + '`') if gi.get('recipe_flags') else 'none'}. The disks are files on the host (`cache=unsafe`), so reads come from the host's page "
       "cache and the emulated AES dominates.")
     a("")
     a("| | raw disk | secretfs | recipe | secretfs / recipe | diagnostic: 4096-byte sectors, default workqueues |")
@@ -419,7 +419,7 @@ def chart(path, S, key, vm, rss, fio, sizes, fmt, reo, h, m, g):
         vals = [fio[f"{t}-{q}"]["iops"] for q in qds]
         bars = ax.bar([i + (j - 1.5) * w for i in range(len(qds))], vals, w, label=lab, color=c)
         for b in bars:
-            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{b.get_height():,.0f}", ha="center", va="bottom", fontsize=8)
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{b.get_height():,.0f}", ha="center", va="bottom", fontsize=6.5)
     ax.set_xticks(range(len(qds)), ["QD1 (psync)", "QD16 (libaio)"])
     ax.set_ylabel("IOPS")
     ax.set_yscale("log")
