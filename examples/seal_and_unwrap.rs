@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use secretfs::config::AwsOptions;
+use secretfs::keys::aws::AwsOptions;
 use secretfs::keys::aws::{block_on, seal, unwrap_key};
 use secretfs::keys::{Passphrase, GENERATED_LEN};
 use secretfs::parse::BlobLocation;

@@ -48,8 +48,7 @@ pub enum Command {
 }
 
 /// How a passphrase is protected by the LUKS2 key slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PbkdfChoice {
     /// PBKDF2 (1000 iterations) for a KMS key, argon2id for a typed one
     Auto,
@@ -113,13 +112,20 @@ pub struct UpArgs {
     /// Mount point, created if absent [default: /mnt/secretfs]
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
-    /// Mount options [default: nodev,nosuid,noatime]
+    /// Mount options, added to nodev,nosuid (unless they say dev or suid)
+    /// [default: noatime]
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
-    /// Allow formatting a device with a foreign signature (never a mounted
-    /// or held one)
+    /// Mount even over a directory that is not empty (its files are hidden)
     #[arg(long)]
+    pub mount_nonempty: bool,
+    /// Allow formatting a device that holds foreign data (its signatures
+    /// are erased first; never a mounted or held device)
+    #[arg(long, overrides_with = "no_force")]
     pub force: bool,
+    /// Do not format foreign data, whatever the config file says
+    #[arg(long, overrides_with = "force")]
+    pub no_force: bool,
     /// After a first format, overwrite the whole volume with zeros (slow)
     #[arg(long)]
     pub wipe: bool,

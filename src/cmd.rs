@@ -18,8 +18,8 @@ const SEARCH_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 /// The programs secretfs uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
-    /// `blkid -p`: low-level signature probe (libblkid, bypassing caches).
-    Blkid,
+    /// `wipefs --all`: erases the signatures libblkid finds (`--force`).
+    Wipefs,
     /// `mkfs.ext4`.
     MkfsExt4,
     /// `modprobe`, to load dm-crypt when the kernel has not yet.
@@ -30,7 +30,7 @@ impl Tool {
     /// The program's file name.
     pub fn name(self) -> &'static str {
         match self {
-            Tool::Blkid => "blkid",
+            Tool::Wipefs => "wipefs",
             Tool::MkfsExt4 => "mkfs.ext4",
             Tool::Modprobe => "modprobe",
         }
@@ -48,7 +48,7 @@ impl Tool {
                     self.name(),
                     SEARCH_DIRS.join(", "),
                     match self {
-                        Tool::Blkid => "util-linux",
+                        Tool::Wipefs => "util-linux",
                         Tool::MkfsExt4 => "e2fsprogs",
                         Tool::Modprobe => "kmod",
                     }

@@ -5,18 +5,27 @@
 //! the flags. A flag replaces the file's value; the key source and the
 //! target are each replaced as a group, so `--disk` on the command line
 //! overrides a `file` in the config rather than conflicting with it.
+//! `force` in the file applies only to the file's own target; `--force`
+//! and `--no-force` override it either way.
+//!
+//! This is the one module that turns command-line types into
+//! [`crate::settings`]; the planner and the key code never see clap.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
 use serde::Deserialize;
+use tracing::info;
 
-use crate::cli::{AwsArgs, PbkdfChoice, UpArgs};
+use crate::cli::{self, AwsArgs, UpArgs};
 use crate::error::usage;
+use crate::keys::aws::AwsOptions;
 use crate::names;
-use crate::parse::{self, BlobLocation, MountOptions};
+use crate::parse;
+use crate::settings::{KeySpec, PbkdfChoice, Target, Up, Volume};
 
 /// Default deadline for getting the key.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -40,109 +49,51 @@ pub struct FileConfig {
     mount: Option<PathBuf>,
     mount_options: Option<String>,
     force: Option<bool>,
+    mount_nonempty: Option<bool>,
     wipe: Option<bool>,
     discard: Option<bool>,
     pbkdf: Option<PbkdfChoice>,
 }
 
-/// Where the passphrase comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeySpec {
-    /// A KMS ciphertext blob in S3 or a file.
-    Wrapped(BlobLocation),
-    /// A plaintext passphrase file, or `-` for stdin.
-    PassphraseFile(PathBuf),
-    /// Nothing given: prompt on the terminal if there is one.
-    Prompt,
+/// The AWS settings from the shared flags alone (`seal`, `check-key`).
+pub fn aws_options(a: &AwsArgs) -> Result<AwsOptions> {
+    merge_aws(a, &FileConfig::default())
 }
 
-/// What to put the volume on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// A raw block device.
-    Disk(PathBuf),
-    /// A loop-backed file; `size` is needed only to create it.
-    File { path: PathBuf, size: Option<u64> },
-}
-
-impl Target {
-    /// The path the operator named.
-    pub fn path(&self) -> &Path {
-        match self {
-            Target::Disk(p) | Target::File { path: p, .. } => p,
-        }
+fn merge_aws(a: &AwsArgs, f: &FileConfig) -> Result<AwsOptions> {
+    let mut encryption_context = f.encryption_context.clone().unwrap_or_default();
+    let flags = parse::context(&a.encryption_context).or_else(usage)?;
+    if !flags.is_empty() {
+        encryption_context = flags;
     }
-}
-
-/// Settings for S3 and KMS calls.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AwsOptions {
-    pub kms_key_id: Option<String>,
-    pub encryption_context: BTreeMap<String, String>,
-    pub expected_bucket_owner: Option<String>,
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-    pub timeout: Duration,
-}
-
-impl AwsOptions {
-    /// From the shared flags alone (`seal`, `check-key`).
-    pub fn from_args(a: &AwsArgs) -> Result<Self> {
-        Self::merge(a, &FileConfig::default())
+    for (k, v) in &encryption_context {
+        parse::context_pair(&format!("{k}={v}"))
+            .or_else(|e| usage(format!("config encryption-context: {e}")))?;
     }
-
-    fn merge(a: &AwsArgs, f: &FileConfig) -> Result<Self> {
-        let mut encryption_context = f.encryption_context.clone().unwrap_or_default();
-        let flags = parse::context(&a.encryption_context).or_else(usage)?;
-        if !flags.is_empty() {
-            encryption_context = flags;
-        }
-        for (k, v) in &encryption_context {
-            parse::context_pair(&format!("{k}={v}"))
-                .or_else(|e| usage(format!("config encryption-context: {e}")))?;
-        }
-        Ok(AwsOptions {
-            kms_key_id: pick(&a.kms_key_id, &f.kms_key_id, "kms-key-id", parse::kms_key)?,
-            encryption_context,
-            expected_bucket_owner: pick(
-                &a.expected_bucket_owner,
-                &f.expected_bucket_owner,
-                "expected-bucket-owner",
-                parse::account_id,
-            )?,
-            region: pick(&a.region, &f.region, "region", parse::region)?,
-            endpoint_url: pick(
-                &a.endpoint_url,
-                &f.endpoint_url,
-                "endpoint-url",
-                parse::endpoint_url,
-            )?,
-            timeout: match (a.timeout, &f.timeout) {
-                (Some(t), _) => t,
-                (None, Some(s)) => {
-                    parse::duration(s).or_else(|e| usage(format!("config timeout: {e}")))?
-                }
-                (None, None) => DEFAULT_TIMEOUT,
-            },
-        })
-    }
-}
-
-/// The resolved settings of `secretfs up`.
-#[derive(Clone, Debug)]
-pub struct UpConfig {
-    pub key: KeySpec,
-    pub aws: AwsOptions,
-    pub target: Target,
-    pub name: String,
-    pub mount: PathBuf,
-    pub mount_options: MountOptions,
-    pub force: bool,
-    pub wipe: bool,
-    pub discard: bool,
-    pub pbkdf: PbkdfChoice,
-    pub dry_run: bool,
-    pub json: bool,
+    Ok(AwsOptions {
+        kms_key_id: pick(&a.kms_key_id, &f.kms_key_id, "kms-key-id", parse::kms_key)?,
+        encryption_context,
+        expected_bucket_owner: pick(
+            &a.expected_bucket_owner,
+            &f.expected_bucket_owner,
+            "expected-bucket-owner",
+            parse::account_id,
+        )?,
+        region: pick(&a.region, &f.region, "region", parse::region)?,
+        endpoint_url: pick(
+            &a.endpoint_url,
+            &f.endpoint_url,
+            "endpoint-url",
+            parse::endpoint_url,
+        )?,
+        timeout: match (a.timeout, &f.timeout) {
+            (Some(t), _) => t,
+            (None, Some(s)) => {
+                parse::duration(s).or_else(|e| usage(format!("config timeout: {e}")))?
+            }
+            (None, None) => DEFAULT_TIMEOUT,
+        },
+    })
 }
 
 /// A flag's value if given, else the config's (parsed), else `None`.
@@ -161,33 +112,79 @@ fn pick<T: Clone>(
     }
 }
 
-/// The volume name for `down` and `status`: the flag, else the config's
-/// (the given file, or the default file if it exists), else the default.
-pub fn volume_name(flag: &Option<String>, config: &Option<PathBuf>) -> Result<String> {
-    if let Some(n) = flag {
-        return Ok(n.clone());
-    }
+/// The config file to read: the given one, else the default if it exists.
+fn config_file(given: &Option<PathBuf>) -> Result<Option<FileConfig>> {
     let default = Path::new(names::DEFAULT_CONFIG);
-    let file = match config {
-        Some(p) => Some(read_file(p)?),
-        None if default.exists() => Some(read_file(default)?),
-        None => None,
-    };
-    Ok(pick(
-        &None,
-        &file.and_then(|f| f.name),
-        "name",
-        parse::volume_name,
-    )?
-    .unwrap_or_else(|| names::DEFAULT_NAME.to_string()))
+    match given {
+        Some(p) => Ok(Some(read_file(p)?)),
+        None if default.exists() => {
+            info!("reading {}", default.display());
+            Ok(Some(read_file(default)?))
+        }
+        None => Ok(None),
+    }
 }
 
-/// Reads and parses a config file.
+/// The settings of `down` and `status`: the volume name from the flag,
+/// else the config's, else the default.
+pub fn volume(
+    name: &Option<String>,
+    config: &Option<PathBuf>,
+    mount: Option<PathBuf>,
+    json: bool,
+) -> Result<Volume> {
+    let name = match name {
+        Some(n) => n.clone(),
+        None => pick(
+            &None,
+            &config_file(config)?.and_then(|f| f.name),
+            "name",
+            parse::volume_name,
+        )?
+        .unwrap_or_else(|| names::DEFAULT_NAME.to_string()),
+    };
+    Ok(Volume { name, mount, json })
+}
+
+/// Checks who may change a config file: root (or the user running
+/// secretfs) only. A file others can write could point `up` at any disk.
+pub fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return usage(format!(
+            "config {} is owned by uid {}, not root: `chown root:root {}`",
+            path.display(),
+            meta.uid(),
+            path.display()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return usage(format!(
+            "config {} is writable by {}: `chmod go-w {}`",
+            path.display(),
+            if meta.mode() & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and parses a config file, after checking its owner and mode.
 pub fn read_file(path: &Path) -> Result<FileConfig> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) => return usage(format!("cannot read config {}: {e}", path.display())),
     };
+    let meta = f
+        .metadata()
+        .or_else(|e| usage(format!("cannot read config {}: {e}", path.display())))?;
+    check_owner(path, &meta)?;
+    let text = std::io::read_to_string(f)
+        .or_else(|e| usage(format!("cannot read config {}: {e}", path.display())))?;
     parse_file(&text).or_else(|e| usage(format!("config {}: {e}", path.display())))
 }
 
@@ -196,9 +193,22 @@ pub fn parse_file(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e| e.message().to_string())
 }
 
+/// `up`'s settings from its flags and the config file they name.
+pub fn up(args: &UpArgs) -> Result<Up> {
+    resolve_up(args, config_file(&args.config)?)
+}
+
+fn pbkdf(c: cli::PbkdfChoice) -> PbkdfChoice {
+    match c {
+        cli::PbkdfChoice::Auto => PbkdfChoice::Auto,
+        cli::PbkdfChoice::Pbkdf2 => PbkdfChoice::Pbkdf2,
+        cli::PbkdfChoice::Argon2id => PbkdfChoice::Argon2id,
+    }
+}
+
 /// Resolves `up`'s settings from the flags and the config file. `config`
 /// is the parsed file, if one was read.
-pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<UpConfig> {
+pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
     let f = file.unwrap_or_default();
     let key = match (&args.wrapped_key, &args.passphrase_file) {
         (Some(l), _) => KeySpec::Wrapped(l.clone()),
@@ -214,6 +224,7 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<UpConfig> {
             (None, None) => KeySpec::Prompt,
         },
     };
+    let target_from_flags = args.disk.is_some() || args.file.is_some();
     let target = if let Some(d) = &args.disk {
         Target::Disk(d.clone())
     } else if let Some(p) = &args.file {
@@ -272,17 +283,38 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<UpConfig> {
         .unwrap_or_else(|| names::DEFAULT_MOUNT_OPTIONS.to_string());
     let mount_options =
         parse::mount_options(&opts_text).or_else(|e| usage(format!("mount options: {e}")))?;
-    Ok(UpConfig {
+    // --force / --no-force win; the file's `force` only for its own target.
+    let force = if args.no_force {
+        false
+    } else if args.force {
+        true
+    } else if target_from_flags {
+        if f.force == Some(true) {
+            info!(
+                "the config's force = true applies to its own target, not to {}; not forcing",
+                target.path().display()
+            );
+        }
+        false
+    } else {
+        f.force.unwrap_or(false)
+    };
+    Ok(Up {
         key,
-        aws: AwsOptions::merge(&args.aws, &f)?,
+        aws: merge_aws(&args.aws, &f)?,
         target,
         name,
         mount,
         mount_options,
-        force: args.force || f.force.unwrap_or(false),
+        force,
+        mount_nonempty: args.mount_nonempty || f.mount_nonempty.unwrap_or(false),
         wipe: args.wipe || f.wipe.unwrap_or(false),
         discard: args.discard || f.discard.unwrap_or(false),
-        pbkdf: args.pbkdf.or(f.pbkdf).unwrap_or(PbkdfChoice::Auto),
+        pbkdf: args
+            .pbkdf
+            .map(pbkdf)
+            .or(f.pbkdf)
+            .unwrap_or(PbkdfChoice::Auto),
         dry_run: args.dry_run,
         json: args.json,
     })
@@ -292,6 +324,7 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<UpConfig> {
 mod tests {
     use super::*;
     use crate::error::{exit_code_of, EXIT_USAGE};
+    use crate::parse::BlobLocation;
 
     const FULL: &str = r#"
 wrapped-key = "s3://secretfs-keys/i-123/key.bin"
@@ -362,6 +395,59 @@ pbkdf = "pbkdf2"
         assert_eq!(c.mount, PathBuf::from("/mnt/secretfs"));
         assert_eq!(c.aws.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.mount_options.flags, vec!["nodev", "nosuid", "noatime"]);
+        assert!(!c.force && !c.mount_nonempty);
+    }
+
+    #[test]
+    fn force_follows_flag_over_file_and_only_for_the_files_target() {
+        let forced = format!("{FULL}force = true\n");
+        let file = || Some(parse_file(&forced).unwrap());
+        // The file's own target: its force applies...
+        assert!(resolve_up(&UpArgs::default(), file()).unwrap().force);
+        // ...unless --no-force says no.
+        let no = UpArgs {
+            no_force: true,
+            ..Default::default()
+        };
+        assert!(!resolve_up(&no, file()).unwrap().force);
+        // Another target named by a flag does not inherit it.
+        let other = UpArgs {
+            disk: Some("/dev/nvme1n1".into()),
+            ..Default::default()
+        };
+        assert!(!resolve_up(&other, file()).unwrap().force);
+        let other_forced = UpArgs {
+            force: true,
+            ..other
+        };
+        assert!(resolve_up(&other_forced, file()).unwrap().force);
+    }
+
+    #[test]
+    fn config_files_others_can_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, "disk = \"/dev/x\"\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_file(&p).is_ok());
+        for (mode, word) in [(0o664, "group"), (0o646, "everyone")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_file(&p).unwrap_err();
+            assert_eq!(exit_code_of(&e), EXIT_USAGE);
+            let m = format!("{e:#}");
+            assert!(m.contains(word) && m.contains("chmod go-w"), "{m}");
+        }
+        // Owned by someone else (not root, not us).
+        let meta = std::fs::metadata(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+            let e = read_file(&p).unwrap_err();
+            assert!(format!("{e:#}").contains("uid 4242"), "{e:#}");
+        } else {
+            assert!(check_owner(&p, &meta).is_ok());
+        }
     }
 
     #[test]

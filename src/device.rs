@@ -90,15 +90,6 @@ pub fn detach(path: &Path) -> Result<()> {
         .with_context(|| format!("detaching {}", path.display()))
 }
 
-/// Sector size for a new volume: 4096 unless the size forbids it.
-pub fn sector_size_for(size: u64, logical_block: u64) -> u32 {
-    if size.is_multiple_of(4096) && logical_block <= 4096 {
-        4096
-    } else {
-        512
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,8 +99,6 @@ mod tests {
         assert_eq!(round_size(1), 4096);
         assert_eq!(round_size(4096), 4096);
         assert_eq!(round_size((2 << 30) + 1), (2 << 30) + 4096);
-        assert_eq!(sector_size_for(2 << 30, 512), 4096);
-        assert_eq!(sector_size_for((2 << 30) + 512, 512), 512);
     }
 
     #[test]

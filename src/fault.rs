@@ -5,14 +5,15 @@
 //! `SECRETFS_FAULT=POINT:ACTION` acts when `up` reaches POINT: `key` (the
 //! passphrase was fetched) or a step name after it completed
 //! (`create_file`, `attach_loop`, `format`, `open`, `make_filesystem`,
-//! `mount`, ...). ACTION is `kill` (SIGKILL itself: a crash) or `pause`
+//! `mount`, ...), or `format_header` (inside the format: the header and
+//! our token are written, the key slot is not yet). ACTION is `kill` (SIGKILL itself: a crash) or `pause`
 //! (print `SECRETFS-FAULT-PAUSED <pid>` on stderr and sleep, so a test can
 //! inspect the running process and then kill it).
 
 /// Called by `up` at each named point.
 #[cfg(feature = "fault-injection")]
 pub fn point(name: &str) {
-    let Ok(spec) = std::env::var("SECRETFS_FAULT") else {
+    let Ok(spec) = std::env::var(crate::names::ENV_FAULT) else {
         return;
     };
     let Some((at, action)) = spec.split_once(':') else {

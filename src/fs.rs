@@ -154,7 +154,10 @@ mod tests {
             f,
             MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOATIME
         );
-        assert_eq!(ms_flags(&mount_options("ro").unwrap()), MsFlags::MS_RDONLY);
+        assert_eq!(
+            ms_flags(&mount_options("ro,suid,dev").unwrap()),
+            MsFlags::MS_RDONLY
+        );
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! secretfs: encrypted scratch storage on EC2 instance store, keyed by KMS.
 //!
-//! The binary is a thin `main` over [`app`]. The flow of `up` is observe
-//! ([`probe`]) → plan ([`plan`], pure) → fetch the key if a step needs it
-//! ([`keys`]) → execute ([`app`], with [`device`], [`luks`], [`fs`]).
+//! `main` is thin over [`commands`], one module per subcommand. Each
+//! command builds its settings ([`config`] → [`settings`]), observes the
+//! machine read-only ([`observe`]), plans purely ([`plan`]), fetches the
+//! key only if a step needs it ([`keys`]) and runs the plan with the one
+//! executor ([`exec`]), which calls down into [`device`], [`luks`], [`fs`]
+//! and [`cmd`].
 
-pub mod app;
 pub mod cli;
 pub mod cmd;
+pub mod commands;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod exec;
 pub mod fault;
 pub mod fs;
 pub mod keys;
+pub mod lock;
 pub mod luks;
 pub mod names;
+pub mod observe;
 pub mod parse;
 pub mod plan;
-pub mod probe;
+pub mod settings;
+pub mod signals;

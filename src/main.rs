@@ -3,17 +3,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use secretfs::{app, cli::Cli, error};
+use secretfs::{cli::Cli, commands, error};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    app::init(&cli);
-    match app::run(&cli) {
+    commands::init(&cli);
+    match commands::run(&cli) {
         Ok(()) => ExitCode::from(error::EXIT_OK),
         Err(e) => {
             let code = error::exit_code_of(&e);
-            if app::wants_json(&cli) {
-                app::print_error_json(&cli, &e, code);
+            if commands::wants_json(&cli) {
+                commands::print_error_json(&cli, &e, code);
             }
             // One line: the whole context chain, outermost first.
             eprintln!("secretfs: error: {e:#}");

@@ -1,25 +1,109 @@
 //! Every name secretfs gives to something on the machine, defined once.
 
+use std::path::{Path, PathBuf};
+
 /// Default device-mapper name: the volume appears as `/dev/mapper/secretfs`.
 pub const DEFAULT_NAME: &str = "secretfs";
 /// Default mount point.
 pub const DEFAULT_MOUNT: &str = "/mnt/secretfs";
-/// Default mount options.
+/// Mount options every mount gets unless the operator says `dev`/`suid`.
+pub const ALWAYS_MOUNT_OPTIONS: &[&str] = &["nodev", "nosuid"];
+/// Default mount options (added to [`ALWAYS_MOUNT_OPTIONS`]).
 pub const DEFAULT_MOUNT_OPTIONS: &str = "nodev,nosuid,noatime";
-/// The LUKS2 subsystem label that marks a header as made by secretfs. The
+/// The LUKS2 subsystem label that marks a header as made by secretfs (for
+/// humans and `blkid`; the token below is what secretfs decides by). The
 /// LUKS2 label carries the volume name.
 pub const LUKS_SUBSYSTEM: &str = "secretfs";
+/// The LUKS2 token type secretfs keeps its record of the volume in.
+pub const TOKEN_TYPE: &str = "secretfs";
 /// The ext4 label of the inner filesystem.
 pub const FS_LABEL: &str = "secretfs";
 /// Default configuration file, read when it exists and `--config` is absent.
 pub const DEFAULT_CONFIG: &str = "/etc/secretfs/secretfs.toml";
 /// Where device-mapper nodes live.
 pub const MAPPER_DIR: &str = "/dev/mapper";
-
-/// `/dev/mapper/NAME`.
-pub fn mapper_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(MAPPER_DIR).join(name)
-}
-
+/// Where the per-volume run locks live.
+pub const LOCK_DIR: &str = "/run/secretfs";
 /// The device-mapper UUID prefix libcryptsetup gives LUKS2 mappings.
 pub const DM_UUID_PREFIX_LUKS2: &str = "CRYPT-LUKS2-";
+/// The controller model that marks EC2 instance-store NVMe disks.
+pub const INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
+
+/// Environment variable: the log filter (`info`, `debug`, ...).
+pub const ENV_LOG: &str = "SECRETFS_LOG";
+/// Environment variable that replaces the instance-store model string
+/// `--disk auto` looks for. A test seam: emulated NVMe controllers cannot
+/// carry Amazon's model name.
+pub const ENV_MODEL_OVERRIDE: &str = "SECRETFS_INSTANCE_STORE_MODEL";
+/// Environment variable of the fault-injection build (`POINT:ACTION`).
+pub const ENV_FAULT: &str = "SECRETFS_FAULT";
+
+/// `/dev/mapper/NAME`.
+pub fn mapper_path(name: &str) -> PathBuf {
+    Path::new(MAPPER_DIR).join(name)
+}
+
+/// `/run/secretfs/NAME.lock`.
+pub fn lock_path(name: &str) -> PathBuf {
+    Path::new(LOCK_DIR).join(format!("{name}.lock"))
+}
+
+/// `path` seen under `root` (`/dev/vdb` under `/tmp/fixture` is
+/// `/tmp/fixture/dev/vdb`; under `/` it is itself).
+pub fn under(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Directories a volume is never mounted on: mounting there would hide
+/// the system (`/etc`, `/usr`, ...).
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_under_a_root() {
+        assert_eq!(
+            under(Path::new("/"), Path::new("/dev/vdb")),
+            Path::new("/dev/vdb")
+        );
+        assert_eq!(
+            under(Path::new("/tmp/f"), Path::new("/dev/vdb")),
+            Path::new("/tmp/f/dev/vdb")
+        );
+        assert_eq!(lock_path("a"), Path::new("/run/secretfs/a.lock"));
+        assert_eq!(mapper_path("a"), Path::new("/dev/mapper/a"));
+    }
+}

@@ -9,6 +9,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::names;
+
 /// Parses a size such as `512M`, `2G`, `2GiB`, `10T` or `1048576`.
 ///
 /// Suffixes K, M, G, T, P (optionally followed by `i`, `B` or `iB`) are
@@ -232,7 +234,7 @@ pub fn region(s: &str) -> Result<String, String> {
 }
 
 /// Mount options split into kernel flags and the filesystem's data string.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MountOptions {
     /// Flags the mount(2) flags word carries (`nodev`, `nosuid`, ...).
     pub flags: Vec<&'static str>,
@@ -255,24 +257,43 @@ pub const MOUNT_FLAG_NAMES: &[&str] = &[
     "lazytime",
 ];
 
-/// Parses `nodev,nosuid,noatime,commit=60`.
+/// Parses `noatime,commit=60`. `nodev` and `nosuid` are always added
+/// (see [`names::ALWAYS_MOUNT_OPTIONS`]) unless the options say `dev` or
+/// `suid` explicitly.
 pub fn mount_options(s: &str) -> Result<MountOptions, String> {
     let mut out = MountOptions::default();
+    let mut allow = Vec::new();
     for opt in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         if opt.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("mount option '{opt}' contains white space"));
         }
-        if ["rw", "defaults"].contains(&opt) {
+        if ["rw", "defaults", "exec"].contains(&opt) {
             continue;
         }
         match MOUNT_FLAG_NAMES.iter().find(|n| **n == opt) {
-            Some(n) => out.flags.push(n),
-            None if ["suid", "dev", "exec", "remount", "bind", "move"].contains(&opt) => {
+            Some(n) if !out.flags.contains(n) => out.flags.push(n),
+            Some(_) => {}
+            None if opt == "dev" || opt == "suid" => allow.push(opt),
+            None if ["remount", "bind", "rbind", "move", "private", "shared", "slave"]
+                .contains(&opt) =>
+            {
                 return Err(format!(
-                    "mount option '{opt}' is not allowed for /mnt/secretfs"
+                    "mount option '{opt}' changes how the mount is made, not the filesystem: leave it out"
                 ))
             }
             None => out.data.push(opt.to_string()),
+        }
+    }
+    for (i, always) in names::ALWAYS_MOUNT_OPTIONS.iter().enumerate() {
+        let opposite = &always[2..];
+        if allow.contains(&opposite) {
+            if out.flags.contains(always) {
+                return Err(format!(
+                    "mount options say both '{always}' and '{opposite}'"
+                ));
+            }
+        } else if !out.flags.contains(always) {
+            out.flags.insert(i.min(out.flags.len()), always);
         }
     }
     Ok(out)
@@ -413,8 +434,24 @@ mod tests {
         let o = mount_options("nodev,nosuid,noatime,commit=60").unwrap();
         assert_eq!(o.flags, vec!["nodev", "nosuid", "noatime"]);
         assert_eq!(o.data, vec!["commit=60".to_string()]);
-        assert!(mount_options("suid").is_err());
         assert!(mount_options("bind").is_err());
-        assert_eq!(mount_options("defaults").unwrap(), MountOptions::default());
+        // User options are added to nodev,nosuid, not put in their place.
+        let o = mount_options("noatime,commit=60").unwrap();
+        assert_eq!(o.flags, vec!["nodev", "nosuid", "noatime"]);
+        assert_eq!(
+            mount_options("defaults").unwrap().flags,
+            vec!["nodev", "nosuid"]
+        );
+        assert_eq!(
+            mount_options("ro").unwrap().flags,
+            vec!["nodev", "nosuid", "ro"]
+        );
+        // Only an explicit dev or suid lifts one of them.
+        assert_eq!(mount_options("suid").unwrap().flags, vec!["nodev"]);
+        assert_eq!(
+            mount_options("dev,suid,noexec").unwrap().flags,
+            vec!["noexec"]
+        );
+        assert!(mount_options("dev,nodev").is_err());
     }
 }

@@ -167,12 +167,12 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     for step in [
-        "create the backing file",
-        "attach a loop device",
-        "format LUKS2",
-        "open the volume",
-        "make ext4",
-        "mount",
+        "create_file",
+        "attach_loop",
+        "format LUKS2 on the loop device",
+        "open the loop device",
+        "make ext4 on /dev/mapper/secretfs",
+        "mount /dev/mapper/secretfs at /mnt/secretfs",
     ] {
         assert!(out.contains(step), "plan lacks {step}: {out}");
     }

@@ -14,10 +14,11 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use secretfs::cli::UpArgs;
-use secretfs::config::{parse_file, resolve_up, KeySpec, Target};
+use secretfs::config::{parse_file, resolve_up};
 use secretfs::error::{exit_code_of, EXIT_USAGE};
 use secretfs::keys::blob::{self, MAX_CIPHERTEXT, MAX_STORED, MIN_CIPHERTEXT};
 use secretfs::parse::{self, BlobLocation, MOUNT_FLAG_NAMES};
+use secretfs::settings::{KeySpec, Target};
 
 /// `cases` cases per property, unless `PROPTEST_CASES` says otherwise.
 fn config(cases: u32) -> Config {

@@ -26,7 +26,6 @@ use tracing::{debug, info, warn};
 use zeroize::Zeroize;
 
 use super::{blob, KeyOrigin, KeySource, Passphrase};
-use crate::config::AwsOptions;
 use crate::error::{key_unavailable, refused};
 use crate::parse::BlobLocation;
 
@@ -64,13 +63,40 @@ impl KeySource for KmsWrappedKey {
     }
 }
 
-/// Runs a future on a fresh current-thread runtime that ends with it.
+/// Settings for S3 and KMS calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsOptions {
+    pub kms_key_id: Option<String>,
+    pub encryption_context: std::collections::BTreeMap<String, String>,
+    pub expected_bucket_owner: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Runs a future on a fresh current-thread runtime that ends with it, or
+/// with SIGTERM/SIGINT when [`crate::signals`] handles them.
 pub fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    let interrupted = async {
+        loop {
+            if let Some(s) = crate::signals::caught() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(f)
+        .block_on(async {
+            tokio::select! {
+                r = f => r,
+                s = interrupted => Err(anyhow::anyhow!(
+                    "interrupted by {s} while getting the key; nothing was written"
+                )),
+            }
+        })
 }
 
 /// Fetches the blob and decrypts it, all within `opts.timeout`.

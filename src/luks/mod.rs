@@ -1,9 +1,14 @@
-//! LUKS2 through libcryptsetup: format, open, close, inspect.
+//! LUKS2 through libcryptsetup: format, open, close, and our token.
 //!
-//! libcryptsetup is not thread-safe, and libcryptsetup-rs (without its
-//! `mutex` feature) panics if called from a second thread, so every call
-//! here happens on the main thread, after the key was fetched. Each
-//! operation acquires a fresh `CryptDevice` context and lets it go.
+//! libcryptsetup is not thread-safe: libcryptsetup-rs's `mutex` feature
+//! serialises every call (as stratisd does), so observation and the unit
+//! tests may call it from any thread. Device work still happens on the
+//! main thread, after the key was fetched. Each operation acquires a fresh
+//! `CryptDevice` context and lets it go.
+//! [`header`] only reads; everything that writes a header is here.
+
+pub mod header;
+pub mod token;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
@@ -12,11 +17,14 @@ use anyhow::{Context, Result};
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey};
 use libcryptsetup_rs::consts::vals::{CryptKdf, CryptLogLevel, EncryptionFormat};
 use libcryptsetup_rs::{
-    CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either, LibcryptErr,
+    CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either, TokenInput,
 };
 use tracing::{debug, info, trace, warn};
 
+use self::header::{errno, TokenFound};
+use self::token::{Token, TokenState};
 use crate::error::Failure;
+use crate::fault;
 use crate::keys::Passphrase;
 use crate::names;
 
@@ -28,7 +36,8 @@ pub const VOLUME_KEY_BYTES: usize = 64;
 pub const PBKDF2_ITERATIONS: u32 = 1000;
 
 /// The key-slot PBKDF to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kdf {
     /// PBKDF2-SHA256, fixed iterations, no benchmark.
     Pbkdf2,
@@ -37,7 +46,7 @@ pub enum Kdf {
 }
 
 /// Parameters of a new volume.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FormatOptions {
     /// LUKS2 label (the volume name).
     pub label: String,
@@ -70,25 +79,11 @@ pub fn set_up_logging() {
     libcryptsetup_rs::set_log_callback::<()>(Some(cb), None);
 }
 
-fn errno(e: &LibcryptErr) -> Option<i32> {
-    match e {
-        LibcryptErr::IOError(io) => io.raw_os_error(),
-        _ => None,
-    }
-}
-
-/// Whether libcryptsetup can load a LUKS2 header from `path`.
-pub fn loads_as_luks2(path: &Path) -> bool {
-    CryptInit::init(path)
-        .and_then(|mut d| {
-            d.context_handle()
-                .load::<()>(Some(EncryptionFormat::Luks2), None)
-        })
-        .is_ok()
-}
-
-/// Writes a new LUKS2 header with one key slot for `pass`.
-pub fn format(dev: &Path, pass: &Passphrase, o: &FormatOptions) -> Result<()> {
+/// Writes a new LUKS2 header with our token and one key slot for `pass`;
+/// returns the volume's UUID. The token says `formatting` until the key
+/// slot exists, so a crash in between leaves a header that `up` knows to
+/// format again.
+pub fn format(dev: &Path, pass: &Passphrase, o: &FormatOptions) -> Result<String> {
     let what = || format!("formatting LUKS2 on {}", dev.display());
     let mut cd = CryptInit::init(dev).with_context(what)?;
     let pbkdf = match o.kdf {
@@ -126,6 +121,17 @@ pub fn format(dev: &Path, pass: &Passphrase, o: &FormatOptions) -> Result<()> {
             Some(&mut params_ref),
         )
         .with_context(what)?;
+    let uuid = cd
+        .status_handle()
+        .get_uuid()
+        .map(|u| u.to_string())
+        .with_context(what)?;
+    let mut token = Token::formatting(&uuid);
+    let id = cd
+        .token_handle()
+        .json_set(TokenInput::AddToken(&token.to_json()))
+        .with_context(|| format!("writing the secretfs token on {}", dev.display()))?;
+    fault::point("format_header");
     cd.keyslot_handle()
         .add_by_key(None, None, pass.expose(), CryptVolumeKey::empty())
         .with_context(|| format!("adding a key slot on {}", dev.display()))?;
@@ -146,7 +152,42 @@ pub fn format(dev: &Path, pass: &Passphrase, o: &FormatOptions) -> Result<()> {
                 )
             })?;
     }
-    Ok(())
+    token.state = TokenState::Ready;
+    cd.token_handle()
+        .json_set(TokenInput::ReplaceToken(id, &token.to_json()))
+        .with_context(|| format!("marking the volume on {} ready", dev.display()))?;
+    Ok(uuid)
+}
+
+/// Rewrites our token on `dev` with `change` applied; a volume made before
+/// tokens (no token yet) gets one, in state `ready`.
+pub fn update_token(dev: &Path, change: impl FnOnce(&mut Token)) -> Result<Token> {
+    let what = || format!("updating the secretfs token on {}", dev.display());
+    let mut cd = header::load(dev)
+        .with_context(what)?
+        .with_context(|| format!("{} has no LUKS2 header", dev.display()))?;
+    let (input_id, mut token) = match header::find_token(&mut cd) {
+        TokenFound::Present { id, token } => (Some(id), token),
+        TokenFound::Absent => {
+            let uuid = cd
+                .status_handle()
+                .get_uuid()
+                .map(|u| u.to_string())
+                .with_context(what)?;
+            let mut t = Token::formatting(&uuid);
+            t.state = TokenState::Ready;
+            (None, t)
+        }
+        TokenFound::Unreadable { reason } => anyhow::bail!("{}: {reason}", what()),
+    };
+    change(&mut token);
+    let json = token.to_json();
+    let input = match input_id {
+        Some(id) => TokenInput::ReplaceToken(id, &json),
+        None => TokenInput::AddToken(&json),
+    };
+    cd.token_handle().json_set(input).with_context(what)?;
+    Ok(token)
 }
 
 /// Opens the LUKS2 volume on `dev` as /dev/mapper/`name`.
@@ -160,15 +201,14 @@ pub fn open(
     discard: bool,
     key_from: &str,
 ) -> Result<()> {
-    let mut cd = CryptInit::init(dev).with_context(|| format!("opening {}", dev.display()))?;
-    cd.context_handle()
-        .load::<()>(Some(EncryptionFormat::Luks2), None)
-        .with_context(|| format!("loading the LUKS2 header of {}", dev.display()))?;
+    let mut cd = header::load(dev)?
+        .with_context(|| format!("{} has no LUKS2 header to open", dev.display()))?;
     let flags = if discard {
         CryptActivate::ALLOW_DISCARDS
     } else {
         CryptActivate::empty()
     };
+    let mapper = names::mapper_path(name);
     match cd.activate_handle().activate_by_passphrase(Some(name), None, pass.expose(), flags) {
         Ok(slot) => {
             debug!("key slot {slot} opened");
@@ -184,119 +224,33 @@ pub fn open(
             dev.display()
         ))),
         Err(e) if errno(&e) == Some(libc::EEXIST) => Err(Failure::Refused(format!(
-            "/dev/mapper/{name} appeared while secretfs was opening {}",
+            "{} appeared while secretfs was opening {}",
+            mapper.display(),
             dev.display()
         ))
         .into()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("activating {} as /dev/mapper/{name}", dev.display()))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("activating {} as {}", dev.display(), mapper.display()))),
     }
 }
 
 /// Closes /dev/mapper/`name` (and drops its key from the kernel keyring).
 pub fn close(name: &str) -> Result<()> {
+    let mapper = names::mapper_path(name);
     let mut cd = CryptInit::init_by_name_and_header(name, None)
-        .with_context(|| format!("looking up /dev/mapper/{name}"))?;
+        .with_context(|| format!("looking up {}", mapper.display()))?;
     cd.activate_handle()
         .deactivate(name, CryptDeactivate::empty())
         .map_err(|e| {
             let busy = errno(&e) == Some(libc::EBUSY);
             anyhow::Error::new(e).context(if busy {
-                format!("closing /dev/mapper/{name}: it is busy (still mounted or open)")
+                format!(
+                    "closing {}: it is busy (still mounted or open)",
+                    mapper.display()
+                )
             } else {
-                format!("closing /dev/mapper/{name}")
+                format!("closing {}", mapper.display())
             })
         })
-}
-
-/// Facts about a LUKS header, for `status`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct LuksInfo {
-    pub version: u32,
-    pub uuid: String,
-    pub cipher: String,
-    pub cipher_mode: String,
-    pub key_bits: u32,
-    pub sector_size: u32,
-    pub data_offset_bytes: u64,
-    /// PBKDF of the first active key slot.
-    pub pbkdf: Option<String>,
-    pub pbkdf_iterations: Option<u32>,
-    /// Activation flags stored in the header.
-    pub persistent_flags: Vec<String>,
-}
-
-/// Reads the LUKS header of `dev`; `Ok(None)` if it is not LUKS.
-pub fn inspect(dev: &Path) -> Result<Option<LuksInfo>> {
-    let mut cd = CryptInit::init(dev).with_context(|| format!("opening {}", dev.display()))?;
-    let version = if cd
-        .context_handle()
-        .load::<()>(Some(EncryptionFormat::Luks2), None)
-        .is_ok()
-    {
-        2
-    } else if cd
-        .context_handle()
-        .load::<()>(Some(EncryptionFormat::Luks1), None)
-        .is_ok()
-    {
-        1
-    } else {
-        return Ok(None);
-    };
-    let mut st = cd.status_handle();
-    let cipher = st.get_cipher().unwrap_or_default();
-    let cipher_mode = st.get_cipher_mode().unwrap_or_default();
-    let uuid = st.get_uuid().map(|u| u.to_string()).unwrap_or_default();
-    let key_bits = (st.get_volume_key_size().max(0) as u32) * 8;
-    let data_offset_bytes = st.get_data_offset() * 512;
-    let sector_size = libcryptsetup_rs::get_sector_size(Some(&mut cd)).max(0) as u32;
-    let (mut pbkdf, mut pbkdf_iterations) = (None, None);
-    for slot in 0..32 {
-        if let Ok(p) = cd.keyslot_handle().get_pbkdf(slot) {
-            pbkdf = Some(
-                match p.type_ {
-                    CryptKdf::Pbkdf2 => "pbkdf2",
-                    CryptKdf::Argon2I => "argon2i",
-                    CryptKdf::Argon2Id => "argon2id",
-                }
-                .to_string(),
-            );
-            pbkdf_iterations = Some(p.iterations);
-            break;
-        }
-    }
-    let persistent_flags = if version == 2 {
-        cd.luks2_flag_handle::<CryptActivate>()
-            .persistent_flags_get()
-            .map(|f| {
-                let mut v = Vec::new();
-                if f.contains(CryptActivate::NO_READ_WORKQUEUE) {
-                    v.push("no_read_workqueue".to_string());
-                }
-                if f.contains(CryptActivate::NO_WRITE_WORKQUEUE) {
-                    v.push("no_write_workqueue".to_string());
-                }
-                if f.contains(CryptActivate::ALLOW_DISCARDS) {
-                    v.push("allow_discards".to_string());
-                }
-                v
-            })
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    Ok(Some(LuksInfo {
-        version,
-        uuid,
-        cipher,
-        cipher_mode,
-        key_bits,
-        sector_size,
-        data_offset_bytes,
-        pbkdf,
-        pbkdf_iterations,
-        persistent_flags,
-    }))
 }
 
 /// Whether the running kernel is at least 5.9 (dm-crypt workqueue flags).
@@ -331,8 +285,18 @@ mod tests {
         assert!(!kernel_at_least("garbage", 5, 9));
     }
 
+    fn options() -> FormatOptions {
+        FormatOptions {
+            label: "unit".into(),
+            sector_size: 4096,
+            kdf: Kdf::Pbkdf2,
+            no_workqueues: true,
+            discard: false,
+        }
+    }
+
     #[test]
-    fn format_and_inspect_a_plain_file() {
+    fn format_writes_a_ready_token_and_inspect_reads_it() {
         // LUKS2 formatting needs no device-mapper: it runs on any machine.
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("v.img");
@@ -341,16 +305,19 @@ mod tests {
             .set_len(32 << 20)
             .unwrap();
         let pass = Passphrase::generate(64).unwrap();
-        let o = FormatOptions {
-            label: "unit".into(),
-            sector_size: 4096,
-            kdf: Kdf::Pbkdf2,
-            no_workqueues: true,
-            discard: false,
+        let uuid = format(&img, &pass, &options()).unwrap();
+        let h = header::read(&img).unwrap().expect("a LUKS2 header");
+        assert_eq!(h.uuid, uuid);
+        assert_eq!(h.active_keyslots, 1);
+        let TokenFound::Present { token, .. } = &h.token else {
+            panic!("no token: {h:?}")
         };
-        format(&img, &pass, &o).unwrap();
-        assert!(loads_as_luks2(&img));
-        let info = inspect(&img).unwrap().expect("a LUKS header");
+        assert_eq!(token.state, TokenState::Ready);
+        assert_eq!(token.volume, uuid);
+        assert_eq!(token.filesystem, None);
+        let t = update_token(&img, |t| t.filesystem = Some("ext4".into())).unwrap();
+        assert_eq!(t.filesystem.as_deref(), Some("ext4"));
+        let info = header::inspect(&img).unwrap().expect("a LUKS header");
         assert_eq!(
             (
                 info.version,
@@ -367,12 +334,42 @@ mod tests {
             info.persistent_flags,
             vec!["no_read_workqueue", "no_write_workqueue"]
         );
-        let sig = crate::probe::signature(&img).unwrap();
-        assert!(sig.is_ours(), "{sig:?}");
+        assert_eq!(info.token.unwrap().filesystem.as_deref(), Some("ext4"));
         // A file that is not LUKS.
         let plain = dir.path().join("p.img");
         std::fs::write(&plain, vec![0u8; 1 << 20]).unwrap();
-        assert!(!loads_as_luks2(&plain));
-        assert!(inspect(&plain).unwrap().is_none());
+        assert!(header::read(&plain).unwrap().is_none());
+        assert!(header::inspect(&plain).unwrap().is_none());
+        // A path that cannot be read is an error, never "no header".
+        assert!(header::read(&dir.path().join("absent.img")).is_err());
+    }
+
+    #[test]
+    fn a_header_from_before_tokens_gets_one() {
+        // What secretfs made before tokens: our subsystem, a key slot, no
+        // token. update_token adds a ready one.
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("old.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        format(&img, &Passphrase::generate(64).unwrap(), &options()).unwrap();
+        let mut cd = header::load(&img).unwrap().unwrap();
+        let TokenFound::Present { id, .. } = header::find_token(&mut cd) else {
+            panic!("no token")
+        };
+        cd.token_handle()
+            .json_set(TokenInput::RemoveToken(id))
+            .unwrap();
+        drop(cd);
+        assert_eq!(
+            header::read(&img).unwrap().unwrap().token,
+            TokenFound::Absent
+        );
+        let t = update_token(&img, |t| t.filesystem = Some("ext4".into())).unwrap();
+        assert_eq!(t.state, TokenState::Ready);
+        let h = header::read(&img).unwrap().unwrap();
+        assert!(matches!(h.token, TokenFound::Present { ref token, .. } if *token == t));
     }
 }

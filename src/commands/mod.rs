@@ -1,0 +1,113 @@
+//! One module per subcommand, each `run(args)`: settings from the flags
+//! and the config file, then observe → plan → execute. What they share
+//! (logging, JSON output, the root check) is here.
+
+pub mod check_key;
+pub mod down;
+pub mod seal;
+pub mod status;
+pub mod up;
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{Cli, Command};
+use crate::error::{usage, Failure};
+use crate::luks;
+use crate::names;
+
+/// Process-wide hardening and logging; call first thing in `main`.
+pub fn init(cli: &Cli) {
+    // No core dumps and no ptrace by other users' processes: the
+    // passphrase must never reach a core file.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // The SDK's own warnings (one per failed IMDS or region lookup) repeat
+    // what the retry loop reports once per attempt: keep them for -vv.
+    let sdk = if cli.verbose > 1 { "debug" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env(names::ENV_LOG).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},aws_config={sdk},aws_runtime={sdk},aws_smithy_runtime={sdk},\
+             aws_smithy_http_client={sdk},aws_sdk_kms={sdk},aws_sdk_s3={sdk},hyper=warn,rustls=warn"
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(nix::unistd::isatty(std::io::stderr()).unwrap_or(false))
+        .try_init();
+    luks::set_up_logging();
+}
+
+/// The subcommand's name, as the user typed it.
+fn command_name(cli: &Cli) -> &'static str {
+    match &cli.command {
+        Command::Up(_) => "up",
+        Command::Down(_) => "down",
+        Command::Status(_) => "status",
+        Command::Seal(_) => "seal",
+        Command::CheckKey(_) => "check-key",
+    }
+}
+
+/// Whether the command asked for JSON on stdout.
+pub fn wants_json(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Up(a) => a.json,
+        Command::Down(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Seal(a) => a.json,
+        Command::CheckKey(a) => a.json,
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Up(a) => up::run(a),
+        Command::Down(a) => down::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Seal(a) => seal::run(a),
+        Command::CheckKey(a) => check_key::run(a),
+    }
+}
+
+/// Writes one JSON object and a newline to stdout.
+pub fn print_json(v: &impl Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v).context("writing JSON")?;
+    writeln!(out).context("writing JSON")
+}
+
+/// A usage error (exit 2) unless running as root.
+pub fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return usage(format!("{what} needs root: run it with sudo"));
+    }
+    Ok(())
+}
+
+/// Prints an error as one JSON object (for `--json`).
+pub fn print_error_json(cli: &Cli, err: &anyhow::Error, code: u8) {
+    let kind = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<Failure>())
+        .map(|f| match f {
+            Failure::Usage(_) => "usage",
+            Failure::Refused(_) => "refused",
+            Failure::KeyUnavailable(_) => "key_unavailable",
+        });
+    let _ = print_json(
+        &json!({"command": command_name(cli), "ok": false, "error": format!("{err:#}"), "kind": kind.unwrap_or("failed"), "exit_code": code}),
+    );
+}

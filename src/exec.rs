@@ -1,0 +1,337 @@
+//! The one executor: runs a plan's steps in order under a rollback, and
+//! reports a typed outcome for each. Every operand comes from the step;
+//! the only state carried between steps is what an earlier step of the
+//! same run produced (the loop device it attached, the key it used).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use crate::cmd::{self, Tool};
+use crate::device;
+use crate::error::refused;
+use crate::fault;
+use crate::fs;
+use crate::keys::{KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
+use crate::luks::{self, FormatOptions, Kdf};
+use crate::observe::content;
+use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
+use crate::settings::PbkdfChoice;
+use crate::signals;
+
+/// What running a step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The machine already showed it done; no action taken.
+    AlreadyDone,
+    /// Done now.
+    Done,
+}
+
+/// A step and what came of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub step: &'static str,
+    pub result: Outcome,
+}
+
+/// Undo actions for partial work, run in reverse on drop unless committed.
+/// Stops at the first undo that fails: nothing beneath a still-mounted
+/// filesystem is torn down.
+pub struct Rollback {
+    undo: Vec<(String, Undo)>,
+}
+
+type Undo = Box<dyn FnOnce() -> Result<()>>;
+
+impl Rollback {
+    pub fn new() -> Self {
+        Rollback { undo: Vec::new() }
+    }
+    pub fn push(&mut self, what: impl Into<String>, f: impl FnOnce() -> Result<()> + 'static) {
+        self.undo.push((what.into(), Box::new(f)));
+    }
+    pub fn commit(mut self) {
+        self.undo.clear();
+    }
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        while let Some((what, f)) = self.undo.pop() {
+            match f() {
+                Ok(()) => info!("rolled back: {what}"),
+                Err(e) => {
+                    error!("rolling back ({what}) failed: {e:#}; leaving the rest in place");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The key for the steps that need one.
+pub struct Key {
+    pub pass: Passphrase,
+    pub origin: KeyOrigin,
+    /// Where it came from, for messages.
+    pub from: String,
+}
+
+/// The KDF for a new key slot: PBKDF2 only for a KMS key of high entropy.
+pub fn kdf_for(choice: PbkdfChoice, origin: KeyOrigin, pass_len: usize) -> Kdf {
+    match choice {
+        PbkdfChoice::Pbkdf2 => Kdf::Pbkdf2,
+        PbkdfChoice::Argon2id => Kdf::Argon2id,
+        PbkdfChoice::Auto if origin == KeyOrigin::Kms && pass_len >= HIGH_ENTROPY_MIN => {
+            Kdf::Pbkdf2
+        }
+        PbkdfChoice::Auto => Kdf::Argon2id,
+    }
+}
+
+struct Run {
+    rollback: Rollback,
+    /// The loop device this run attached; held until the mapping holds it.
+    attached: Option<device::AttachedLoop>,
+    key: Option<Key>,
+}
+
+impl Run {
+    fn dev(&self, d: &Dev) -> Result<PathBuf> {
+        match d {
+            Dev::Path { path } => Ok(path.clone()),
+            Dev::Attached { file } => self
+                .attached
+                .as_ref()
+                .map(|l| l.path.clone())
+                .with_context(|| format!("{} was not attached in this run", file.display())),
+        }
+    }
+
+    fn key(&self) -> Result<&Key> {
+        self.key
+            .as_ref()
+            .context("no key was fetched for this step")
+    }
+}
+
+/// Runs `plan` (the key, if it needs one, already fetched).
+pub fn run(plan: &Plan, key: Option<Key>) -> Result<Vec<StepReport>> {
+    let mut r = Run {
+        rollback: Rollback::new(),
+        attached: None,
+        key,
+    };
+    let mut reports = Vec::new();
+    for p in &plan.steps {
+        let outcome = if p.todo == Todo::AlreadyDone {
+            Outcome::AlreadyDone
+        } else {
+            signals::check()?;
+            let o = step(&mut r, plan, &p.step)
+                .with_context(|| format!("{} ({})", p.step.name(), p.step))?;
+            fault::point(p.step.name());
+            o
+        };
+        reports.push(StepReport {
+            step: p.step.name(),
+            result: outcome,
+        });
+    }
+    signals::check()?;
+    // The mapping now holds the loop device; our handle can go.
+    drop(r.attached.take());
+    drop(r.key.take());
+    r.rollback.commit();
+    Ok(reports)
+}
+
+fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
+    match s {
+        Step::CreateFile { path, size } => {
+            device::create_sparse(path, *size)?;
+            info!(
+                "created {} ({} MiB, sparse, mode 0600)",
+                path.display(),
+                size >> 20
+            );
+        }
+        Step::AttachLoop { file } => {
+            let l = device::attach(file)?;
+            info!("attached {} to {}", file.display(), l.path.display());
+            r.attached = Some(l);
+        }
+        Step::WipeSignatures { dev, found } => {
+            let dev = r.dev(dev)?;
+            warn!("--force: erasing {found} on {}", dev.display());
+            cmd::run(Tool::Wipefs, &["--all".as_ref(), dev.as_os_str()], &[])?;
+            let left = content::signatures(&content::open(&dev)?, &dev)?;
+            if !left.is_empty() {
+                anyhow::bail!(
+                    "signatures remain on {} after wipefs: {}",
+                    dev.display(),
+                    left.iter()
+                        .map(|s| s.describe())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Step::Format { dev, header, again } => {
+            let dev = r.dev(dev)?;
+            // Look again right before writing: refuse if anything appeared
+            // since the plan was made (a forced plan wiped it just now).
+            if plan.forced.is_none() {
+                let now = plan::classify(&content::examine(&dev)?);
+                let still = match now {
+                    Class::Blank => !again,
+                    Class::HalfMade { .. } => *again,
+                    _ => false,
+                };
+                if !still {
+                    return refused(format!(
+                        "{} changed since it was examined ({now:?}); not formatting",
+                        dev.display()
+                    ));
+                }
+            }
+            let key = r.key()?;
+            let opts = format_options(header, key);
+            let uuid = luks::format(&dev, &key.pass, &opts)?;
+            info!(
+                "formatted {} as LUKS2 {uuid} (aes-xts-plain64, 512-bit key, {}-byte sectors, {:?}{})",
+                dev.display(),
+                opts.sector_size,
+                opts.kdf,
+                if opts.no_workqueues {
+                    ", no_read/no_write_workqueue"
+                } else {
+                    ""
+                }
+            );
+        }
+        Step::Open { dev, name, discard } => {
+            let dev = r.dev(dev)?;
+            let key = r.key.take().context("no key was fetched for this step")?;
+            luks::open(&dev, name, &key.pass, *discard, &key.from)?;
+            // The passphrase is no longer needed: zeroed and unlocked here.
+            drop(key);
+            let mapper = crate::names::mapper_path(name);
+            info!("opened {} as {}", dev.display(), mapper.display());
+            let name = name.clone();
+            r.rollback
+                .push(format!("close {}", mapper.display()), move || {
+                    luks::close(&name)
+                });
+        }
+        Step::Wipe { mapper } => {
+            info!(
+                "wiping {} with zeros (--wipe); this takes time proportional to its size",
+                mapper.display()
+            );
+            fs::wipe(mapper)?;
+        }
+        Step::MakeFilesystem {
+            mapper,
+            dev,
+            record,
+        } => {
+            let dev = r.dev(dev)?;
+            let inner = content::examine_inner(mapper)?;
+            match plan::filesystem(record, &inner, mapper).map_err(plan::Refusal::into_error)? {
+                FsTodo::Make => {
+                    fs::mkfs_ext4(mapper)?;
+                    info!("made ext4 on {}", mapper.display());
+                    record_ext4(&dev)?;
+                }
+                FsTodo::Have { record: true } => {
+                    info!(
+                        "{} holds ext4; recording it in the header's secretfs token",
+                        mapper.display()
+                    );
+                    record_ext4(&dev)?;
+                }
+                FsTodo::Have { record: false } => {
+                    info!("{} already holds ext4; no action taken", mapper.display());
+                    return Ok(Outcome::AlreadyDone);
+                }
+            }
+        }
+        Step::CreateMountPoint { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Step::Mount {
+            mapper,
+            dir,
+            options,
+        } => {
+            fs::mount(mapper, dir, options)?;
+            info!("mounted {} at {}", mapper.display(), dir.display());
+            let dir = dir.clone();
+            r.rollback
+                .push(format!("unmount {}", dir.display()), move || {
+                    fs::umount(&dir)
+                });
+        }
+        Step::Unmount { dir } => {
+            fs::umount(dir)?;
+            info!("unmounted {}", dir.display());
+        }
+        Step::Close { name } => {
+            luks::close(name)?;
+            info!("closed {}", crate::names::mapper_path(name).display());
+        }
+        Step::Detach { dev, file } => {
+            // Autoclear detaches on last close; make sure of it.
+            if still_attached(dev) {
+                if let Err(e) = device::detach(dev) {
+                    if still_attached(dev) {
+                        return Err(e);
+                    }
+                }
+            }
+            info!("detached {} ({})", dev.display(), file.display());
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn still_attached(dev: &Path) -> bool {
+    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned());
+    name.is_some_and(|n| {
+        Path::new("/sys/block")
+            .join(n)
+            .join("loop/backing_file")
+            .exists()
+    })
+}
+
+fn record_ext4(dev: &Path) -> Result<()> {
+    luks::update_token(dev, |t| t.filesystem = Some("ext4".into())).with_context(|| {
+        format!(
+            "recording the filesystem in the header of {}",
+            dev.display()
+        )
+    })?;
+    Ok(())
+}
+
+fn format_options(h: &NewHeader, key: &Key) -> FormatOptions {
+    FormatOptions {
+        label: h.label.clone(),
+        sector_size: h.sector_size,
+        kdf: kdf_for(h.pbkdf, key.origin, key.pass.len()),
+        no_workqueues: h.no_workqueues,
+        discard: h.discard,
+    }
+}

@@ -1,0 +1,128 @@
+//! The record secretfs keeps in the LUKS2 header of every volume it makes:
+//! a token of type [`names::TOKEN_TYPE`] whose JSON says what the volume
+//! is and how far its making got. Pure: JSON in, JSON out.
+//!
+//! ```json
+//! {"type": "secretfs", "keyslots": [], "version": 1,
+//!  "volume": "<LUKS UUID>", "state": "ready", "filesystem": "ext4",
+//!  "set": null, "member": null, "members": null}
+//! ```
+//!
+//! - `state` is `formatting` from the header write until the first key
+//!   slot exists, then `ready`. A header still `formatting` never held
+//!   data: formatting it again is safe.
+//! - `filesystem` is written only after mkfs succeeded. Until then the
+//!   volume never held data either, and mkfs may run again; after it, an
+//!   unrecognised filesystem is damage to repair, never to overwrite.
+//! - `set`, `member` and `members` place a volume in a striped set (unset
+//!   for a single volume).
+
+use serde::{Deserialize, Serialize};
+
+use crate::names;
+
+/// The token format this build writes and understands.
+pub const TOKEN_VERSION: u32 = 1;
+
+/// How far the making of the volume got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// Header written, key slot not yet: holds no data.
+    Formatting,
+    /// Key slot written: the volume opens with its key.
+    Ready,
+}
+
+/// The token's content (without libcryptsetup's `type` and `keyslots`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub version: u32,
+    /// The volume's UUID (the LUKS2 header's).
+    pub volume: String,
+    pub state: TokenState,
+    /// The filesystem made inside, once mkfs succeeded.
+    #[serde(default)]
+    pub filesystem: Option<String>,
+    /// The striped set this volume is a member of.
+    #[serde(default)]
+    pub set: Option<String>,
+    /// This member's index in the set.
+    #[serde(default)]
+    pub member: Option<u32>,
+    /// How many members the set has.
+    #[serde(default)]
+    pub members: Option<u32>,
+}
+
+impl Token {
+    /// A new volume's token, before its key slot exists.
+    pub fn formatting(volume: &str) -> Token {
+        Token {
+            version: TOKEN_VERSION,
+            volume: volume.to_string(),
+            state: TokenState::Formatting,
+            filesystem: None,
+            set: None,
+            member: None,
+            members: None,
+        }
+    }
+
+    /// The JSON libcryptsetup stores.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("a token serialises");
+        v["type"] = names::TOKEN_TYPE.into();
+        v["keyslots"] = serde_json::json!([]);
+        v
+    }
+
+    /// Reads a token's JSON; the message says what is wrong with it.
+    pub fn from_json(v: &serde_json::Value) -> Result<Token, String> {
+        if v.get("type").and_then(|t| t.as_str()) != Some(names::TOKEN_TYPE) {
+            return Err(format!("not a {} token", names::TOKEN_TYPE));
+        }
+        let version = v.get("version").and_then(|n| n.as_u64());
+        match version {
+            Some(n) if n > u64::from(TOKEN_VERSION) => {
+                return Err(format!(
+                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION}): upgrade secretfs"
+                ))
+            }
+            None => return Err("token has no version".into()),
+            _ => {}
+        }
+        serde_json::from_value(v.clone()).map_err(|e| format!("token does not parse: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_libcryptsetup_fields() {
+        let mut t = Token::formatting("1234");
+        let v = t.to_json();
+        assert_eq!(v["type"], "secretfs");
+        assert_eq!(v["keyslots"], serde_json::json!([]));
+        assert_eq!(v["state"], "formatting");
+        assert_eq!(Token::from_json(&v).unwrap(), t);
+        t.state = TokenState::Ready;
+        t.filesystem = Some("ext4".into());
+        assert_eq!(Token::from_json(&t.to_json()).unwrap(), t);
+    }
+
+    #[test]
+    fn foreign_and_future_tokens_are_not_read() {
+        let mut v = Token::formatting("u").to_json();
+        v["version"] = 9.into();
+        assert!(Token::from_json(&v)
+            .unwrap_err()
+            .contains("upgrade secretfs"));
+        v["type"] = "systemd-tpm2".into();
+        assert!(Token::from_json(&v).unwrap_err().contains("not a secretfs"));
+        let v = serde_json::json!({"type": "secretfs", "keyslots": []});
+        assert!(Token::from_json(&v).unwrap_err().contains("no version"));
+    }
+}

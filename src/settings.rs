@@ -1,0 +1,77 @@
+//! The resolved settings of each command, as plain types: what the
+//! planner, the executor and the key code work from. [`crate::config`]
+//! builds them from the flags and the config file; nothing else sees the
+//! command line.
+
+use std::path::{Path, PathBuf};
+
+use crate::keys::aws::AwsOptions;
+use crate::parse::{BlobLocation, MountOptions};
+
+/// Where the passphrase comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySpec {
+    /// A KMS ciphertext blob in S3 or a file.
+    Wrapped(BlobLocation),
+    /// A plaintext passphrase file, or `-` for stdin.
+    PassphraseFile(PathBuf),
+    /// Nothing given: prompt on the terminal if there is one.
+    Prompt,
+}
+
+/// What to put the volume on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A raw block device.
+    Disk(PathBuf),
+    /// A loop-backed file; `size` is needed only to create it.
+    File { path: PathBuf, size: Option<u64> },
+}
+
+impl Target {
+    /// The path the operator named.
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::Disk(p) | Target::File { path: p, .. } => p,
+        }
+    }
+}
+
+/// The key-slot PBKDF asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PbkdfChoice {
+    /// PBKDF2 for a KMS key of high entropy, argon2id for a typed one.
+    Auto,
+    Pbkdf2,
+    Argon2id,
+}
+
+/// The settings of `secretfs up`.
+#[derive(Clone, Debug)]
+pub struct Up {
+    pub key: KeySpec,
+    pub aws: AwsOptions,
+    pub target: Target,
+    pub name: String,
+    pub mount: PathBuf,
+    pub mount_options: MountOptions,
+    /// Format over foreign content (after wiping its signatures).
+    pub force: bool,
+    /// Mount over a non-empty directory.
+    pub mount_nonempty: bool,
+    pub wipe: bool,
+    pub discard: bool,
+    pub pbkdf: PbkdfChoice,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+/// The settings of `down` and `status`: which volume.
+#[derive(Clone, Debug)]
+pub struct Volume {
+    pub name: String,
+    /// `down --mount DIR`: the mount point the operator expects.
+    pub mount: Option<PathBuf>,
+    pub json: bool,
+}
