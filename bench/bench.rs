@@ -17,6 +17,9 @@
 //!   bench/guest.sh: time to mounted for the recipe, the hand-tuned floor
 //!   and secretfs on fresh 2 GiB disks; 1/8/64 GiB scaling; re-open and
 //!   `down`; peak memory; O_DIRECT throughput.
+//! - `bench_4_before_after`: one more boot, `up` of this build against an
+//!   older release binary (`SECRETFS_BENCH_BASELINE`, built by
+//!   `scripts/bench --baseline REV`) on fresh 2 and 64 GiB disks.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,8 +33,14 @@ use common::aws::{self, Moto};
 use common::vm::{self, Disk, VmSpec};
 use serde_json::{json, Value};
 
-/// The in-guest script.
+/// What the in-guest scripts share.
+const GUEST_LIB: &str = include_str!("lib.sh");
+/// The in-guest script of the main boot.
 const GUEST_SCRIPT: &str = include_str!("guest.sh");
+/// The in-guest script of the before/after boot.
+const BEFORE_AFTER_SCRIPT: &str = include_str!("before_after.sh");
+/// Rounds of the before/after boot (each: both binaries, 2 and 64 GiB).
+const BEFORE_AFTER_ROUNDS: usize = 5;
 /// Guest RAM: cryptsetup caps argon2id's memory at half of it, so this lets
 /// the default (1 GiB) through.
 const GUEST_MEM_MIB: u32 = 3072;
@@ -319,6 +328,94 @@ fn bench_2_key_fetch() {
     );
 }
 
+/// Boots the bench VM with `script` (after bench/lib.sh) and a fresh sparse
+/// disk per role (`D_<role>` in the guest); returns the run, its samples
+/// and its info values. Fails unless the guest script exited 0.
+fn boot(
+    name: &str,
+    script: &str,
+    dir: &Path,
+    roles: &[(String, u64)],
+    mut env: Vec<(String, String)>,
+) -> (vm::VmRun, Vec<Value>, serde_json::Map<String, Value>) {
+    // The i440fx machine has 32 PCI slots; each virtio disk takes one.
+    assert!(
+        roles.len() <= 24,
+        "{} disks: lower SECRETFS_BENCH_ROUNDS",
+        roles.len()
+    );
+    let mut disks = Vec::new();
+    for (i, (role, gib)) in roles.iter().enumerate() {
+        let img = dir.join(format!("{role}.img"));
+        vm::sparse_file(&img, gib << 30);
+        disks.push(Disk::virtio(&img));
+        let letter = char::from(b'a' + u8::try_from(i).expect("few disks"));
+        env.push((format!("D_{role}"), format!("/dev/vd{letter}")));
+    }
+    let mut spec = VmSpec::new(name, &format!("{GUEST_LIB}\n{script}"));
+    spec.disks = disks;
+    spec.env = env;
+    spec.mem_mib = GUEST_MEM_MIB;
+    spec.timeout = Duration::from_secs(45 * 60);
+    let run = vm::run(&spec);
+    assert!(
+        !run.timed_out && run.exit_code == Some(0),
+        "the bench VM failed (exit {:?}, timed out: {}):\n{}",
+        run.exit_code,
+        run.timed_out,
+        run.console_tail(80)
+    );
+    let mut samples = Vec::new();
+    let mut info = serde_json::Map::new();
+    let samples_path = run.out_dir.join("samples.jsonl");
+    for line in fs::read_to_string(&samples_path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", samples_path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("samples.jsonl: {e}: {line}"));
+        if v["kind"] == "info" {
+            info.insert(
+                v["key"].as_str().expect("info key").to_owned(),
+                v["value"].clone(),
+            );
+        } else {
+            samples.push(v);
+        }
+    }
+    // The images (some of them GiB of ciphertext) are not needed any more.
+    for (role, _) in roles {
+        let _ = fs::remove_file(dir.join(format!("{role}.img")));
+    }
+    (run, samples, info)
+}
+
+/// Checks what secretfs said it did (a first `up` formats, the second
+/// re-opens) in every `*-format.json` and `*-reopen.json`; returns how many.
+fn check_answers(out: &Path) -> usize {
+    let mut checked = 0;
+    for entry in fs::read_dir(out).expect("reading the VM's output") {
+        let path = entry.expect("a directory entry").path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let want = if name.ends_with("-format.json") {
+            true
+        } else if name.ends_with("-reopen.json") {
+            false
+        } else {
+            continue;
+        };
+        let up = read_json(&path);
+        assert_eq!(up["outcome"], "up", "{name}: {up}");
+        assert_eq!(up["first_format"], want, "{name}: {up}");
+        checked += 1;
+    }
+    checked
+}
+
 /// The disks of the VM run, in attachment order: (role, size in GiB).
 fn vm_disks(rounds: usize, scale_rounds: usize) -> Vec<(String, u64)> {
     let mut disks = vec![("raw".to_owned(), 1), ("recipe".to_owned(), 2)];
@@ -356,8 +453,7 @@ fn bench_3_vm() {
         "{} disks: lower SECRETFS_BENCH_ROUNDS",
         roles.len()
     );
-    let mut disks = Vec::new();
-    let mut env = vec![
+    let env = vec![
         ("ROUNDS".to_owned(), rounds.to_string()),
         ("SCALE_ROUNDS".to_owned(), scale_rounds.to_string()),
         (
@@ -365,71 +461,12 @@ fn bench_3_vm() {
             SCALE_SIZES_GIB.map(|g| g.to_string()).join(" "),
         ),
     ];
-    for (i, (role, gib)) in roles.iter().enumerate() {
-        let img = dir.join(format!("{role}.img"));
-        vm::sparse_file(&img, gib << 30);
-        disks.push(Disk::virtio(&img));
-        let letter = char::from(b'a' + u8::try_from(i).expect("few disks"));
-        env.push((format!("D_{role}"), format!("/dev/vd{letter}")));
-    }
-    let mut spec = VmSpec::new("bench", GUEST_SCRIPT);
-    spec.disks = disks;
-    spec.env = env;
-    spec.mem_mib = GUEST_MEM_MIB;
-    spec.timeout = Duration::from_secs(45 * 60);
     let load_before = loadavg();
-    let run = vm::run(&spec);
+    let (run, samples, info) = boot("bench", GUEST_SCRIPT, &dir, &roles, env);
     let load_after = loadavg();
-    assert!(
-        !run.timed_out && run.exit_code == Some(0),
-        "the bench VM failed (exit {:?}, timed out: {}):\n{}",
-        run.exit_code,
-        run.timed_out,
-        run.console_tail(80)
-    );
 
-    let mut samples = Vec::new();
-    let mut info = serde_json::Map::new();
-    let samples_path = run.out_dir.join("samples.jsonl");
-    for line in fs::read_to_string(&samples_path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", samples_path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-    {
-        let v: Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("samples.jsonl: {e}: {line}"));
-        if v["kind"] == "info" {
-            info.insert(
-                v["key"].as_str().expect("info key").to_owned(),
-                v["value"].clone(),
-            );
-        } else {
-            samples.push(v);
-        }
-    }
-
-    // What secretfs said it did: a first `up` formats, the second re-opens.
-    let mut checked = 0;
-    for entry in fs::read_dir(&run.out_dir).expect("reading the VM's output") {
-        let path = entry.expect("a directory entry").path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let want = if name.ends_with("-format.json") {
-            true
-        } else if name.ends_with("-reopen.json") {
-            false
-        } else {
-            continue;
-        };
-        let up = read_json(&path);
-        assert_eq!(up["outcome"], "up", "{name}: {up}");
-        assert_eq!(up["first_format"], want, "{name}: {up}");
-        checked += 1;
-    }
     assert_eq!(
-        checked,
+        check_answers(&run.out_dir),
         2 * (rounds + scale_rounds * SCALE_SIZES_GIB.len()),
         "secretfs --json answers missing in {}",
         run.out_dir.display()
@@ -481,8 +518,71 @@ fn bench_3_vm() {
             "console_log": run.console_log,
         }),
     );
-    // The images (one of them 2 GiB of ciphertext) are not needed any more.
-    for (role, _) in &roles {
-        let _ = fs::remove_file(dir.join(format!("{role}.img")));
+}
+
+/// The median of `case`'s totals (seconds).
+fn median_total(samples: &[Value], case: &str) -> f64 {
+    let mut v: Vec<f64> = samples
+        .iter()
+        .filter(|x| x["kind"] == "time" && x["case"] == case && x["step"] == "total")
+        .filter_map(|x| x["seconds"].as_f64())
+        .collect();
+    assert!(!v.is_empty(), "no samples of {case}");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+#[ignore = "a benchmark: run by scripts/bench --baseline REV"]
+fn bench_4_before_after() {
+    assert_release();
+    let baseline = std::env::var("SECRETFS_BENCH_BASELINE").expect(
+        "SECRETFS_BENCH_BASELINE names the older release binary (scripts/bench --baseline REV builds it)",
+    );
+    let rounds = knob("BA_ROUNDS", BEFORE_AFTER_ROUNDS).max(1);
+    let dir = vm::work_dir("bench-before-after");
+    let roles: Vec<(String, u64)> = (1..=rounds)
+        .flat_map(|r| {
+            [2u64, 64]
+                .into_iter()
+                .flat_map(move |gib| ["new", "old"].map(|w| (format!("ba_{w}_{gib}_{r}"), gib)))
+        })
+        .collect();
+    let env = vec![
+        ("ROUNDS".to_owned(), rounds.to_string()),
+        ("BASELINE".to_owned(), baseline.clone()),
+    ];
+    let (run, samples, info) = boot("bench-before-after", BEFORE_AFTER_SCRIPT, &dir, &roles, env);
+    assert_eq!(
+        check_answers(&run.out_dir),
+        2 * roles.len(),
+        "secretfs --json answers missing in {}",
+        run.out_dir.display()
+    );
+    let mut ratios = serde_json::Map::new();
+    for gib in [2, 64] {
+        for step in ["format", "reopen"] {
+            let new = median_total(&samples, &format!("new_{gib}g_{step}"));
+            let old = median_total(&samples, &format!("old_{gib}g_{step}"));
+            eprintln!(
+                "before/after {gib} GiB {step}: old {old:.3}s, new {new:.3}s, new/old {:.2}x",
+                new / old
+            );
+            ratios.insert(
+                format!("{gib}g_{step}"),
+                json!({"old_median_s": old, "new_median_s": new, "new_over_old": new / old}),
+            );
+        }
     }
+    write_result(
+        "before_after.json",
+        &json!({
+            "baseline": baseline,
+            "rounds": rounds,
+            "info": info,
+            "medians": ratios,
+            "samples": samples,
+            "boot_seconds": run.boot_time.map(|d| d.as_secs_f64()),
+        }),
+    );
 }

@@ -316,6 +316,29 @@ def render(results, out):
         a("- Cold `cargo build --release`: run `./scripts/bench --cold-build` to measure it.")
     a("")
 
+    ba = load(results / "before_after.json", required=False)
+    if ba:
+        B = Samples(ba["samples"])
+        a("## 8. Before/after: this build against an older release")
+        a("")
+        a(f"One more boot runs `up` of this build and of `{ba['info'].get('baseline_version', ba['baseline'])}` "
+          f"(`--baseline`) side by side on fresh blank sparse disks, {ba['rounds']} rounds, alternating which goes first; "
+          "medians of the totals. On the normal path this build also reads the device where data would be "
+          "(first and last MiB and 256 samples of 64 KiB: the zero check) and writes its LUKS2 token.")
+        a("")
+        a("| disk | step | before | after | after / before | spread after |")
+        a("|---|---|---|---|---|---|")
+        for gib in (2, 64):
+            for step in ("format", "reopen"):
+                old = B.med(f"old_{gib}g_{step}")
+                new = B.med(f"new_{gib}g_{step}")
+                a(f"| {gib} GiB | {'first format' if step == 'format' else 're-open'} | {s(old)} | {s(new)} | "
+                  f"{new / old:.2f}× | {spread(B.all(f'new_{gib}g_{step}'))} |")
+        a("")
+        a(f"- What the zero check costs on 64 GiB: first format after/before {B.med('new_64g_format') / B.med('old_64g_format'):.2f}× "
+          f"(64 GiB / 2 GiB, after: {B.med('new_64g_format') / B.med('new_2g_format'):.2f}×).")
+        a("")
+
     a("## Notes")
     a("")
     a("- Every guest figure comes from one boot of a Debian kernel under QEMU TCG on this host: absolute times are "

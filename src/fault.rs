@@ -6,9 +6,10 @@
 //! passphrase was fetched) or a step name after it completed
 //! (`create_file`, `attach_loop`, `format`, `open`, `make_filesystem`,
 //! `mount`, ...), or `format_header` (inside the format: the header and
-//! our token are written, the key slot is not yet). ACTION is `kill` (SIGKILL itself: a crash) or `pause`
-//! (print `SECRETFS-FAULT-PAUSED <pid>` on stderr and sleep, so a test can
-//! inspect the running process and then kill it).
+//! our token are written, the key slot is not yet). ACTION is `kill`
+//! (SIGKILL itself: a crash) or `pause` (print `SECRETFS-FAULT-PAUSED
+//! <pid>` on stderr and sleep, so a test can inspect the running process
+//! and then kill it, or send it SIGTERM).
 
 /// Called by `up` at each named point.
 #[cfg(feature = "fault-injection")]
@@ -28,7 +29,14 @@ pub fn point(name: &str) {
         }
         "pause" => {
             eprintln!("SECRETFS-FAULT-PAUSED {}", std::process::id());
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+            // Until killed, or until SIGTERM/SIGINT (which the caller then
+            // handles as it would between any two steps).
+            for _ in 0..36_000 {
+                if crate::signals::caught().is_some() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
         _ => {}
     }

@@ -457,10 +457,10 @@ pub fn filesystem(
             } else {
                 refuse(format!(
                     "{} holds {what}, but secretfs made {fs} on it: the filesystem is damaged; \
-                     secretfs will not make a new one over the data. Repair it with \
-                     `e2fsck -b 32768 {}` (a backup superblock), or recreate the volume",
+                     secretfs will not make a new one over the data. Repair it from a backup \
+                     superblock with `e2fsck -b 32768 {m}` (`mke2fs -n {m}` lists them), or recreate the volume",
                     mapper.display(),
-                    mapper.display()
+                    m = mapper.display()
                 ))
             }
         }

@@ -339,9 +339,14 @@ fn table() -> Vec<Case> {
     ));
     t.push(flag("mount_root", &["root filesystem"], &["--mount", "/"]));
     t.push(flag(
-        "mount_options_suid",
-        &["suid", "not allowed"],
-        &["--mount-options", "nodev,suid"],
+        "mount_options_bind",
+        &["bind", "leave it out"],
+        &["--mount-options", "noatime,bind"],
+    ));
+    t.push(flag(
+        "mount_options_dev_and_nodev",
+        &["nodev", "dev"],
+        &["--mount-options", "dev,nodev"],
     ));
     t.push(flag(
         "disk_and_file",
@@ -693,6 +698,167 @@ test \"$(df --output=avail -B1 @DIR@/small | tail -n1)\" -lt 1048576",
         )
         .cleanup("umount @DIR@/small")
         .watch("@DIR@/small/v.img"),
+    );
+
+    // ---- "blank" is proven: foreign data without a signature, exit 3 ----
+    t.push(
+        Case::new(
+            "disk_random_data",
+            3,
+            &["@DISK@", "non-zero data", "no known signature", "--force"],
+            up(&[&["--disk", "@DISK@"], KEY]),
+        )
+        // A closed plain dm-crypt volume, an archive: noise from byte 0.
+        .setup("head -c 2097152 /dev/urandom | dd of=@DISK@ conv=notrunc,fsync status=none")
+        .disk(),
+    );
+    t.push(
+        Case::new(
+            "disk_gpt_first_mib_zeroed",
+            3,
+            &["@DISK@", "non-zero data", "--force"],
+            up(&[&["--disk", "@DISK@"], KEY]),
+        )
+        // The primary GPT is gone; the backup GPT at the end remains.
+        .setup(
+            "printf 'label: gpt\\n,,L\\n' | sfdisk -q --no-reread @DISK@ >/dev/null
+dd if=/dev/zero of=@DISK@ bs=1M count=1 conv=notrunc,fsync status=none",
+        )
+        .disk(),
+    );
+    t.push(
+        Case::new(
+            "file_ext4_at_offset",
+            3,
+            &["@DIR@/v.img", "non-zero data", "offset 1049", "--force"],
+            up(&[&["--file", "@DIR@/v.img"], KEY]),
+        )
+        // A filesystem that starts 1 MiB in, with no partition table.
+        .setup("truncate -s 64M @DIR@/v.img\nmkfs.ext4 -q -F -E offset=1048576 @DIR@/v.img 32M")
+        .watch("@DIR@/v.img"),
+    );
+    t.push(
+        Case::new(
+            "file_with_data",
+            3,
+            &["@DIR@/db.img", "non-zero data", "--force"],
+            up(&[&["--file", "@DIR@/db.img"], KEY]),
+        )
+        // An existing database or archive file named by mistake.
+        .setup(
+            "truncate -s 64M @DIR@/db.img
+head -c 65536 /dev/urandom | dd of=@DIR@/db.img bs=1M seek=20 conv=notrunc status=none",
+        )
+        .watch("@DIR@/db.img"),
+    );
+
+    // ---- settings that must not reach the disk (file targets: the main
+    //      boot has no virtio names left) ----
+    let blank = |name, code, words: &[&str], args: &[&str]| {
+        Case::new(
+            name,
+            code,
+            words,
+            up(&[&["--file", "@DIR@/v.img"], args, KEY]),
+        )
+        .watch("@DIR@/v.img")
+    };
+    t.push(
+        Case::new(
+            "config_group_writable",
+            2,
+            &["@DIR@/c.toml", "writable by its group", "chmod go-w"],
+            up(&[&["--config", "@DIR@/c.toml"], KEY]),
+        )
+        .setup(
+            "truncate -s 64M @DIR@/v.img
+printf 'file = \"@DIR@/v.img\"\\nforce = true\\n' > @DIR@/c.toml
+chmod 664 @DIR@/c.toml",
+        )
+        .watch("@DIR@/v.img"),
+    );
+    t.push(
+        Case::new(
+            "config_not_owned_by_root",
+            2,
+            &["@DIR@/c.toml", "uid 4242", "chown root:root"],
+            up(&[&["--config", "@DIR@/c.toml"], KEY]),
+        )
+        .setup(
+            "truncate -s 64M @DIR@/v.img
+printf 'file = \"@DIR@/v.img\"\\n' > @DIR@/c.toml
+chown 4242 @DIR@/c.toml",
+        )
+        .watch("@DIR@/v.img"),
+    );
+    t.push(
+        blank(
+            "config_force_is_for_its_own_target",
+            3,
+            &["@DIR@/v.img", "ext4", "--force"],
+            &["--config", "@DIR@/c.toml"],
+        )
+        .setup(
+            "truncate -s 64M @DIR@/v.img @DIR@/other.img
+mkfs.ext4 -q -F @DIR@/v.img
+printf 'file = \"@DIR@/other.img\"\\nforce = true\\n' > @DIR@/c.toml",
+        ),
+    );
+    t.push(
+        Case::new(
+            "config_force_no_force_flag",
+            3,
+            &["@DIR@/v.img", "ext4", "--force"],
+            up(&[&["--config", "@DIR@/c.toml", "--no-force"], KEY]),
+        )
+        .setup(
+            "truncate -s 64M @DIR@/v.img
+mkfs.ext4 -q -F @DIR@/v.img
+printf 'file = \"@DIR@/v.img\"\\nforce = true\\n' > @DIR@/c.toml",
+        )
+        .watch("@DIR@/v.img"),
+    );
+    t.push(
+        blank(
+            "mount_system_dir",
+            3,
+            &["/etc", "system directory"],
+            &["--mount", "/etc"],
+        )
+        .setup("truncate -s 64M @DIR@/v.img"),
+    );
+    t.push(
+        blank(
+            "mount_system_dir_by_symlink",
+            3,
+            &["@DIR@/usr", "system directory /usr"],
+            &["--mount", "@DIR@/usr"],
+        )
+        .setup("truncate -s 64M @DIR@/v.img\nln -s /usr @DIR@/usr"),
+    );
+    t.push(
+        blank(
+            "mount_point_not_empty",
+            3,
+            &["@DIR@/full", "not empty", "--mount-nonempty"],
+            &["--mount", "@DIR@/full"],
+        )
+        .setup("truncate -s 64M @DIR@/v.img\nmkdir @DIR@/full\necho written-while-down > @DIR@/full/data"),
+    );
+    t.push(
+        Case::new(
+            "down_not_root",
+            2,
+            &["needs root"],
+            strs(&["down", "--name", "h_open"]),
+        )
+        .wrap("setpriv --reuid=65534 --regid=65534 --clear-groups")
+        .setup(
+            "printf 'a typed passphrase\\n' > @DIR@/pass
+\"$SECRETFS\" up --file @DIR@/v.img --size 64M --name h_open --mount @DIR@/o --passphrase-file @DIR@/pass --pbkdf pbkdf2",
+        )
+        .cleanup("\"$SECRETFS\" down --name h_open")
+        .watch("@DIR@/v.img"),
     );
 
     // ---- the key cannot be had: exit 4, nothing written ----

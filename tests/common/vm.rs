@@ -38,7 +38,10 @@
 //! cpio, kmod, and the guest kernel under `.cache/vm/kernel/`. The initramfs
 //! (tests/vm/build-initramfs.sh) and the uncompressed kernel
 //! (tests/vm/extract-vmlinux.sh) are built on first use and cached in
-//! `<target>/vmtest/`. `$SECRETFS_VM_CPU` overrides the emulated CPU model.
+//! `<target>/vmtest/`. `$SECRETFS_VM_CPU` overrides the emulated CPU model;
+//! `$SECRETFS_VM_BINARY` runs the guest scripts against another build of
+//! secretfs (an older commit's, to see a test fail against the bug it
+//! guards).
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
@@ -510,7 +513,11 @@ pub fn run(spec: &VmSpec) -> VmRun {
     let mut script = String::from(PRELUDE);
     script.push_str("\n# --- environment ---\n");
     let mut env: Vec<(String, String)> = vec![
-        ("SECRETFS".into(), env!("CARGO_BIN_EXE_secretfs").into()),
+        (
+            "SECRETFS".into(),
+            std::env::var("SECRETFS_VM_BINARY")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secretfs").into()),
+        ),
         ("VM_OUT".into(), GUEST_OUT.into()),
     ];
     if spec.imds_port.is_some() {
