@@ -307,13 +307,7 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
 }
 
 fn still_attached(dev: &Path) -> bool {
-    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned());
-    name.is_some_and(|n| {
-        Path::new("/sys/block")
-            .join(n)
-            .join("loop/backing_file")
-            .exists()
-    })
+    crate::observe::sys::loop_attached(Path::new("/"), dev)
 }
 
 fn record_ext4(dev: &Path) -> Result<()> {

@@ -703,14 +703,14 @@ test \"$(df --output=avail -B1 @DIR@/small | tail -n1)\" -lt 1048576",
     // ---- "blank" is proven: foreign data without a signature, exit 3 ----
     t.push(
         Case::new(
-            "disk_random_data",
+            "file_random_data",
             3,
-            &["@DISK@", "non-zero data", "no known signature", "--force"],
-            up(&[&["--disk", "@DISK@"], KEY]),
+            &["@DIR@/v.img", "non-zero data", "no known signature", "--force"],
+            up(&[&["--file", "@DIR@/v.img"], KEY]),
         )
         // A closed plain dm-crypt volume, an archive: noise from byte 0.
-        .setup("head -c 2097152 /dev/urandom | dd of=@DISK@ conv=notrunc,fsync status=none")
-        .disk(),
+        .setup("truncate -s 64M @DIR@/v.img\nhead -c 2097152 /dev/urandom | dd of=@DIR@/v.img conv=notrunc status=none")
+        .watch("@DIR@/v.img"),
     );
     t.push(
         Case::new(

@@ -105,9 +105,6 @@ KEY={uri}
 CTX={ctx}
 NEEDLES={needles}
 FIND={find}
-to() {{ local f=$1; shift; "$@" > "$f"; }}
-# to2 OUT ERR CMD...: CMD's stdout and stderr into files.
-to2() {{ local o=$1 e=$2; shift 2; "$@" > "$o" 2> "$e"; }}
 # Core dumps go to /run/cores; a control process proves they work here.
 mkdir -p /run/cores
 echo '/run/cores/core.%e.%p' > /proc/sys/kernel/core_pattern

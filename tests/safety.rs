@@ -35,8 +35,6 @@ up() { "$SECRETFS" up --passphrase-file /run/pass --pbkdf pbkdf2 "$@"; }
 # First and last MiB of a device, hashed.
 edges() { { head -c 1048576 "$1"; tail -c 1048576 "$1"; } | sha256sum | cut -d' ' -f1; }
 rc_of() { cat "$VM_OUT/$1.rc"; }
-# to FILE CMD...: CMD with its stdout in FILE (check's own line stays out).
-to() { local f=$1; shift; "$@" > "$f"; }
 # Runs a command, recording its exit code in $VM_OUT/NAME.rc and stderr in
 # $VM_OUT/NAME.err.
 record() { local n=$1; shift; "$@" 2> "$VM_OUT/$n.err"; echo $? > "$VM_OUT/$n.rc"; }

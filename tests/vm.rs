@@ -86,8 +86,6 @@ fn report(run: &VmRun) {
 /// Common guest-side helpers, prepended to each case's script.
 const GUEST_LIB: &str = r#"
 up() { "$SECRETFS" up --timeout 60s "$@"; }
-# to FILE CMD...: CMD's stdout into FILE (so `check` still prints its line).
-to() { local f=$1; shift; "$@" > "$f"; }
 is_mounted_from_mapper() { grep -q "^/dev/mapper/$1 $2 ext4 " /proc/mounts; }
 luks_field() { cryptsetup luksDump "$1" | sed -n "s/^[[:space:]]*$2:[[:space:]]*//p" | head -n1; }
 "#;

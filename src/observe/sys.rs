@@ -120,6 +120,9 @@ pub fn swaps(root: &Path) -> Vec<DevNo> {
         .collect()
 }
 
+/// Where the kernel lists block devices.
+const SYS_BLOCK: &str = "/sys/block";
+
 pub(crate) fn read_trim(p: &Path) -> Option<String> {
     std::fs::read_to_string(p)
         .ok()
@@ -198,7 +201,7 @@ pub struct LoopState {
 
 /// The loop device `/sys/block/NAME`, if NAME is one with a backing file.
 fn loop_at(root: &Path, name: &str) -> Option<LoopState> {
-    let sys = under(root, Path::new("/sys/block")).join(name);
+    let sys = under(root, Path::new(SYS_BLOCK)).join(name);
     let file = read_trim(&sys.join("loop/backing_file"))?;
     Some(LoopState {
         dev: BlockDev {
@@ -215,7 +218,7 @@ fn loop_at(root: &Path, name: &str) -> Option<LoopState> {
 /// another path (a link, a bind mount) is still found, and another file
 /// that now has the same name is not.
 pub fn loop_for_inode(root: &Path, dev: u64, ino: u64) -> Option<LoopState> {
-    let rd = std::fs::read_dir(under(root, Path::new("/sys/block"))).ok()?;
+    let rd = std::fs::read_dir(under(root, Path::new(SYS_BLOCK))).ok()?;
     let mut names: Vec<String> = rd
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -233,6 +236,12 @@ pub fn loop_for_inode(root: &Path, dev: u64, ino: u64) -> Option<LoopState> {
 pub fn loop_device_of_file(root: &Path, file: &Path) -> Option<PathBuf> {
     let m = std::fs::metadata(under(root, file)).ok()?;
     loop_for_inode(root, m.dev(), m.ino()).map(|l| l.dev.path)
+}
+
+/// Whether the loop device `dev` (`/dev/loopN`) still has a backing file.
+pub fn loop_attached(root: &Path, dev: &Path) -> bool {
+    dev.file_name()
+        .is_some_and(|n| loop_at(root, &n.to_string_lossy()).is_some())
 }
 
 /// The loop device with number `d`, if it is one.
@@ -284,7 +293,7 @@ pub fn busy_reasons(
 /// `model` is matched as a prefix of the controller's sysfs model (which
 /// the kernel pads with spaces).
 pub fn instance_store_disks(root: &Path, model: &str) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(under(root, Path::new("/sys/block"))) else {
+    let Ok(rd) = std::fs::read_dir(under(root, Path::new(SYS_BLOCK))) else {
         return Vec::new();
     };
     let mut v: Vec<PathBuf> = rd
@@ -336,9 +345,9 @@ impl Mapping {
 /// Looks up the mapping `name` in sysfs (`/sys/block/dm-*/dm/name`).
 pub fn mapping(root: &Path, name: &str) -> Mapping {
     let control = under(root, Path::new("/sys/class/misc/device-mapper"));
-    let Ok(rd) = std::fs::read_dir(under(root, Path::new("/sys/block"))) else {
+    let Ok(rd) = std::fs::read_dir(under(root, Path::new(SYS_BLOCK))) else {
         return Mapping::Unavailable {
-            reason: "/sys/block cannot be read".into(),
+            reason: format!("{SYS_BLOCK} cannot be read"),
         };
     };
     for e in rd.filter_map(|e| e.ok()) {

@@ -6,6 +6,9 @@
 #   check NAME CMD...        run CMD; print "CHECK ok NAME" if it exits 0,
 #                            else "CHECK FAIL NAME (rc=N)"
 #   check_fails NAME CMD...  the same, but CMD is expected to exit non-zero
+#   to FILE CMD...           CMD with its stdout in FILE (so that `check to
+#                            FILE CMD` keeps its own line on the console)
+#   to2 OUT ERR CMD...       the same with stderr in ERR
 #
 # NAME is one word; the harness matches these lines exactly.
 #
@@ -56,6 +59,18 @@ check_fails() {
   echo "CHECK FAIL $name (unexpectedly succeeded)"
   VM_CHECK_FAILS=$((VM_CHECK_FAILS + 1))
   return 1
+}
+
+to() {
+  local f=$1
+  shift
+  "$@" >"$f"
+}
+
+to2() {
+  local o=$1 e=$2
+  shift 2
+  "$@" >"$o" 2>"$e"
 }
 
 vm_finish() {
