@@ -1,0 +1,158 @@
+//! What a device holds (the classification table) and what the filesystem
+//! step does once the volume is open (the filesystem table).
+
+use std::path::Path;
+
+use super::{refuse, FsRecord, Refusal};
+use crate::luks::header::{Header, TokenFound};
+use crate::luks::token::TokenState;
+use crate::names;
+use crate::observe::{Content, Data, Signature};
+
+/// What a device holds, as far as `up` is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Zeros where data would be, no signature.
+    Blank,
+    /// Our volume; `legacy` when it was made before tokens.
+    Ours { record: FsRecord },
+    /// Our header, but the making stopped before it could hold data.
+    HalfMade { why: String },
+    /// Something else, described.
+    Foreign(String),
+    /// A LUKS header that cannot be loaded: maybe ours, maybe data.
+    Damaged(String),
+}
+
+fn subsystem_is_ours(sigs: &[Signature]) -> bool {
+    sigs.iter().any(|s| {
+        matches!(s, Signature::Luks { version: 2, subsystem: Some(x), .. } if x == names::LUKS_SUBSYSTEM)
+    })
+}
+
+/// Classifies a device's content (the first table above).
+pub fn classify(c: &Content) -> Class {
+    match &c.header {
+        Some(Header {
+            token: TokenFound::Present { token, .. },
+            active_keyslots,
+            ..
+        }) => {
+            if token.state == TokenState::Formatting {
+                Class::HalfMade {
+                    why: "its token says the format did not finish".into(),
+                }
+            } else if *active_keyslots == 0 {
+                Class::HalfMade {
+                    why: "it has no key slot".into(),
+                }
+            } else {
+                Class::Ours {
+                    record: FsRecord::Token {
+                        filesystem: token.filesystem.clone(),
+                    },
+                }
+            }
+        }
+        Some(Header {
+            token: TokenFound::Unreadable { reason },
+            ..
+        }) => Class::Foreign(format!("a LUKS2 header with a secretfs token: {reason}")),
+        Some(Header {
+            token: TokenFound::Absent,
+            active_keyslots,
+            ..
+        }) if subsystem_is_ours(&c.signatures) => {
+            if *active_keyslots == 0 {
+                Class::HalfMade {
+                    why: "it has no key slot".into(),
+                }
+            } else {
+                Class::Ours {
+                    record: FsRecord::Legacy,
+                }
+            }
+        }
+        Some(_) => Class::Foreign(if c.signatures.is_empty() {
+            "a LUKS2 header (not made by secretfs)".into()
+        } else {
+            c.describe()
+        }),
+        None => {
+            if c.signatures
+                .iter()
+                .any(|s| matches!(s, Signature::Luks { version: 2, .. }))
+            {
+                return Class::Damaged(format!(
+                    "{}, but libcryptsetup cannot load it",
+                    c.describe()
+                ));
+            }
+            if !c.signatures.is_empty() {
+                return Class::Foreign(c.describe());
+            }
+            match c.data {
+                Data::Zero { .. } => Class::Blank,
+                Data::NonZero { .. } => Class::Foreign(c.describe()),
+                Data::NotChecked => Class::Foreign("content that was not checked".into()),
+            }
+        }
+    }
+}
+
+/// What the filesystem step does, once the volume is open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsTodo {
+    /// Make ext4, then record it in the token.
+    Make,
+    /// ext4 is there; `record` it in the token if the token does not say so.
+    Have { record: bool },
+}
+
+/// Decides the filesystem step (the third table above).
+pub fn filesystem(
+    record: &FsRecord,
+    inner: &[Signature],
+    mapper: &Path,
+) -> Result<FsTodo, Refusal> {
+    let ext4 = inner.iter().any(|s| s.fstype() == Some("ext4")) && inner.len() == 1;
+    let what = if inner.is_empty() {
+        "no filesystem that libblkid recognises".to_string()
+    } else {
+        inner
+            .iter()
+            .map(Signature::describe)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    match record {
+        FsRecord::New | FsRecord::Token { filesystem: None } => Ok(FsTodo::Make),
+        FsRecord::Token {
+            filesystem: Some(fs),
+        } => {
+            if ext4 && fs == "ext4" {
+                Ok(FsTodo::Have { record: false })
+            } else {
+                refuse(format!(
+                    "{} holds {what}, but secretfs made {fs} on it: the filesystem is damaged; \
+                     secretfs will not make a new one over the data. Repair it from a backup \
+                     superblock with `e2fsck -b 32768 {m}` (`mke2fs -n {m}` lists them), or recreate the volume",
+                    mapper.display(),
+                    m = mapper.display()
+                ))
+            }
+        }
+        FsRecord::Legacy => {
+            if ext4 {
+                Ok(FsTodo::Have { record: true })
+            } else if inner.is_empty() {
+                Ok(FsTodo::Make)
+            } else {
+                refuse(format!(
+                    "{} holds {what}, not ext4: secretfs will not replace it",
+                    mapper.display()
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The plan of `down`: unmount every mount of the mapping, close it,
+//! detach the loop devices secretfs attached.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{refuse, Plan, Planned, Refusal, Step, Todo};
+use crate::names;
+use crate::observe::{BlockDev, LoopState, Mapping};
+
+/// A device a mapping sits on, for `down`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Under {
+    pub dev: BlockDev,
+    /// Whether it holds our volume (ready or legacy), and what it holds.
+    pub ours: bool,
+    pub holds: String,
+    /// The loop device's state, when it is one.
+    pub loop_dev: Option<LoopState>,
+}
+
+/// What `down` decides from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DownObserved {
+    pub mapping: Mapping,
+    /// Where the mapping is mounted, outermost last.
+    pub mounted_at: Vec<PathBuf>,
+    pub under: Vec<Under>,
+}
+
+/// Maps observed state to the teardown of `name`: unmount every mount,
+/// close the mapping, detach the loop devices secretfs attached.
+pub fn plan_down(name: &str, obs: &DownObserved) -> Result<Plan, Refusal> {
+    let mapper = names::mapper_path(name);
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+    match &obs.mapping {
+        Mapping::Unavailable { .. } | Mapping::Absent => {
+            steps.push(Planned {
+                step: Step::Close { name: name.into() },
+                todo: Todo::AlreadyDone,
+            });
+        }
+        m @ Mapping::Open { .. } if !m.is_luks2() => {
+            return refuse(format!(
+                "{} is not a LUKS2 volume; secretfs down leaves it alone",
+                mapper.display()
+            ))
+        }
+        Mapping::Open { .. } => {
+            for u in &obs.under {
+                if !u.ours {
+                    return refuse(format!(
+                        "{} sits on {}, which holds {}; not a secretfs volume",
+                        mapper.display(),
+                        u.dev.path.display(),
+                        u.holds
+                    ));
+                }
+            }
+            for dir in obs.mounted_at.iter().rev() {
+                steps.push(Planned {
+                    step: Step::Unmount { dir: dir.clone() },
+                    todo: Todo::WillDo,
+                });
+            }
+            steps.push(Planned {
+                step: Step::Close { name: name.into() },
+                todo: Todo::WillDo,
+            });
+            for u in &obs.under {
+                let Some(l) = &u.loop_dev else { continue };
+                if l.autoclear {
+                    steps.push(Planned {
+                        step: Step::Detach {
+                            dev: l.dev.path.clone(),
+                            file: l.file.clone(),
+                        },
+                        todo: Todo::WillDo,
+                    });
+                } else {
+                    notes.push(format!(
+                        "{} ({}) was not attached by secretfs; leaving it attached",
+                        l.dev.path.display(),
+                        l.file.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        steps,
+        first_format: false,
+        forced: None,
+        notes,
+    })
+}

@@ -1,0 +1,361 @@
+//! The plan of `up`: the target, the mapping name, what uses the device,
+//! what it holds, the filesystem, the mount point.
+
+use std::path::PathBuf;
+
+use super::{
+    bad, classify, filesystem, refuse, Class, Dev, FsRecord, FsTodo, NewHeader, Plan, Planned,
+    Refusal, Step, Todo,
+};
+use crate::names;
+use crate::observe::{Mapping, MountState, Observed, TargetState};
+use crate::parse::MountOptions;
+use crate::settings::{PbkdfChoice, Target};
+
+/// Smallest volume: the LUKS2 header (16 MiB) plus a small ext4.
+pub const MIN_SIZE: u64 = 32 << 20;
+
+/// What the planner needs from the settings.
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    pub target: Target,
+    pub name: String,
+    pub mount: PathBuf,
+    pub mount_options: MountOptions,
+    pub force: bool,
+    pub mount_nonempty: bool,
+    pub wipe: bool,
+    pub discard: bool,
+    pub pbkdf: PbkdfChoice,
+    /// The kernel stores dm-crypt workqueue flags (5.9 and later).
+    pub workqueue_flags: bool,
+}
+
+impl PlanInput {
+    /// The planner's part of `up`'s settings.
+    pub fn from_settings(s: &crate::settings::Up, workqueue_flags: bool) -> PlanInput {
+        PlanInput {
+            target: s.target.clone(),
+            name: s.name.clone(),
+            mount: s.mount.clone(),
+            mount_options: s.mount_options.clone(),
+            force: s.force,
+            mount_nonempty: s.mount_nonempty,
+            wipe: s.wipe,
+            discard: s.discard,
+            pbkdf: s.pbkdf,
+            workqueue_flags,
+        }
+    }
+}
+
+/// Sector size for a new volume: 4096 unless the size forbids it.
+pub fn sector_size_for(size: u64, logical_block: u64) -> u32 {
+    if size.is_multiple_of(4096) && logical_block <= 4096 {
+        4096
+    } else {
+        512
+    }
+}
+
+/// Maps observed state to a plan for `up`.
+pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
+    let path = input.target.path().display().to_string();
+    let name = &input.name;
+    let mapper = names::mapper_path(name);
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+    let mut push = |step, todo| steps.push(Planned { step, todo });
+    let dev = &obs.device;
+
+    // 1. The target itself: the device to put the volume on, and its size
+    //    and logical block size (for the sector size of a new header).
+    let (vol_dev, size, logical_block) = match (&input.target, &dev.target) {
+        (Target::Disk(_), TargetState::Missing { .. }) => {
+            return bad(format!(
+                "disk {path} does not exist: check the name (lsblk lists disks)"
+            ))
+        }
+        (
+            Target::File { size, path: file },
+            TargetState::Missing {
+                parent_exists,
+                free_bytes,
+            },
+        ) => {
+            if !parent_exists {
+                return bad(format!(
+                    "the directory of {path} does not exist: create it, or choose another --file"
+                ));
+            }
+            let Some(size) = size else {
+                return bad(format!("{path} does not exist: give --size to create it"));
+            };
+            if *size < MIN_SIZE {
+                return bad(format!(
+                    "--size {} MiB is too small: a LUKS2 header and ext4 need at least {} MiB",
+                    size >> 20,
+                    MIN_SIZE >> 20
+                ));
+            }
+            if free_bytes < size {
+                return refuse(format!(
+                    "the filesystem of {path} has {} MiB free, less than --size {} MiB: free space or choose another place",
+                    free_bytes >> 20,
+                    size >> 20
+                ));
+            }
+            let size = crate::device::round_size(*size);
+            push(
+                Step::CreateFile {
+                    path: file.clone(),
+                    size,
+                },
+                Todo::WillDo,
+            );
+            push(Step::AttachLoop { file: file.clone() }, Todo::WillDo);
+            (Dev::Attached { file: file.clone() }, size, 512)
+        }
+        (_, TargetState::WrongKind { what }) => {
+            return bad(format!("{path} is {what}"));
+        }
+        (
+            Target::Disk(_),
+            TargetState::Block {
+                partition_of: Some(disk),
+                ..
+            },
+        ) => {
+            return refuse(format!(
+                "{path} is a partition of {disk}; secretfs takes a whole disk (instance store comes unpartitioned)"
+            ));
+        }
+        (
+            Target::Disk(p),
+            TargetState::Block {
+                size,
+                logical_block,
+                ..
+            },
+        ) => (Dev::Path { path: p.clone() }, *size, *logical_block),
+        (Target::File { path: file, .. }, TargetState::File { size, loop_dev, .. }) => {
+            match loop_dev {
+                Some(l) => {
+                    push(Step::AttachLoop { file: file.clone() }, Todo::AlreadyDone);
+                    (
+                        Dev::Path {
+                            path: l.dev.path.clone(),
+                        },
+                        *size,
+                        512,
+                    )
+                }
+                None => {
+                    push(Step::AttachLoop { file: file.clone() }, Todo::WillDo);
+                    (Dev::Attached { file: file.clone() }, *size, 512)
+                }
+            }
+        }
+        (Target::File { .. }, TargetState::Block { .. })
+        | (Target::Disk(_), TargetState::File { .. }) => {
+            return bad(format!("{path} is not the kind of target named"));
+        }
+    };
+    let class = match &dev.content {
+        Some(c) => classify(c),
+        None => Class::Blank, // a file this plan creates
+    };
+    let ours = matches!(class, Class::Ours { .. });
+    if size < MIN_SIZE && !ours {
+        return bad(format!(
+            "{path} is only {size} bytes; at least {} MiB are needed",
+            MIN_SIZE >> 20
+        ));
+    }
+
+    // 2. The mapping name.
+    let open_on_target = match &obs.mapping {
+        Mapping::Absent | Mapping::Unavailable { .. } => false,
+        Mapping::Open { on, .. } => {
+            let target_dev = dev.block().map(|b| b.devno);
+            if !obs.mapping.is_luks2() {
+                return refuse(format!(
+                    "{} exists and is not a LUKS2 volume: choose another --name",
+                    mapper.display()
+                ));
+            }
+            if target_dev.is_none() || on.as_slice() != [target_dev.unwrap()] {
+                return refuse(format!(
+                    "{} is already open on another device ({}): choose another --name, \
+                     or close it with `secretfs down --name {name}`",
+                    mapper.display(),
+                    on.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            true
+        }
+    };
+
+    // 3. Anything else using the device refuses, --force or not.
+    if !dev.busy.is_empty() {
+        return refuse(format!("{path} is in use: {}", dev.busy.join("; ")));
+    }
+
+    // 4. What the device holds.
+    if open_on_target && !ours {
+        return refuse(format!(
+            "{} is open on {path}, but {path} does not hold a secretfs volume ready to open: the two disagree",
+            mapper.display()
+        ));
+    }
+    let mut forced = None;
+    let (first_format, again, record) = match class {
+        Class::Ours { record } => (false, false, record),
+        Class::Blank => (true, false, FsRecord::New),
+        Class::HalfMade { why } => {
+            notes.push(format!(
+                "{path} holds a secretfs header whose making stopped before it held data ({why}); formatting it again"
+            ));
+            (true, true, FsRecord::New)
+        }
+        Class::Damaged(what) => {
+            return refuse(format!(
+                "{path} holds {what}: inspect it with `cryptsetup luksDump {path}` \
+                 (`cryptsetup repair` may restore it from the second header); secretfs will not format over it"
+            ));
+        }
+        Class::Foreign(what) => {
+            if !input.force {
+                return refuse(format!(
+                    "{path} holds {what}; secretfs formats only blank devices (pass --force to destroy it)"
+                ));
+            }
+            notes.push(format!("--force: destroying {what} on {path}"));
+            push(
+                Step::WipeSignatures {
+                    dev: vol_dev.clone(),
+                    found: what.clone(),
+                },
+                Todo::WillDo,
+            );
+            forced = Some(what);
+            (true, false, FsRecord::New)
+        }
+    };
+    let header = NewHeader {
+        label: name.clone(),
+        sector_size: sector_size_for(size, logical_block),
+        pbkdf: input.pbkdf,
+        no_workqueues: input.workqueue_flags,
+        discard: input.discard,
+    };
+    push(
+        Step::Format {
+            dev: vol_dev.clone(),
+            header,
+            again,
+        },
+        if first_format {
+            Todo::WillDo
+        } else {
+            Todo::AlreadyDone
+        },
+    );
+    push(
+        Step::Open {
+            dev: vol_dev.clone(),
+            name: name.clone(),
+            discard: input.discard,
+        },
+        if open_on_target {
+            Todo::AlreadyDone
+        } else {
+            Todo::WillDo
+        },
+    );
+    if first_format && input.wipe {
+        push(
+            Step::Wipe {
+                mapper: mapper.clone(),
+            },
+            Todo::WillDo,
+        );
+    }
+
+    // 5. The filesystem inside.
+    let fs_todo = match (&obs.inner, open_on_target) {
+        (Some(inner), true) => match filesystem(&record, inner, &mapper)? {
+            FsTodo::Have { record: false } => Todo::AlreadyDone,
+            _ => Todo::WillDo,
+        },
+        _ if first_format => Todo::WillDo,
+        _ => Todo::IfNeeded,
+    };
+    push(
+        Step::MakeFilesystem {
+            mapper: mapper.clone(),
+            dev: vol_dev,
+            record,
+        },
+        fs_todo,
+    );
+
+    // 6. The mount point.
+    let dir = &input.mount;
+    let shown = dir.display();
+    let canon = obs.mount_path.to_string_lossy();
+    if names::SYSTEM_DIRS.contains(&canon.as_ref()) {
+        return refuse(format!(
+            "mount point {shown} is the system directory {canon}: mounting there would hide it; choose e.g. {}",
+            names::DEFAULT_MOUNT
+        ));
+    }
+    let our_devno = obs.mapping.devno().filter(|_| open_on_target);
+    let mount = Step::Mount {
+        mapper,
+        dir: dir.clone(),
+        options: input.mount_options.clone(),
+    };
+    let create = Step::CreateMountPoint { dir: dir.clone() };
+    match &obs.mount {
+        MountState::Mounted { devno, .. } if Some(*devno) == our_devno => {
+            push(create, Todo::AlreadyDone);
+            push(mount, Todo::AlreadyDone);
+        }
+        MountState::Mounted { source, fstype, .. } => {
+            return refuse(format!("{shown} is already in use: {source} ({fstype}) is mounted there; choose another --mount"));
+        }
+        MountState::NotADirectory => {
+            return refuse(format!("mount point {shown} exists and is not a directory"));
+        }
+        MountState::Missing => {
+            push(create, Todo::WillDo);
+            push(mount, Todo::WillDo);
+        }
+        MountState::Dir { empty } => {
+            if !empty {
+                if !input.mount_nonempty {
+                    return refuse(format!(
+                        "mount point {shown} is not empty: its files would be hidden under the volume \
+                         (were they written while it was down?); move them away, or pass --mount-nonempty"
+                    ));
+                }
+                notes.push(format!(
+                    "--mount-nonempty: the files in {shown} will be hidden under the mount"
+                ));
+            }
+            push(create, Todo::AlreadyDone);
+            push(mount, Todo::WillDo);
+        }
+    }
+
+    Ok(Plan {
+        steps,
+        first_format,
+        forced,
+        notes,
+    })
+}
