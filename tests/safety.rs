@@ -32,6 +32,11 @@ const GUEST_LIB: &str = r#"
 # No trailing newline: cryptsetup --key-file and secretfs read the same key.
 head -c 48 /dev/urandom | base64 | tr -d '\n' > /run/pass
 up() { "$SECRETFS" up --passphrase-file /run/pass --pbkdf pbkdf2 "$@"; }
+# with_canary DEV NAME: a new volume on DEV holding the canary, closed again.
+with_canary() {
+  up --disk "$1" --name "$2" --mount "/mnt/$2" && echo "$CANARY" > "/mnt/$2/canary" && sync &&
+    "$SECRETFS" down --name "$2"
+}
 # First and last MiB of a device, hashed.
 edges() { { head -c 1048576 "$1"; tail -c 1048576 "$1"; } | sha256sum | cut -d' ' -f1; }
 rc_of() { cat "$VM_OUT/$1.rc"; }
@@ -91,9 +96,7 @@ fn vm_safety_cases() {
         &mut s,
         &format!(
             r#"
-check a_create up --disk {a} --name a --mount /mnt/a
-check a_write sh -c 'echo "$CANARY" > /mnt/a/canary && sync'
-check a_down "$SECRETFS" down --name a
+check a_with_canary with_canary {a} a
 A_BEFORE=$(edges {a})
 check a_flaky dmsetup create a_flaky --table "0 $(blockdev --getsz {a}) flakey {a} 0 0 1"
 # No udev in the guest: make the /dev/mapper node.
@@ -124,9 +127,7 @@ check a_down2 "$SECRETFS" down --name a
         &mut s,
         &format!(
             r#"
-check b_create up --disk {b} --name b --mount /mnt/b
-check b_write sh -c 'echo "$CANARY" > /mnt/b/canary && sync'
-check b_down "$SECRETFS" down --name b
+check b_with_canary with_canary {b} b
 check b_open_raw cryptsetup open --key-file /run/pass {b} b_raw
 check b_damage dd if=/dev/zero of=/dev/mapper/b_raw bs=4096 count=1 conv=notrunc,fsync status=none
 check b_close_raw cryptsetup close b_raw
@@ -215,9 +216,7 @@ check e{i}_mounted grep -q "^/dev/mapper/e{i} /mnt/e{i} ext4 " /proc/mounts
         &mut s,
         &format!(
             r#"
-check r_create up --disk {r} --name r --mount /mnt/r
-check r_write sh -c 'echo "$CANARY" > /mnt/r/canary && sync'
-check r_down "$SECRETFS" down --name r
+check r_with_canary with_canary {r} r
 "#
         ),
     );
