@@ -55,7 +55,9 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
 }
 
 /// Directories a volume is never mounted on: mounting there would hide
-/// the system (`/etc`, `/usr`, ...).
+/// the system (`/etc`, `/usr`, ...). `/mnt` and `/media` are not among them:
+/// they exist for mounts (cloud-init mounts the first instance-store disk
+/// at `/mnt`).
 pub const SYSTEM_DIRS: &[&str] = &[
     "/",
     "/bin",
@@ -67,8 +69,6 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/lib32",
     "/lib64",
     "/libx32",
-    "/media",
-    "/mnt",
     "/opt",
     "/proc",
     "/root",

@@ -523,6 +523,18 @@ fn system_directories_are_refused() {
             "{dir}"
         );
     }
+    // /mnt is for mounts.
+    let mut o = base(Content::blank());
+    o.mount_path = "/mnt".into();
+    o.mount = MountState::Dir { empty: true };
+    let input = PlanInput {
+        mount: "/mnt".into(),
+        ..disk_input()
+    };
+    assert_eq!(
+        todo(&plan(&input, &o).unwrap(), "mount"),
+        Some(Todo::WillDo)
+    );
     // Reached through a symlink: the resolved path decides.
     let mut o = base(Content::blank());
     o.mount_path = "/etc".into();
