@@ -16,7 +16,7 @@ use crate::fault;
 use crate::fs;
 use crate::keys::{KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
 use crate::luks::{self, FormatOptions, Kdf};
-use crate::observe::content;
+use crate::observe::{content, sys};
 use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
 use crate::settings::PbkdfChoice;
 use crate::signals;
@@ -293,9 +293,10 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         }
         Step::Detach { dev, file } => {
             // Autoclear detaches on last close; make sure of it.
-            if still_attached(dev) {
+            let attached = || sys::loop_attached(Path::new("/"), dev);
+            if attached() {
                 if let Err(e) = device::detach(dev) {
-                    if still_attached(dev) {
+                    if attached() {
                         return Err(e);
                     }
                 }
@@ -304,10 +305,6 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
-}
-
-fn still_attached(dev: &Path) -> bool {
-    crate::observe::sys::loop_attached(Path::new("/"), dev)
 }
 
 fn record_ext4(dev: &Path) -> Result<()> {

@@ -8,8 +8,9 @@ pub const DEFAULT_NAME: &str = "secretfs";
 pub const DEFAULT_MOUNT: &str = "/mnt/secretfs";
 /// Mount options every mount gets unless the operator says `dev`/`suid`.
 pub const ALWAYS_MOUNT_OPTIONS: &[&str] = &["nodev", "nosuid"];
-/// Default mount options (added to [`ALWAYS_MOUNT_OPTIONS`]).
-pub const DEFAULT_MOUNT_OPTIONS: &str = "nodev,nosuid,noatime";
+/// Default mount options (added to [`ALWAYS_MOUNT_OPTIONS`], as every
+/// `--mount-options` value is).
+pub const DEFAULT_MOUNT_OPTIONS: &str = "noatime";
 /// The LUKS2 subsystem label that marks a header as made by secretfs (for
 /// humans and `blkid`; the token below is what secretfs decides by). The
 /// LUKS2 label carries the volume name.

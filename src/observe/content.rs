@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 use libblkid_rs::{BlkidProbe, BlkidProbeRet, BlkidSublks, BlkidSublksFlags};
 
 use crate::luks::header::{self, Header};
-use crate::names;
 
 const MIB: u64 = 1 << 20;
 /// The zero check reads the first and last [`EDGE`] bytes of a device...
@@ -58,7 +57,6 @@ impl Signature {
                     .map(|l| format!(" labelled '{l}'"))
                     .unwrap_or_default(),
                 match subsystem.as_deref() {
-                    Some(names::LUKS_SUBSYSTEM) => String::from(" of subsystem 'secretfs'"),
                     Some(s) => format!(" of subsystem '{s}'"),
                     None => String::from(" (not made by secretfs)"),
                 }
