@@ -58,6 +58,15 @@ pub enum PbkdfChoice {
     Argon2id,
 }
 
+/// What `--disk auto` does when the instance has no instance store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NoDisks {
+    /// Exit 5: the unit fails, services that require it do not start
+    Error,
+    /// Exit 0 after one line: nothing to encrypt here
+    Ok,
+}
+
 /// AWS options shared by the subcommands that reach S3 or KMS.
 #[derive(Clone, Debug, Default, Args)]
 pub struct AwsArgs {
@@ -96,10 +105,15 @@ pub struct UpArgs {
     pub passphrase_file: Option<PathBuf>,
     #[command(flatten)]
     pub aws: AwsArgs,
-    /// Raw block device to use, or `auto`: the instance-store NVMe disk
-    /// (the one holding a secretfs volume, else the first)
+    /// Raw block device to use (several times: one volume striped over
+    /// all of them), or `auto`: every instance-store NVMe disk
     #[arg(long, value_name = "DEVICE", conflicts_with_all = ["file", "size"])]
-    pub disk: Option<PathBuf>,
+    pub disk: Vec<PathBuf>,
+    /// With `--disk auto` on an instance without instance store: `error`
+    /// (exit 5, the unit fails and services that require it do not
+    /// start) or `ok` (exit 0, nothing done) [default: error]
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub no_disks: Option<NoDisks>,
     /// Loop-backed file to use (created sparse, mode 0600, if absent)
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,

@@ -25,7 +25,7 @@ use crate::error::usage;
 use crate::keys::aws::AwsOptions;
 use crate::names;
 use crate::parse;
-use crate::settings::{KeySpec, PbkdfChoice, Target, Up, Volume};
+use crate::settings::{KeySpec, NoDisks, PbkdfChoice, Target, Up, Volume};
 
 /// Default deadline for getting the key.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -42,7 +42,8 @@ pub struct FileConfig {
     region: Option<String>,
     endpoint_url: Option<String>,
     timeout: Option<String>,
-    disk: Option<PathBuf>,
+    disk: Option<OneOrMany>,
+    no_disks: Option<NoDisks>,
     file: Option<PathBuf>,
     size: Option<String>,
     name: Option<String>,
@@ -53,6 +54,49 @@ pub struct FileConfig {
     wipe: Option<bool>,
     discard: Option<bool>,
     pbkdf: Option<PbkdfChoice>,
+}
+
+/// `disk = "/dev/x"` or `disk = ["/dev/x", "/dev/y"]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<PathBuf> {
+        match self {
+            OneOrMany::One(p) => vec![p],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The target named by one or more `--disk` values.
+fn disk_target(disks: Vec<PathBuf>) -> Result<Target> {
+    let auto = Path::new(crate::settings::AUTO);
+    if disks.iter().any(|d| d == auto) {
+        if disks.len() > 1 {
+            return usage(
+                "--disk auto takes every instance-store disk: give it alone, or name the disks",
+            );
+        }
+        return Ok(Target::Auto);
+    }
+    for (i, d) in disks.iter().enumerate() {
+        if d.as_os_str().is_empty() {
+            return usage("a --disk path is empty");
+        }
+        if disks[..i].contains(d) {
+            return usage(format!("--disk {} is given twice", d.display()));
+        }
+    }
+    match disks.len() {
+        0 => usage("config disk = [] names no disk"),
+        1 => Ok(Target::Disk(disks.into_iter().next().unwrap())),
+        _ => Ok(Target::Disks(disks)),
+    }
 }
 
 /// The AWS settings from the shared flags alone (`seal`, `check-key`).
@@ -224,9 +268,9 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
             (None, None) => KeySpec::Prompt,
         },
     };
-    let target_from_flags = args.disk.is_some() || args.file.is_some();
-    let target = if let Some(d) = &args.disk {
-        Target::Disk(d.clone())
+    let target_from_flags = !args.disk.is_empty() || args.file.is_some();
+    let target = if !args.disk.is_empty() {
+        disk_target(args.disk.clone())?
     } else if let Some(p) = &args.file {
         let size = match (args.size, &f.size) {
             (Some(s), _) => Some(s),
@@ -242,7 +286,7 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
     } else {
         match (&f.disk, &f.file) {
             (Some(_), Some(_)) => return usage("config sets both disk and file: keep one"),
-            (Some(d), None) => Target::Disk(d.clone()),
+            (Some(d), None) => disk_target(d.clone().into_vec())?,
             (None, Some(p)) => Target::File {
                 path: p.clone(),
                 size: f
@@ -299,10 +343,16 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
     } else {
         f.force.unwrap_or(false)
     };
+    let no_disks = match args.no_disks {
+        Some(cli::NoDisks::Error) => NoDisks::Error,
+        Some(cli::NoDisks::Ok) => NoDisks::Ok,
+        None => f.no_disks.unwrap_or(NoDisks::Error),
+    };
     Ok(Up {
         key,
         aws: merge_aws(&args.aws, &f)?,
         target,
+        no_disks,
         name,
         mount,
         mount_options,
@@ -366,7 +416,7 @@ pbkdf = "pbkdf2"
     #[test]
     fn flags_override_the_file_by_group() {
         let args = UpArgs {
-            disk: Some("/dev/nvme1n1".into()),
+            disk: vec!["/dev/nvme1n1".into()],
             passphrase_file: Some("-".into()),
             aws: AwsArgs {
                 encryption_context: vec![("x".into(), "y".into())],
@@ -387,7 +437,7 @@ pbkdf = "pbkdf2"
     #[test]
     fn defaults_without_a_file() {
         let args = UpArgs {
-            disk: Some("/dev/xvdb".into()),
+            disk: vec!["/dev/xvdb".into()],
             ..Default::default()
         };
         let c = resolve_up(&args, None).unwrap();
@@ -412,7 +462,7 @@ pbkdf = "pbkdf2"
         assert!(!resolve_up(&no, file()).unwrap().force);
         // Another target named by a flag does not inherit it.
         let other = UpArgs {
-            disk: Some("/dev/nvme1n1".into()),
+            disk: vec!["/dev/nvme1n1".into()],
             ..Default::default()
         };
         assert!(!resolve_up(&other, file()).unwrap().force);

@@ -17,6 +17,9 @@ pub const EXIT_REFUSED: u8 = 3;
 /// Exit code: the key could not be had (S3/KMS denied or missing, wrong
 /// encryption context or key id, wrong passphrase, deadline passed).
 pub const EXIT_KEY_UNAVAILABLE: u8 = 4;
+/// Exit code: `--disk auto` found no instance-store disk (and
+/// `--no-disks ok` was not given).
+pub const EXIT_NO_DISKS: u8 = 5;
 
 /// A failure with a defined exit code. Carried inside `anyhow::Error`.
 #[derive(Debug)]
@@ -27,6 +30,8 @@ pub enum Failure {
     Refused(String),
     /// The key could not be fetched, decrypted or did not open the volume.
     KeyUnavailable(String),
+    /// `--disk auto` found no instance-store disk.
+    NoDisks(String),
 }
 
 impl Failure {
@@ -36,6 +41,7 @@ impl Failure {
             Failure::Usage(_) => EXIT_USAGE,
             Failure::Refused(_) => EXIT_REFUSED,
             Failure::KeyUnavailable(_) => EXIT_KEY_UNAVAILABLE,
+            Failure::NoDisks(_) => EXIT_NO_DISKS,
         }
     }
 }
@@ -46,6 +52,7 @@ impl fmt::Display for Failure {
             Failure::Usage(m) => write!(f, "{m}"),
             Failure::Refused(m) => write!(f, "refused: {m}"),
             Failure::KeyUnavailable(m) => write!(f, "key unavailable: {m}"),
+            Failure::NoDisks(m) => write!(f, "no disks: {m}"),
         }
     }
 }

@@ -15,11 +15,13 @@ use crate::error::refused;
 use crate::fault;
 use crate::fs;
 use crate::keys::{KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
+use crate::luks::token::Place;
 use crate::luks::{self, FormatOptions, Kdf};
 use crate::observe::{content, sys};
 use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
 use crate::settings::PbkdfChoice;
 use crate::signals;
+use crate::stripe;
 
 /// What running a step did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -133,13 +135,22 @@ pub fn run(plan: &Plan, key: Option<Key>) -> Result<Vec<StepReport>> {
         key,
     };
     let mut reports = Vec::new();
-    for p in &plan.steps {
+    // The passphrase is dropped (zeroed, unlocked) after the last step
+    // that needs it.
+    let last_key_step = plan
+        .steps
+        .iter()
+        .rposition(|p| p.todo != Todo::AlreadyDone && p.step.needs_key());
+    for (i, p) in plan.steps.iter().enumerate() {
         let outcome = if p.todo == Todo::AlreadyDone {
             Outcome::AlreadyDone
         } else {
             signals::check()?;
             let o = step(&mut r, plan, &p.step)
                 .with_context(|| format!("{} ({})", p.step.name(), p.step))?;
+            if Some(i) == last_key_step {
+                drop(r.key.take());
+            }
             fault::point(p.step.name());
             o
         };
@@ -189,25 +200,13 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         }
         Step::Format { dev, header, again } => {
             let dev = r.dev(dev)?;
-            // Look again right before writing: refuse if anything appeared
-            // since the plan was made (a forced plan wiped it just now).
+            // A forced plan wiped the signatures just now.
             if plan.forced.is_none() {
-                let now = plan::classify(&content::examine(&dev)?);
-                let still = match now {
-                    Class::Blank => !again,
-                    Class::HalfMade { .. } => *again,
-                    _ => false,
-                };
-                if !still {
-                    return refused(format!(
-                        "{} changed since it was examined ({now:?}); not formatting",
-                        dev.display()
-                    ));
-                }
+                unchanged(&dev, *again)?;
             }
             let key = r.key()?;
             let opts = format_options(header, key);
-            let uuid = luks::format(&dev, &key.pass, &opts)?;
+            let uuid = luks::format(&dev, &key.pass, &opts, None)?;
             info!(
                 "formatted {} as LUKS2 {uuid} (aes-xts-plain64, 512-bit key, {}-byte sectors, {:?}{})",
                 dev.display(),
@@ -220,12 +219,94 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                 }
             );
         }
+        Step::FormatMembers {
+            members,
+            header,
+            set,
+            chunk,
+        } => {
+            let devs = members
+                .iter()
+                .map(|m| r.dev(&m.dev))
+                .collect::<Result<Vec<_>>>()?;
+            let key = r.key()?;
+            let opts = format_options(header, key);
+            let check = plan.forced.is_none();
+            let count = members.len() as u32;
+            // One thread per member: each examines its disk again and
+            // writes its header.
+            let uuids = std::thread::scope(|sc| {
+                let threads: Vec<_> = members
+                    .iter()
+                    .zip(&devs)
+                    .map(|(m, dev)| {
+                        let opts = &opts;
+                        sc.spawn(move || -> Result<String> {
+                            if check {
+                                unchanged(dev, m.again)?;
+                            }
+                            let place = Place {
+                                set: set.clone(),
+                                member: m.member,
+                                members: count,
+                                chunk: *chunk,
+                            };
+                            luks::format(dev, &key.pass, opts, Some(&place))
+                        })
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| {
+                        t.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("a format thread panicked")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            for (dev, uuid) in devs.iter().zip(&uuids) {
+                info!(
+                    "formatted {} as LUKS2 {uuid}, member of set {set}",
+                    dev.display()
+                );
+            }
+        }
+        Step::MarkReady { devs } => {
+            for d in devs {
+                let d = r.dev(d)?;
+                luks::mark_ready(&d)?;
+            }
+            info!("marked {} members ready", devs.len());
+        }
+        Step::CreateStripe {
+            name,
+            members,
+            set,
+            chunk,
+        } => {
+            let path = stripe::create(name, members, set, *chunk)?;
+            info!(
+                "striped {} over {} members ({} KiB chunks)",
+                path.display(),
+                members.len(),
+                chunk >> 10
+            );
+            let name = name.clone();
+            r.rollback
+                .push(format!("remove {}", path.display()), move || {
+                    stripe::remove(&name)
+                });
+        }
+        Step::RemoveStripe { name } => {
+            stripe::remove(name)?;
+            info!(
+                "removed the stripe {}",
+                crate::names::mapper_path(name).display()
+            );
+        }
         Step::Open { dev, name, discard } => {
             let dev = r.dev(dev)?;
-            let key = r.key.take().context("no key was fetched for this step")?;
+            let key = r.key()?;
             luks::open(&dev, name, &key.pass, *discard, &key.from)?;
-            // The passphrase is no longer needed: zeroed and unlocked here.
-            drop(key);
             let mapper = crate::names::mapper_path(name);
             info!("opened {} as {}", dev.display(), mapper.display());
             let name = name.clone();
@@ -243,23 +324,24 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         }
         Step::MakeFilesystem {
             mapper,
-            dev,
+            devs,
             record,
+            stripe,
         } => {
-            let dev = r.dev(dev)?;
+            let devs = devs.iter().map(|d| r.dev(d)).collect::<Result<Vec<_>>>()?;
             let inner = content::examine_inner(mapper)?;
             match plan::filesystem(record, &inner, mapper).map_err(plan::Refusal::into_error)? {
                 FsTodo::Make => {
-                    fs::mkfs_ext4(mapper)?;
+                    fs::mkfs_ext4(mapper, *stripe)?;
                     info!("made ext4 on {}", mapper.display());
-                    record_ext4(&dev)?;
+                    record_ext4(&devs)?;
                 }
                 FsTodo::Have { record: true } => {
                     info!(
                         "{} holds ext4; recording it in the header's secretfs token",
                         mapper.display()
                     );
-                    record_ext4(&dev)?;
+                    record_ext4(&devs)?;
                 }
                 FsTodo::Have { record: false } => {
                     info!("{} already holds ext4; no action taken", mapper.display());
@@ -307,13 +389,38 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-fn record_ext4(dev: &Path) -> Result<()> {
-    luks::update_token(dev, |t| t.filesystem = Some("ext4".into())).with_context(|| {
-        format!(
-            "recording the filesystem in the header of {}",
+fn record_ext4(devs: &[PathBuf]) -> Result<()> {
+    for dev in devs {
+        luks::update_token(dev, |t| t.filesystem = Some("ext4".into())).with_context(|| {
+            format!(
+                "recording the filesystem in the header of {}",
+                dev.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Looks again right before writing a header: refuses if anything
+/// appeared since the plan was made. `again`: over a header of ours that
+/// never held data (half-made, or a member of a set never finished).
+fn unchanged(dev: &Path, again: bool) -> Result<()> {
+    let now = plan::classify(&content::examine(dev)?);
+    let still = match &now {
+        Class::Blank => !again,
+        Class::HalfMade { .. } => again,
+        Class::Ours {
+            place: Some(_),
+            record: plan::FsRecord::Token { filesystem: None },
+        } => again,
+        _ => false,
+    };
+    if !still {
+        return refused(format!(
+            "{} changed since it was examined ({now:?}); not formatting",
             dev.display()
-        )
-    })?;
+        ));
+    }
     Ok(())
 }
 

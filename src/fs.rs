@@ -11,25 +11,30 @@ use tracing::info;
 use crate::cmd::{self, Tool};
 use crate::names;
 use crate::parse::MountOptions;
+use crate::plan::Geometry;
 
 /// Makes ext4 on `dev`: lazy inode-table and journal init and no discard,
 /// so the time does not grow with the size (ext4's metadata checksums
 /// keep a lazily initialised journal safe to replay).
-pub fn mkfs_ext4(dev: &Path) -> Result<()> {
-    cmd::run(
-        Tool::MkfsExt4,
-        &[
-            "-q".as_ref(),
-            "-L".as_ref(),
-            names::FS_LABEL.as_ref(),
-            "-E".as_ref(),
-            "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
-            dev.as_os_str(),
-        ],
-        &[],
-    )
-    .map(|_| ())
+/// On a stripe, 4 KiB blocks with `stride` and `stripe_width` matching it.
+pub fn mkfs_ext4(dev: &Path, stripe: Option<Geometry>) -> Result<()> {
+    let mut ext = String::from("lazy_itable_init=1,lazy_journal_init=1,nodiscard");
+    let o = std::ffi::OsStr::new;
+    let mut args = vec![o("-q"), o("-L"), o(names::FS_LABEL)];
+    if let Some(g) = stripe {
+        let stride = g.chunk / EXT4_BLOCK;
+        ext.push_str(&format!(
+            ",stride={stride},stripe_width={}",
+            stride * u64::from(g.members)
+        ));
+        args.extend([o("-b"), o("4096")]);
+    }
+    args.extend([o("-E"), o(&ext), dev.as_os_str()]);
+    cmd::run(Tool::MkfsExt4, &args, &[]).map(|_| ())
 }
+
+/// The block size of ext4 on a stripe.
+const EXT4_BLOCK: u64 = 4096;
 
 /// The mount(2) flags word for the parsed options.
 pub fn ms_flags(o: &MountOptions) -> MsFlags {

@@ -4,7 +4,7 @@
 //! command builds its settings ([`config`] → [`settings`]), observes the
 //! machine read-only ([`observe`]), plans purely ([`plan`]), fetches the
 //! key only if a step needs it ([`keys`]) and runs the plan with the one
-//! executor ([`exec`]), which calls down into [`device`], [`luks`], [`fs`]
+//! executor ([`exec`]), which calls down into [`device`], [`luks`], [`stripe`], [`fs`]
 //! and [`cmd`].
 
 pub mod cli;
@@ -25,3 +25,4 @@ pub mod parse;
 pub mod plan;
 pub mod settings;
 pub mod signals;
+pub mod stripe;

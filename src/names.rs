@@ -27,6 +27,9 @@ pub const MAPPER_DIR: &str = "/dev/mapper";
 pub const LOCK_DIR: &str = "/run/secretfs";
 /// The device-mapper UUID prefix libcryptsetup gives LUKS2 mappings.
 pub const DM_UUID_PREFIX_LUKS2: &str = "CRYPT-LUKS2-";
+/// The device-mapper UUID prefix of a set's stripe (followed by the set
+/// id).
+pub const DM_UUID_PREFIX_SET: &str = "SECRETFS-SET-";
 /// The controller model that marks EC2 instance-store NVMe disks.
 pub const INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
 
@@ -42,6 +45,12 @@ pub const ENV_FAULT: &str = "SECRETFS_FAULT";
 /// `/dev/mapper/NAME`.
 pub fn mapper_path(name: &str) -> PathBuf {
     Path::new(MAPPER_DIR).join(name)
+}
+
+/// The mapping name of member `i` of the set `name`: `NAME-i` (the set's
+/// stripe is `NAME`).
+pub fn member_name(name: &str, i: u32) -> String {
+    format!("{name}-{i}")
 }
 
 /// `/run/secretfs/NAME.lock`.

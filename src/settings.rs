@@ -22,19 +22,39 @@ pub enum KeySpec {
 /// What to put the volume on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A raw block device.
+    /// A raw block device (`auto` until [`Target::Auto`] is resolved).
     Disk(PathBuf),
+    /// Several raw block devices: one volume striped over all of them.
+    Disks(Vec<PathBuf>),
+    /// Every instance-store NVMe disk, resolved by `up` to `Disk` or
+    /// `Disks`.
+    Auto,
     /// A loop-backed file; `size` is needed only to create it.
     File { path: PathBuf, size: Option<u64> },
 }
 
 impl Target {
-    /// The path the operator named.
+    /// The path the operator named (the first disk of several).
     pub fn path(&self) -> &Path {
         match self {
             Target::Disk(p) | Target::File { path: p, .. } => p,
+            Target::Disks(v) => v.first().map_or(Path::new(""), |p| p.as_path()),
+            Target::Auto => Path::new(AUTO),
         }
     }
+}
+
+/// The `--disk` value that asks for every instance-store disk.
+pub const AUTO: &str = "auto";
+
+/// What `--disk auto` does on an instance without instance store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoDisks {
+    /// Fail with exit 5.
+    Error,
+    /// Exit 0: nothing to do.
+    Ok,
 }
 
 /// The key-slot PBKDF asked for.
@@ -53,6 +73,8 @@ pub struct Up {
     pub key: KeySpec,
     pub aws: AwsOptions,
     pub target: Target,
+    /// `--disk auto` with no instance-store disk.
+    pub no_disks: NoDisks,
     pub name: String,
     pub mount: PathBuf,
     pub mount_options: MountOptions,

@@ -13,7 +13,7 @@ use crate::exec;
 use crate::lock;
 use crate::names::{self, under};
 use crate::observe::{content, sys};
-use crate::plan::{self, Class, DownObserved, Refusal, Step, Under};
+use crate::plan::{self, Class, DownMember, DownObserved, Refusal, Step, Under};
 use crate::signals;
 
 /// How long `down` waits for another run on the same volume.
@@ -24,26 +24,54 @@ pub fn observe(root: &Path, name: &str) -> Result<DownObserved> {
     let mapping = sys::mapping(root, name);
     let mut mounted_at = Vec::new();
     let mut below = Vec::new();
+    let mut members = Vec::new();
     if let sys::Mapping::Open { devno, on, .. } = &mapping {
         mounted_at = sys::mounts_of(*devno, &sys::mounts(root)?);
-        for d in on {
-            let Some(path) = sys::dev_path(root, *d) else {
-                continue;
-            };
-            let c = content::examine(&under(root, &path))?;
-            below.push(Under {
-                ours: matches!(plan::classify(&c), Class::Ours { .. }),
-                holds: c.describe(),
-                dev: sys::BlockDev { path, devno: *d },
-                loop_dev: sys::loop_of(root, *d),
-            });
+        if mapping.is_set() {
+            for d in on {
+                let Some(member) = sys::dm_name(root, *d) else {
+                    continue;
+                };
+                let m = sys::mapping(root, &member);
+                let under = match &m {
+                    sys::Mapping::Open { on, .. } => beneath(root, on)?,
+                    _ => Vec::new(),
+                };
+                members.push(DownMember {
+                    name: member,
+                    mapping: m,
+                    under,
+                });
+            }
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+        } else {
+            below = beneath(root, on)?;
         }
     }
     Ok(DownObserved {
         mapping,
         mounted_at,
         under: below,
+        members,
     })
+}
+
+/// The devices a mapping sits on, and whether each holds our volume.
+fn beneath(root: &Path, on: &[sys::DevNo]) -> Result<Vec<Under>> {
+    let mut below = Vec::new();
+    for d in on {
+        let Some(path) = sys::dev_path(root, *d) else {
+            continue;
+        };
+        let c = content::examine(&under(root, &path))?;
+        below.push(Under {
+            ours: matches!(plan::classify(&c), Class::Ours { .. }),
+            holds: c.describe(),
+            dev: sys::BlockDev { path, devno: *d },
+            loop_dev: sys::loop_of(root, *d),
+        });
+    }
+    Ok(below)
 }
 
 /// `secretfs down`.

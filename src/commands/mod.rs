@@ -106,6 +106,7 @@ pub fn print_error_json(cli: &Cli, err: &anyhow::Error, code: u8) {
             Failure::Usage(_) => "usage",
             Failure::Refused(_) => "refused",
             Failure::KeyUnavailable(_) => "key_unavailable",
+            Failure::NoDisks(_) => "no_disks",
         });
     let _ = print_json(
         &json!({"command": command_name(cli), "ok": false, "error": format!("{err:#}"), "kind": kind.unwrap_or("failed"), "exit_code": code}),

@@ -24,6 +24,26 @@ struct MountReport {
 }
 
 #[derive(Serialize)]
+struct MemberReport {
+    /// The member's index in the set (from its token), from 0.
+    index: Option<u32>,
+    mapper: PathBuf,
+    device: Option<PathBuf>,
+    serial: Option<String>,
+    size_bytes: u64,
+    /// `open`, or what the header says when it is not ours.
+    state: String,
+}
+
+#[derive(Serialize)]
+struct SetReport {
+    id: String,
+    layout: Option<String>,
+    chunk_bytes: Option<u64>,
+    members: Vec<MemberReport>,
+}
+
+#[derive(Serialize)]
 struct StatusReport {
     command: &'static str,
     ok: bool,
@@ -36,6 +56,11 @@ struct StatusReport {
     luks: Option<LuksInfo>,
     label: Option<String>,
     subsystem: Option<String>,
+    /// A striped set: its id, layout and members (`device` and `luks`
+    /// then describe member 0).
+    set: Option<SetReport>,
+    /// The mapping stack, top first (`secretfs` → `secretfs-0` → `/dev/nvme1n1`).
+    stack: Vec<String>,
     mounts: Vec<MountReport>,
     note: Option<String>,
 }
@@ -57,16 +82,33 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         luks: None,
         label: None,
         subsystem: None,
+        set: None,
+        stack: Vec::new(),
         mounts: Vec::new(),
         note: None,
     };
-    match sys::mapping(root, &v.name) {
+    match &sys::mapping(root, &v.name) {
         sys::Mapping::Unavailable { reason } => {
             r.note = Some(format!("device-mapper unavailable: {reason}"))
         }
         sys::Mapping::Absent => r.note = Some(format!("{} is not open", mapper.display())),
-        sys::Mapping::Open { devno, on, .. } => {
+        m @ sys::Mapping::Open { devno, on, .. } => {
             r.open = true;
+            let mut on = on.clone();
+            if let Some(id) = m.set_id() {
+                let set = set_report(root, id, &on)?;
+                r.stack = set_stack(&v.name, &set);
+                // Member 0 describes the LUKS2 side below.
+                on = set
+                    .members
+                    .iter()
+                    .find(|m| m.index == Some(0))
+                    .or(set.members.first())
+                    .and_then(|m| sys::devno_of_path(root, m.device.as_deref()?))
+                    .into_iter()
+                    .collect();
+                r.set = Some(set);
+            }
             if let Some(d) = on.first() {
                 r.device = sys::dev_path(root, *d);
                 if let Some(l) = sys::loop_of(root, *d) {
@@ -88,7 +130,13 @@ pub fn run(args: &StatusArgs) -> Result<()> {
                     }
                 }
             }
-            for m in sys::mounts(root)?.into_iter().filter(|m| m.devno == devno) {
+            if r.stack.is_empty() {
+                r.stack.push(mapper.display().to_string());
+                if let Some(d) = &r.device {
+                    r.stack.push(d.display().to_string());
+                }
+            }
+            for m in sys::mounts(root)?.into_iter().filter(|m| m.devno == *devno) {
                 let (size, free, avail, frag) = nix::sys::statvfs::statvfs(&m.mount_point)
                     .map(|s| {
                         (
@@ -122,8 +170,34 @@ pub fn run(args: &StatusArgs) -> Result<()> {
     if let Some(n) = &r.note {
         writeln!(out, "note:    {n}")?;
     }
-    if let Some(d) = &r.device {
+    if let Some(set) = &r.set {
+        writeln!(
+            out,
+            "set:     {} ({}, {} members, {} KiB chunks)",
+            set.id,
+            set.layout.as_deref().unwrap_or("?"),
+            set.members.len(),
+            set.chunk_bytes.unwrap_or(0) >> 10
+        )?;
+        for m in &set.members {
+            writeln!(
+                out,
+                "member:  {} {} on {} (serial {}, {} MiB, {})",
+                m.index.map_or("?".to_string(), |i| i.to_string()),
+                m.mapper.display(),
+                m.device
+                    .as_ref()
+                    .map_or("?".into(), |d| d.display().to_string()),
+                m.serial.as_deref().unwrap_or("-"),
+                m.size_bytes >> 20,
+                m.state
+            )?;
+        }
+    } else if let Some(d) = &r.device {
         writeln!(out, "device:  {}", d.display())?;
+    }
+    if !r.stack.is_empty() {
+        writeln!(out, "stack:   {}", r.stack.join(" → "))?;
     }
     if let Some(f) = &r.loop_file {
         writeln!(
@@ -175,4 +249,72 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The members of the set `id` under its stripe (on = the member mappings).
+fn set_report(root: &Path, id: &str, on: &[sys::DevNo]) -> Result<SetReport> {
+    let mut set = SetReport {
+        id: id.to_string(),
+        layout: None,
+        chunk_bytes: None,
+        members: Vec::new(),
+    };
+    for d in on {
+        let name = sys::dm_name(root, *d).unwrap_or_else(|| d.to_string());
+        let below = match sys::mapping(root, &name) {
+            sys::Mapping::Open { on, .. } => on.first().copied(),
+            _ => None,
+        };
+        let device = below.and_then(|b| sys::dev_path(root, b));
+        let mut m = MemberReport {
+            index: None,
+            mapper: names::mapper_path(&name),
+            serial: below
+                .and_then(|b| sys::read_trim(&sys::sys_dev(root, b).join("device/serial"))),
+            size_bytes: below
+                .and_then(|b| sys::read_trim(&sys::sys_dev(root, b).join("size")))
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 512,
+            device: device.clone(),
+            state: "open".into(),
+        };
+        if let Some(dev) = &device {
+            match header::inspect(&under(root, dev))?.and_then(|l| l.token) {
+                Some(t) => {
+                    m.index = t.member;
+                    set.layout = set.layout.or(t.layout.clone());
+                    set.chunk_bytes = set.chunk_bytes.or(t.chunk);
+                    if t.set.as_deref() != Some(id) {
+                        m.state = format!("open, but its token names set {:?}", t.set);
+                    }
+                }
+                None => m.state = "open, but no secretfs token".into(),
+            }
+        }
+        set.members.push(m);
+    }
+    set.members.sort_by_key(|m| m.index.unwrap_or(u32::MAX));
+    Ok(set)
+}
+
+/// The mapping stack of a set, top first.
+fn set_stack(name: &str, set: &SetReport) -> Vec<String> {
+    let members: Vec<String> = set
+        .members
+        .iter()
+        .map(|m| {
+            format!(
+                "{} ({})",
+                m.mapper.display(),
+                m.device
+                    .as_ref()
+                    .map_or("?".into(), |d| d.display().to_string())
+            )
+        })
+        .collect();
+    vec![
+        format!("{} (striped)", names::mapper_path(name).display()),
+        format!("[{}] (LUKS2)", members.join(", ")),
+    ]
 }

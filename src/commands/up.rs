@@ -16,7 +16,7 @@ use super::{print_json, require_root};
 use crate::cli::UpArgs;
 use crate::cmd::{self, Tool};
 use crate::config;
-use crate::error::usage;
+use crate::error::Failure;
 use crate::exec::{self, Key, Outcome, StepReport};
 use crate::fault;
 use crate::keys::aws::KmsWrappedKey;
@@ -24,9 +24,9 @@ use crate::keys::{KeySource, PassphraseFile, Prompt};
 use crate::lock;
 use crate::luks;
 use crate::names;
-use crate::observe::{self, content, Mapping, Observed};
-use crate::plan::{self, Class, Plan, PlanInput, Refusal, Todo};
-use crate::settings::{KeySpec, Target, Up};
+use crate::observe::{self, content, Mapping, Observed, SetObserved};
+use crate::plan::{self, Class, Plan, PlanInput, Refusal, Step, Todo};
+use crate::settings::{KeySpec, NoDisks, Target, Up};
 use crate::signals;
 
 /// The key source named by the settings.
@@ -50,9 +50,29 @@ struct UpReport {
     mapper: PathBuf,
     device: Option<PathBuf>,
     file: Option<PathBuf>,
+    /// The disks of a set, in member order.
+    members: Option<Vec<PathBuf>>,
     mount: PathBuf,
     first_format: bool,
     steps: Vec<StepReport>,
+}
+
+/// What `up` observed: one target, or the disks of a set.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Seen {
+    One(Box<Observed>),
+    Set(SetObserved),
+}
+
+impl Seen {
+    /// The mapping NAME (the volume, or the set's stripe).
+    fn mapping(&self) -> &Mapping {
+        match self {
+            Seen::One(o) => &o.mapping,
+            Seen::Set(o) => &o.stripe,
+        }
+    }
 }
 
 /// `secretfs up`.
@@ -65,17 +85,29 @@ pub fn run(args: &UpArgs) -> Result<()> {
         signals::install();
     }
     let root = Path::new("/");
-    resolve_auto_disk(root, &mut s)?;
+    if !resolve_auto(root, &mut s)? {
+        return Ok(());
+    }
     let _lock = if s.dry_run {
         None
     } else {
         Some(lock::acquire(&s.name, s.aws.timeout)?)
     };
-    let obs = observe::observe(root, &s.target, &s.name, &s.mount)?;
     let input = PlanInput::from_settings(&s, luks::kernel_has_workqueue_flags());
-    let planned = plan::plan(&input, &obs);
+    let (seen, planned) = match &s.target {
+        Target::Disks(disks) => {
+            let o = observe::observe_set(root, disks, &s.name, &s.mount)?;
+            let p = plan::plan_set(&input, &o, &new_set_id()?);
+            (Seen::Set(o), p)
+        }
+        _ => {
+            let o = observe::observe(root, &s.target, &s.name, &s.mount)?;
+            let p = plan::plan(&input, &o);
+            (Seen::One(Box::new(o)), p)
+        }
+    };
     if s.dry_run {
-        print_plan(&s, &obs, &planned)?;
+        print_plan(&s, &seen, &planned)?;
         return planned.map(|_| ()).map_err(Refusal::into_error);
     }
     let plan = planned.map_err(Refusal::into_error)?;
@@ -88,11 +120,15 @@ pub fn run(args: &UpArgs) -> Result<()> {
         outcome: "already_up",
         name: s.name.clone(),
         mapper: names::mapper_path(&s.name),
-        device: obs.device.block().map(|b| b.path.clone()),
+        device: match &seen {
+            Seen::One(o) => o.device.block().map(|b| b.path.clone()),
+            Seen::Set(_) => None,
+        },
         file: match &s.target {
             Target::File { path, .. } => Some(path.clone()),
-            Target::Disk(_) => None,
+            _ => None,
         },
+        members: members_in_order(&plan),
         mount: s.mount.clone(),
         first_format: plan.first_format,
         steps: Vec::new(),
@@ -101,7 +137,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
         info!(
             "already up: {} is open on {} and mounted at {}; no action taken",
             report.mapper.display(),
-            s.target.path().display(),
+            shown_target(&s.target),
             s.mount.display()
         );
         report.steps = plan
@@ -119,13 +155,13 @@ pub fn run(args: &UpArgs) -> Result<()> {
     // of these fail.
     cmd::verify_executables(&[Tool::MkfsExt4, Tool::Wipefs])?;
     if plan.needs_key() {
-        ensure_dm_crypt(&obs)?;
+        ensure_dm_crypt(seen.mapping())?;
     }
     let key = if plan.needs_key() {
         let source = key_source(&s);
         info!(
             "{}; fetching the key from {}",
-            describe_state(&s, &obs),
+            describe_state(&s, &seen, &plan),
             source.describe()
         );
         Some(Key {
@@ -139,17 +175,16 @@ pub fn run(args: &UpArgs) -> Result<()> {
     fault::point("key");
     report.steps = exec::run(&plan, key)?;
     report.outcome = "up";
-    if report.device.is_none() {
+    if report.device.is_none() && report.members.is_none() {
         report.device = observe::sys::loop_device_of_file(root, s.target.path());
     }
     info!(
         "up: {} ({}) mounted at {}",
         report.mapper.display(),
-        report
-            .device
-            .as_deref()
-            .unwrap_or(s.target.path())
-            .display(),
+        match &report.device {
+            Some(d) => d.display().to_string(),
+            None => shown_target(&s.target),
+        },
         s.mount.display()
     );
     if s.json {
@@ -158,10 +193,51 @@ pub fn run(args: &UpArgs) -> Result<()> {
     Ok(())
 }
 
+/// The disks of a set in member order (the order the plan opens them).
+fn members_in_order(plan: &Plan) -> Option<Vec<PathBuf>> {
+    let v: Vec<PathBuf> = plan
+        .steps
+        .iter()
+        .filter_map(|p| match &p.step {
+            Step::MakeFilesystem {
+                devs,
+                stripe: Some(_),
+                ..
+            } => Some(devs),
+            _ => None,
+        })
+        .flatten()
+        .map(|d| PathBuf::from(d.to_string()))
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+fn shown_target(t: &Target) -> String {
+    match t {
+        Target::Disks(d) => d
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        t => t.path().display().to_string(),
+    }
+}
+
+/// A new set's id: 128 random bits, in hex.
+fn new_set_id() -> Result<String> {
+    let mut b = [0u8; 16];
+    nix::errno::Errno::result(unsafe {
+        // SAFETY: getrandom writes at most b.len() bytes into b.
+        libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0)
+    })
+    .map_err(|e| anyhow::anyhow!("getting random bytes for a set id: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// Checks that device-mapper and dm-crypt can be used, loading dm-crypt if
 /// the kernel has not yet.
-fn ensure_dm_crypt(obs: &Observed) -> Result<()> {
-    if let Mapping::Unavailable { reason } = &obs.mapping {
+fn ensure_dm_crypt(mapping: &Mapping) -> Result<()> {
+    if let Mapping::Unavailable { reason } = mapping {
         anyhow::bail!("device-mapper is not available: {reason}");
     }
     let has_crypt = || {
@@ -182,8 +258,13 @@ fn ensure_dm_crypt(obs: &Observed) -> Result<()> {
     anyhow::bail!("the kernel has no dm-crypt target, and `modprobe dm-crypt` did not load it (Debian: linux-image; Amazon Linux: kernel modules)")
 }
 
-fn describe_state(s: &Up, obs: &Observed) -> String {
-    let t = s.target.path().display();
+fn describe_state(s: &Up, seen: &Seen, plan: &Plan) -> String {
+    let t = shown_target(&s.target);
+    let obs = match seen {
+        Seen::Set(_) if plan.first_format => return format!("{t}: making a new set"),
+        Seen::Set(_) => return format!("{t}: every member of the set found; opening"),
+        Seen::One(o) => o,
+    };
     match obs.device.content.as_ref().map(plan::classify) {
         None => format!("{t} does not exist yet; creating a new volume"),
         Some(Class::Ours { .. }) => format!("LUKS2 header found on {t} (ours); opening"),
@@ -195,44 +276,67 @@ fn describe_state(s: &Up, obs: &Observed) -> String {
     }
 }
 
-/// Resolves `--disk auto` to an instance-store NVMe disk: the one that
-/// already holds a secretfs volume, else the first blank one, else the
-/// first (which the planner then refuses with the reason).
-fn resolve_auto_disk(root: &Path, s: &mut Up) -> Result<()> {
-    let Target::Disk(d) = &s.target else {
-        return Ok(());
-    };
-    if d != Path::new("auto") {
-        return Ok(());
+/// Resolves `--disk auto` to every instance-store NVMe disk: one is a
+/// single volume, several a set. A single-disk volume of ours beside blank
+/// disks (made by a secretfs before sets) is kept as it is. Returns false
+/// when there is nothing to do (no disk, and `--no-disks ok`).
+fn resolve_auto(root: &Path, s: &mut Up) -> Result<bool> {
+    if s.target != Target::Auto {
+        return Ok(true);
     }
     let model = std::env::var(names::ENV_MODEL_OVERRIDE)
         .unwrap_or_else(|_| names::INSTANCE_STORE_MODEL.to_string());
     let disks = observe::sys::instance_store_disks(root, &model);
     if disks.is_empty() {
-        return usage(format!(
+        let msg = format!(
             "--disk auto found no instance-store NVMe disk (model '{model}'): this instance type may have none, \
              or exposes it as /dev/xvdb-style: name it with --disk"
-        ));
+        );
+        return match s.no_disks {
+            NoDisks::Error => Err(Failure::NoDisks(msg).into()),
+            NoDisks::Ok => {
+                info!("{msg}; --no-disks ok: nothing to do");
+                Ok(false)
+            }
+        };
+    }
+    let shown: Vec<String> = disks.iter().map(|d| d.display().to_string()).collect();
+    info!(
+        "--disk auto: {} instance-store disk(s): {}",
+        disks.len(),
+        shown.join(", ")
+    );
+    if disks.len() == 1 {
+        s.target = Target::Disk(disks[0].clone());
+        return Ok(true);
     }
     let classes: Vec<Class> = disks
         .iter()
         .map(|d| content::examine(&names::under(root, d)).map(|c| plan::classify(&c)))
         .collect::<Result<_>>()?;
-    let pick = classes
+    let single = classes
         .iter()
-        .position(|c| matches!(c, Class::Ours { .. }))
-        .or_else(|| classes.iter().position(|c| *c == Class::Blank))
-        .unwrap_or(0);
-    info!(
-        "--disk auto: {} instance-store disk(s); using {}",
-        disks.len(),
-        disks[pick].display(),
-    );
-    s.target = Target::Disk(disks[pick].clone());
-    Ok(())
+        .position(|c| matches!(c, Class::Ours { place: None, .. }));
+    let rest_blank = classes
+        .iter()
+        .enumerate()
+        .all(|(i, c)| Some(i) == single || *c == Class::Blank);
+    match single {
+        Some(i) if rest_blank => {
+            warn!(
+                "{} holds a single-disk secretfs volume: using it as it is; the other {} disk(s) stay unused \
+                 until the volume is made anew (a stop/start blanks them all)",
+                shown[i],
+                disks.len() - 1
+            );
+            s.target = Target::Disk(disks[i].clone());
+        }
+        _ => s.target = Target::Disks(disks),
+    }
+    Ok(true)
 }
 
-fn print_plan(s: &Up, obs: &Observed, plan: &Result<Plan, Refusal>) -> Result<()> {
+fn print_plan(s: &Up, obs: &Seen, plan: &Result<Plan, Refusal>) -> Result<()> {
     if s.json {
         let v = match plan {
             Ok(p) => {
@@ -250,7 +354,7 @@ fn print_plan(s: &Up, obs: &Observed, plan: &Result<Plan, Refusal>) -> Result<()
             writeln!(
                 out,
                 "plan for {} → {} → {}:",
-                s.target.path().display(),
+                shown_target(&s.target),
                 names::mapper_path(&s.name).display(),
                 s.mount.display()
             )?;

@@ -22,7 +22,7 @@ use libcryptsetup_rs::{
 use tracing::{debug, info, trace, warn};
 
 use self::header::{errno, TokenFound};
-use self::token::{Token, TokenState};
+use self::token::{Place, Token, TokenState};
 use crate::error::Failure;
 use crate::fault;
 use crate::keys::Passphrase;
@@ -82,8 +82,14 @@ pub fn set_up_logging() {
 /// Writes a new LUKS2 header with our token and one key slot for `pass`;
 /// returns the volume's UUID. The token says `formatting` until the key
 /// slot exists, so a crash in between leaves a header that `up` knows to
-/// format again.
-pub fn format(dev: &Path, pass: &Passphrase, o: &FormatOptions) -> Result<String> {
+/// format again. A member of a set (`place`) stays `formatting` until
+/// every member has its key slot ([`mark_ready`]).
+pub fn format(
+    dev: &Path,
+    pass: &Passphrase,
+    o: &FormatOptions,
+    place: Option<&Place>,
+) -> Result<String> {
     let what = || format!("formatting LUKS2 on {}", dev.display());
     let mut cd = CryptInit::init(dev).with_context(what)?;
     let pbkdf = match o.kdf {
@@ -126,7 +132,10 @@ pub fn format(dev: &Path, pass: &Passphrase, o: &FormatOptions) -> Result<String
         .get_uuid()
         .map(|u| u.to_string())
         .with_context(what)?;
-    let mut token = Token::formatting(&uuid);
+    let mut token = match place {
+        Some(p) => Token::member(&uuid, p),
+        None => Token::formatting(&uuid),
+    };
     let id = cd
         .token_handle()
         .json_set(TokenInput::AddToken(&token.to_json()))
@@ -152,11 +161,21 @@ pub fn format(dev: &Path, pass: &Passphrase, o: &FormatOptions) -> Result<String
                 )
             })?;
     }
-    token.state = TokenState::Ready;
-    cd.token_handle()
-        .json_set(TokenInput::ReplaceToken(id, &token.to_json()))
-        .with_context(|| format!("marking the volume on {} ready", dev.display()))?;
+    if place.is_none() {
+        token.state = TokenState::Ready;
+        cd.token_handle()
+            .json_set(TokenInput::ReplaceToken(id, &token.to_json()))
+            .with_context(|| format!("marking the volume on {} ready", dev.display()))?;
+    }
     Ok(uuid)
+}
+
+/// Marks a member of a new set `ready` (once every member has its key
+/// slot).
+pub fn mark_ready(dev: &Path) -> Result<()> {
+    update_token(dev, |t| t.state = TokenState::Ready)
+        .with_context(|| format!("marking the member on {} ready", dev.display()))
+        .map(|_| ())
 }
 
 /// Rewrites our token on `dev` with `change` applied; a volume made before
@@ -305,7 +324,7 @@ mod tests {
             .set_len(32 << 20)
             .unwrap();
         let pass = Passphrase::generate(64).unwrap();
-        let uuid = format(&img, &pass, &options()).unwrap();
+        let uuid = format(&img, &pass, &options(), None).unwrap();
         let h = header::read(&img).unwrap().expect("a LUKS2 header");
         assert_eq!(h.uuid, uuid);
         assert_eq!(h.active_keyslots, 1);
@@ -354,7 +373,7 @@ mod tests {
             .unwrap()
             .set_len(32 << 20)
             .unwrap();
-        format(&img, &Passphrase::generate(64).unwrap(), &options()).unwrap();
+        format(&img, &Passphrase::generate(64).unwrap(), &options(), None).unwrap();
         let mut cd = header::load(&img).unwrap().unwrap();
         let TokenFound::Present { id, .. } = header::find_token(&mut cd) else {
             panic!("no token")

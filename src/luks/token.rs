@@ -14,15 +14,24 @@
 //! - `filesystem` is written only after mkfs succeeded. Until then the
 //!   volume never held data either, and mkfs may run again; after it, an
 //!   unrecognised filesystem is damage to repair, never to overwrite.
-//! - `set`, `member` and `members` place a volume in a striped set (unset
-//!   for a single volume).
+//! - `set`, `member`, `members`, `chunk` and `layout` place a volume in a
+//!   striped set (unset for a single volume). A member's token is version
+//!   2, so a secretfs that knows no sets refuses it rather than opening one
+//!   member alone; while the set is being made every member stays
+//!   `formatting` until all of them have a key slot.
 
 use serde::{Deserialize, Serialize};
 
 use crate::names;
 
-/// The token format this build writes and understands.
+/// The token format of a single volume.
 pub const TOKEN_VERSION: u32 = 1;
+/// The token format of a member of a striped set (the newest this build
+/// understands).
+pub const TOKEN_VERSION_SET: u32 = 2;
+
+/// A set's layout: one LUKS2 per member, dm-stripe over the open members.
+pub const LAYOUT_LUKS_PER_MEMBER: &str = "luks-per-member";
 
 /// How far the making of the volume got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +62,24 @@ pub struct Token {
     /// How many members the set has.
     #[serde(default)]
     pub members: Option<u32>,
+    /// The stripe's chunk size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u64>,
+    /// How the set is built ([`LAYOUT_LUKS_PER_MEMBER`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+}
+
+/// Where a volume sits in a striped set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    /// The set's id (shared by every member).
+    pub set: String,
+    /// This member's index, from 0.
+    pub member: u32,
+    pub members: u32,
+    /// The stripe's chunk size in bytes.
+    pub chunk: u64,
 }
 
 impl Token {
@@ -66,7 +93,37 @@ impl Token {
             set: None,
             member: None,
             members: None,
+            chunk: None,
+            layout: None,
         }
+    }
+
+    /// A new member's token, before the set is complete.
+    pub fn member(volume: &str, p: &Place) -> Token {
+        Token {
+            version: TOKEN_VERSION_SET,
+            set: Some(p.set.clone()),
+            member: Some(p.member),
+            members: Some(p.members),
+            chunk: Some(p.chunk),
+            layout: Some(LAYOUT_LUKS_PER_MEMBER.into()),
+            ..Token::formatting(volume)
+        }
+    }
+
+    /// The place in a set, when this is a member (all fields present).
+    pub fn place(&self) -> Option<Place> {
+        Some(Place {
+            set: self.set.clone()?,
+            member: self.member?,
+            members: self.members?,
+            chunk: self.chunk?,
+        })
+    }
+
+    /// Whether the token names a set (complete or not).
+    pub fn in_set(&self) -> bool {
+        self.set.is_some()
     }
 
     /// The JSON libcryptsetup stores.
@@ -84,9 +141,9 @@ impl Token {
         }
         let version = v.get("version").and_then(|n| n.as_u64());
         match version {
-            Some(n) if n > u64::from(TOKEN_VERSION) => {
+            Some(n) if n > u64::from(TOKEN_VERSION_SET) => {
                 return Err(format!(
-                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION}): upgrade secretfs"
+                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION_SET}): upgrade secretfs"
                 ))
             }
             None => return Err("token has no version".into()),
@@ -111,6 +168,26 @@ mod tests {
         t.state = TokenState::Ready;
         t.filesystem = Some("ext4".into());
         assert_eq!(Token::from_json(&t.to_json()).unwrap(), t);
+    }
+
+    #[test]
+    fn a_member_token_carries_its_place() {
+        let p = Place {
+            set: "s1".into(),
+            member: 2,
+            members: 4,
+            chunk: 512 << 10,
+        };
+        let t = Token::member("u", &p);
+        let v = t.to_json();
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["layout"], LAYOUT_LUKS_PER_MEMBER);
+        let back = Token::from_json(&v).unwrap();
+        assert_eq!(back.place(), Some(p));
+        assert!(back.in_set());
+        assert_eq!(Token::formatting("u").place(), None);
+        // A single volume's token has no set fields beyond the nulls v1 had.
+        assert!(Token::formatting("u").to_json().get("chunk").is_none());
     }
 
     #[test]

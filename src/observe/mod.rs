@@ -57,6 +57,8 @@ pub struct DeviceObs {
     /// Why the device is in use by something other than our mapping:
     /// mounted, swap, holders, busy partitions.
     pub busy: Vec<String>,
+    /// The kernel has the block device read-only.
+    pub read_only: bool,
 }
 
 impl DeviceObs {
@@ -89,7 +91,8 @@ pub fn observe(root: &Path, target: &Target, name: &str, mount: &Path) -> Result
     let mounts = sys::mounts(root)?;
     let swaps = sys::swaps(root);
     let mapping = sys::mapping(root, name);
-    let device = observe_device(root, target, &mounts, &swaps, mapping.devno())?;
+    let ours: Vec<DevNo> = mapping.devno().into_iter().collect();
+    let device = observe_device(root, target, &mounts, &swaps, &ours)?;
     let mount_path = sys::canonical(root, mount);
     let mount_state = sys::mount_state(root, mount, &mounts);
     let inner = if mapping.is_luks2() {
@@ -109,13 +112,66 @@ pub fn observe(root: &Path, target: &Target, name: &str, mount: &Path) -> Result
     })
 }
 
+/// Everything `up` over several disks decides from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SetObserved {
+    /// One per disk, in the order named (which says nothing about the
+    /// members' order: the tokens do).
+    pub disks: Vec<DeviceObs>,
+    /// The member mappings `NAME-0` .. `NAME-(n-1)`.
+    pub members: Vec<Mapping>,
+    /// The mapping `NAME`: the stripe.
+    pub stripe: Mapping,
+    /// The mount point as given, with symlinks resolved.
+    pub mount_path: PathBuf,
+    pub mount: MountState,
+    /// The signatures inside the stripe, when it is open.
+    pub inner: Option<Vec<Signature>>,
+}
+
+/// Reads the machine's state for `up` of the disks `disks` as `name`.
+pub fn observe_set(
+    root: &Path,
+    disks: &[PathBuf],
+    name: &str,
+    mount: &Path,
+) -> Result<SetObserved> {
+    let mounts = sys::mounts(root)?;
+    let swaps = sys::swaps(root);
+    let members: Vec<Mapping> = (0..disks.len() as u32)
+        .map(|i| sys::mapping(root, &names::member_name(name, i)))
+        .collect();
+    let ours: Vec<DevNo> = members.iter().filter_map(Mapping::devno).collect();
+    let disks = disks
+        .iter()
+        .map(|d| observe_device(root, &Target::Disk(d.clone()), &mounts, &swaps, &ours))
+        .collect::<Result<Vec<_>>>()?;
+    let stripe = sys::mapping(root, name);
+    let inner = if stripe.is_set() {
+        Some(content::examine_inner(&under(
+            root,
+            &names::mapper_path(name),
+        ))?)
+    } else {
+        None
+    };
+    Ok(SetObserved {
+        disks,
+        members,
+        stripe,
+        mount_path: sys::canonical(root, mount),
+        mount: sys::mount_state(root, mount, &mounts),
+        inner,
+    })
+}
+
 /// Looks at one target: what is at its path, what it holds, what uses it.
 pub fn observe_device(
     root: &Path,
     t: &Target,
     mounts: &[MountEntry],
     swaps: &[DevNo],
-    ours: Option<DevNo>,
+    ours: &[DevNo],
 ) -> Result<DeviceObs> {
     let path = t.path();
     let at = under(root, path);
@@ -140,6 +196,7 @@ pub fn observe_device(
                 },
                 content: None,
                 busy: Vec::new(),
+                read_only: false,
             });
         }
         Err(e) => return Err(e).with_context(|| format!("examining {}", path.display())),
@@ -149,8 +206,12 @@ pub fn observe_device(
         target: TargetState::WrongKind { what: what.into() },
         content: None,
         busy: Vec::new(),
+        read_only: false,
     };
     let (target, probe) = match t {
+        Target::Disks(_) | Target::Auto => {
+            anyhow::bail!("internal: a set is observed member by member")
+        }
         Target::Disk(_) => {
             if !ft.is_block_device() {
                 return Ok(wrong(if ft.is_char_device() {
@@ -225,9 +286,12 @@ pub fn observe_device(
         target,
         content,
         busy: Vec::new(),
+        read_only: false,
     };
     if let Some(b) = obs.block().cloned() {
         obs.busy = sys::busy_reasons(root, b.devno, &b.path, mounts, swaps, ours);
+        obs.read_only =
+            sys::read_trim(&sys::sys_dev(root, b.devno).join("ro")).as_deref() == Some("1");
     }
     Ok(obs)
 }

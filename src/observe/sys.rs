@@ -168,6 +168,17 @@ pub fn name_of(root: &Path, d: DevNo) -> Option<String> {
         .map(|n| n.to_string_lossy().into_owned())
 }
 
+/// The device number of the block device at `path` (under `root`).
+pub fn devno_of_path(root: &Path, path: &Path) -> Option<DevNo> {
+    let m = std::fs::metadata(under(root, path)).ok()?;
+    Some(DevNo::from_raw(m.rdev()))
+}
+
+/// The device-mapper name of a mapping's device number.
+pub fn dm_name(root: &Path, d: DevNo) -> Option<String> {
+    read_trim(&sys_dev(root, d).join("dm/name"))
+}
+
 /// `/dev/NAME` of a block device.
 pub fn dev_path(root: &Path, d: DevNo) -> Option<PathBuf> {
     name_of(root, d).map(|n| PathBuf::from("/dev").join(n))
@@ -250,14 +261,14 @@ pub fn loop_of(root: &Path, d: DevNo) -> Option<LoopState> {
 }
 
 /// Why `d` (or a partition of it) is in use, ignoring holders named in
-/// `ours` (our own mapping).
+/// `ours` (our own mappings).
 pub fn busy_reasons(
     root: &Path,
     d: DevNo,
     path: &Path,
     mounts: &[MountEntry],
     swaps: &[DevNo],
-    ours: Option<DevNo>,
+    ours: &[DevNo],
 ) -> Vec<String> {
     let mut why = Vec::new();
     let mut devs = vec![(path.display().to_string(), d)];
@@ -274,7 +285,7 @@ pub fn busy_reasons(
             why.push(format!("{label} is in use as swap"));
         }
         for h in holders(root, *dev) {
-            if ours.is_some() && devno_of_name(root, &h) == ours {
+            if devno_of_name(root, &h).is_some_and(|d| ours.contains(&d)) {
                 continue;
             }
             let what = read_trim(&under(
@@ -329,6 +340,19 @@ pub enum Mapping {
 }
 
 impl Mapping {
+    /// Whether this is the stripe of a secretfs set.
+    pub fn is_set(&self) -> bool {
+        self.set_id().is_some()
+    }
+    /// The set id of a secretfs stripe.
+    pub fn set_id(&self) -> Option<&str> {
+        match self {
+            Mapping::Open {
+                dm_uuid: Some(u), ..
+            } => u.strip_prefix(names::DM_UUID_PREFIX_SET),
+            _ => None,
+        }
+    }
     /// Whether this is a LUKS2 dm-crypt mapping.
     pub fn is_luks2(&self) -> bool {
         matches!(self, Mapping::Open { dm_uuid: Some(u), .. } if u.starts_with(names::DM_UUID_PREFIX_LUKS2))
@@ -558,11 +582,11 @@ bogus line
             major: 253,
             minor: 1,
         };
-        let why = busy_reasons(r, d, Path::new("/dev/vdb"), &mounts, &[], Some(dm1));
+        let why = busy_reasons(r, d, Path::new("/dev/vdb"), &mounts, &[], &[dm1]);
         assert_eq!(why.len(), 2, "{why:?}");
         assert!(why[0].contains("/dev/vdb1 is mounted at /data"));
         assert!(why[1].contains("device-mapper device 'other'"));
-        let why = busy_reasons(r, d, Path::new("/dev/vdb"), &[], &[], None);
+        let why = busy_reasons(r, d, Path::new("/dev/vdb"), &[], &[], &[]);
         assert!(
             why.iter().any(|w| w.contains("/dev/vdb is held by dm-1")),
             "{why:?}"

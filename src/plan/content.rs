@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{refuse, FsRecord, Refusal};
 use crate::luks::header::{Header, TokenFound};
-use crate::luks::token::TokenState;
+use crate::luks::token::{Place, TokenState};
 use crate::names;
 use crate::observe::{Content, Data, Signature};
 
@@ -14,8 +14,11 @@ use crate::observe::{Content, Data, Signature};
 pub enum Class {
     /// Zeros where data would be, no signature.
     Blank,
-    /// Our volume; `legacy` when it was made before tokens.
-    Ours { record: FsRecord },
+    /// Our volume; `place` when it is a member of a striped set.
+    Ours {
+        record: FsRecord,
+        place: Option<Place>,
+    },
     /// Our header, but the making stopped before it could hold data.
     HalfMade { why: String },
     /// Something else, described.
@@ -51,6 +54,7 @@ pub fn classify(c: &Content) -> Class {
                     record: FsRecord::Token {
                         filesystem: token.filesystem.clone(),
                     },
+                    place: token.place(),
                 }
             }
         }
@@ -70,6 +74,7 @@ pub fn classify(c: &Content) -> Class {
             } else {
                 Class::Ours {
                     record: FsRecord::Legacy,
+                    place: None,
                 }
             }
         }

@@ -20,6 +20,14 @@ pub struct Under {
     pub loop_dev: Option<LoopState>,
 }
 
+/// A member mapping under a set's stripe, for `down`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DownMember {
+    pub name: String,
+    pub mapping: Mapping,
+    pub under: Vec<Under>,
+}
+
 /// What `down` decides from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DownObserved {
@@ -27,15 +35,60 @@ pub struct DownObserved {
     /// Where the mapping is mounted, outermost last.
     pub mounted_at: Vec<PathBuf>,
     pub under: Vec<Under>,
+    /// When the mapping is a set's stripe: its members, by name.
+    pub members: Vec<DownMember>,
 }
 
 /// Maps observed state to the teardown of `name`: unmount every mount,
-/// close the mapping, detach the loop devices secretfs attached.
+/// close the mapping, detach the loop devices secretfs attached. For a
+/// set: unmount, remove the stripe, close every member.
 pub fn plan_down(name: &str, obs: &DownObserved) -> Result<Plan, Refusal> {
     let mapper = names::mapper_path(name);
     let mut steps = Vec::new();
     let mut notes = Vec::new();
+    let all_ours = |under: &[Under], m: &std::path::Path| -> Result<(), Refusal> {
+        match under.iter().find(|u| !u.ours) {
+            Some(u) => refuse(format!(
+                "{} sits on {}, which holds {}; not a secretfs volume",
+                m.display(),
+                u.dev.path.display(),
+                u.holds
+            )),
+            None => Ok(()),
+        }
+    };
     match &obs.mapping {
+        m @ Mapping::Open { .. } if m.is_set() => {
+            for mm in &obs.members {
+                let p = names::mapper_path(&mm.name);
+                if !mm.mapping.is_luks2() {
+                    return refuse(format!(
+                        "{} sits on {}, which is not a LUKS2 volume; secretfs down leaves it alone",
+                        mapper.display(),
+                        p.display()
+                    ));
+                }
+                all_ours(&mm.under, &p)?;
+            }
+            for dir in obs.mounted_at.iter().rev() {
+                steps.push(Planned {
+                    step: Step::Unmount { dir: dir.clone() },
+                    todo: Todo::WillDo,
+                });
+            }
+            steps.push(Planned {
+                step: Step::RemoveStripe { name: name.into() },
+                todo: Todo::WillDo,
+            });
+            for mm in &obs.members {
+                steps.push(Planned {
+                    step: Step::Close {
+                        name: mm.name.clone(),
+                    },
+                    todo: Todo::WillDo,
+                });
+            }
+        }
         Mapping::Unavailable { .. } | Mapping::Absent => {
             steps.push(Planned {
                 step: Step::Close { name: name.into() },
@@ -49,16 +102,7 @@ pub fn plan_down(name: &str, obs: &DownObserved) -> Result<Plan, Refusal> {
             ))
         }
         Mapping::Open { .. } => {
-            for u in &obs.under {
-                if !u.ours {
-                    return refuse(format!(
-                        "{} sits on {}, which holds {}; not a secretfs volume",
-                        mapper.display(),
-                        u.dev.path.display(),
-                        u.holds
-                    ));
-                }
-            }
+            all_ours(&obs.under, &mapper)?;
             for dir in obs.mounted_at.iter().rev() {
                 steps.push(Planned {
                     step: Step::Unmount { dir: dir.clone() },

@@ -48,6 +48,9 @@
 
 mod content;
 mod down;
+mod set;
+#[cfg(test)]
+mod set_tests;
 #[cfg(test)]
 mod tests;
 mod up;
@@ -58,7 +61,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use self::content::{classify, filesystem, Class, FsTodo};
-pub use self::down::{plan_down, DownObserved, Under};
+pub use self::down::{plan_down, DownMember, DownObserved, Under};
+pub use self::set::{plan_set, CHUNK};
 pub use self::up::{plan, sector_size_for, PlanInput, MIN_SIZE};
 use crate::names;
 use crate::parse::MountOptions;
@@ -106,6 +110,22 @@ pub struct NewHeader {
     pub discard: bool,
 }
 
+/// A member of a new set: its disk and index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NewMember {
+    pub dev: Dev,
+    pub member: u32,
+    /// Over a half-made header of ours.
+    pub again: bool,
+}
+
+/// The stripe under a set's filesystem, for mkfs's alignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Geometry {
+    pub chunk: u64,
+    pub members: u32,
+}
+
 /// One step, carrying everything it needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -130,13 +150,34 @@ pub enum Step {
     },
     /// Overwrite the new volume with zeros (`--wipe`).
     Wipe { mapper: PathBuf },
-    /// Make ext4 inside the volume if [`filesystem`] says so, and record
-    /// it in the token on `dev`.
+    /// Make ext4 inside the volume if [`filesystem`] says so (aligned to
+    /// the stripe of a set), and record it in the token on every dev.
     MakeFilesystem {
         mapper: PathBuf,
-        dev: Dev,
+        devs: Vec<Dev>,
         record: FsRecord,
+        stripe: Option<Geometry>,
     },
+    /// Write a new LUKS2 header on every member of a new set, in
+    /// parallel; each member's token stays `formatting`.
+    FormatMembers {
+        members: Vec<NewMember>,
+        header: NewHeader,
+        set: String,
+        chunk: u64,
+    },
+    /// Mark every member `ready`: the set is complete.
+    MarkReady { devs: Vec<Dev> },
+    /// Create the stripe /dev/mapper/NAME over the open members, in
+    /// member order.
+    CreateStripe {
+        name: String,
+        members: Vec<PathBuf>,
+        set: String,
+        chunk: u64,
+    },
+    /// Remove the stripe /dev/mapper/NAME.
+    RemoveStripe { name: String },
     /// Create the mount point directory.
     CreateMountPoint { dir: PathBuf },
     /// Mount the volume.
@@ -169,12 +210,19 @@ impl Step {
             Step::Unmount { .. } => "unmount",
             Step::Close { .. } => "close",
             Step::Detach { .. } => "detach",
+            Step::FormatMembers { .. } => "format_members",
+            Step::MarkReady { .. } => "mark_ready",
+            Step::CreateStripe { .. } => "create_stripe",
+            Step::RemoveStripe { .. } => "remove_stripe",
         }
     }
 
     /// Whether the step needs the passphrase.
     pub fn needs_key(&self) -> bool {
-        matches!(self, Step::Format { .. } | Step::Open { .. })
+        matches!(
+            self,
+            Step::Format { .. } | Step::FormatMembers { .. } | Step::Open { .. }
+        )
     }
 }
 
@@ -208,6 +256,35 @@ impl fmt::Display for Step {
             Step::Close { name } => write!(f, "close {}", names::mapper_path(name).display()),
             Step::Detach { dev, file } => {
                 write!(f, "detach {} ({})", dev.display(), file.display())
+            }
+            Step::FormatMembers { members, set, .. } => {
+                write!(
+                    f,
+                    "format LUKS2 on {} members of set {set}: ",
+                    members.len()
+                )?;
+                let devs: Vec<String> = members.iter().map(|m| m.dev.to_string()).collect();
+                f.write_str(&devs.join(", "))
+            }
+            Step::MarkReady { devs } => write!(f, "mark {} members ready", devs.len()),
+            Step::CreateStripe {
+                name,
+                members,
+                chunk,
+                ..
+            } => write!(
+                f,
+                "stripe {} over {} members ({} KiB chunks)",
+                names::mapper_path(name).display(),
+                members.len(),
+                chunk >> 10
+            ),
+            Step::RemoveStripe { name } => {
+                write!(
+                    f,
+                    "remove the stripe {}",
+                    names::mapper_path(name).display()
+                )
             }
         }
     }

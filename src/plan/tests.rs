@@ -34,7 +34,7 @@ fn luks_sig(subsystem: Option<&str>) -> Signature {
         subsystem: subsystem.map(str::to_string),
     }
 }
-fn header(token: TokenFound, slots: u32) -> Content {
+pub(super) fn header(token: TokenFound, slots: u32) -> Content {
     Content {
         signatures: vec![luks_sig(Some("secretfs"))],
         header: Some(Header {
@@ -55,13 +55,13 @@ fn token(state: TokenState, fs: Option<&str>) -> TokenFound {
 fn ours() -> Content {
     header(token(TokenState::Ready, Some("ext4")), 1)
 }
-fn sig(fstype: &str) -> Signature {
+pub(super) fn sig(fstype: &str) -> Signature {
     Signature::Content {
         fstype: fstype.into(),
         offset: None,
     }
 }
-fn with_sig(s: Signature) -> Content {
+pub(super) fn with_sig(s: Signature) -> Content {
     Content {
         signatures: vec![s],
         header: None,
@@ -72,7 +72,7 @@ fn with_sig(s: Signature) -> Content {
         },
     }
 }
-fn disk_input() -> PlanInput {
+pub(super) fn disk_input() -> PlanInput {
     PlanInput {
         target: Target::Disk("/dev/vdb".into()),
         name: "secretfs".into(),
@@ -113,12 +113,13 @@ fn open_on(d: DevNo) -> Mapping {
         dm_uuid: Some("CRYPT-LUKS2-u-secretfs".into()),
     }
 }
-fn base(c: Content) -> Observed {
+pub(super) fn base(c: Content) -> Observed {
     Observed {
         device: DeviceObs {
             target: disk(),
             content: Some(c),
             busy: vec![],
+            read_only: false,
         },
         mapping: Mapping::Absent,
         mount_path: "/mnt/secretfs".into(),
@@ -139,10 +140,10 @@ fn todo(p: &Plan, name: &str) -> Option<Todo> {
         .find(|x| x.step.name() == name)
         .map(|x| x.todo)
 }
-fn pending(p: &Plan) -> Vec<&'static str> {
+pub(super) fn pending(p: &Plan) -> Vec<&'static str> {
     p.pending().map(Step::name).collect()
 }
-fn refused(r: Result<Plan, Refusal>) -> String {
+pub(super) fn refused(r: Result<Plan, Refusal>) -> String {
     match r {
         Err(Refusal::Refused(m)) => m,
         other => panic!("expected a refusal, got {other:?}"),
@@ -184,7 +185,8 @@ fn classification_table() {
                 Class::Ours {
                     record: FsRecord::Token {
                         filesystem: Some(_)
-                    }
+                    },
+                    place: None
                 }
             )
         }),
@@ -195,7 +197,8 @@ fn classification_table() {
                 matches!(
                     c,
                     Class::Ours {
-                        record: FsRecord::Token { filesystem: None }
+                        record: FsRecord::Token { filesystem: None },
+                        place: None
                     }
                 )
             },
@@ -219,7 +222,8 @@ fn classification_table() {
             matches!(
                 c,
                 Class::Ours {
-                    record: FsRecord::Legacy
+                    record: FsRecord::Legacy,
+                    place: None
                 }
             )
         }),
@@ -572,6 +576,7 @@ fn new_file_is_created_and_attached() {
         },
         content: None,
         busy: vec![],
+        read_only: false,
     };
     let p = plan(&file_input(Some(2 << 30)), &o).unwrap();
     assert_eq!(pending(&p)[..3], ["create_file", "attach_loop", "format"]);
@@ -669,6 +674,7 @@ fn step_names_match_their_json() {
                 },
                 content: None,
                 busy: vec![],
+                read_only: false,
             },
             ..base(Content::blank())
         },
@@ -719,12 +725,14 @@ fn down_table() {
         mapping: Mapping::Absent,
         mounted_at: vec![],
         under: vec![],
+        members: vec![],
     };
     assert!(plan_down("secretfs", &absent).unwrap().is_noop());
     let up = DownObserved {
         mapping: open_on(LOOP),
         mounted_at: vec!["/mnt/a".into(), "/mnt/b".into()],
         under: vec![under(true, Some(true))],
+        members: vec![],
     };
     let p = plan_down("secretfs", &up).unwrap();
     assert_eq!(pending(&p), vec!["unmount", "unmount", "close", "detach"]);

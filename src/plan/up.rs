@@ -71,11 +71,6 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
     // 1. The target itself: the device to put the volume on, and its size
     //    and logical block size (for the sector size of a new header).
     let (vol_dev, size, logical_block) = match (&input.target, &dev.target) {
-        (Target::Disk(_), TargetState::Missing { .. }) => {
-            return bad(format!(
-                "disk {path} does not exist: check the name (lsblk lists disks)"
-            ))
-        }
         (
             Target::File { size, path: file },
             TargetState::Missing {
@@ -116,28 +111,16 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
             push(Step::AttachLoop { file: file.clone() }, Todo::WillDo);
             (Dev::Attached { file: file.clone() }, size, 512)
         }
+        (Target::Disk(p), t) => {
+            let (size, logical_block) = disk(&path, t)?;
+            (Dev::Path { path: p.clone() }, size, logical_block)
+        }
+        (Target::Disks(_) | Target::Auto, _) => {
+            return bad("internal: several disks are planned by plan_set")
+        }
         (_, TargetState::WrongKind { what }) => {
             return bad(format!("{path} is {what}"));
         }
-        (
-            Target::Disk(_),
-            TargetState::Block {
-                partition_of: Some(disk),
-                ..
-            },
-        ) => {
-            return refuse(format!(
-                "{path} is a partition of {disk}; secretfs takes a whole disk (instance store comes unpartitioned)"
-            ));
-        }
-        (
-            Target::Disk(p),
-            TargetState::Block {
-                size,
-                logical_block,
-                ..
-            },
-        ) => (Dev::Path { path: p.clone() }, *size, *logical_block),
         (Target::File { path: file, .. }, TargetState::File { size, loop_dev, .. }) => {
             match loop_dev {
                 Some(l) => {
@@ -156,8 +139,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
                 }
             }
         }
-        (Target::File { .. }, TargetState::Block { .. })
-        | (Target::Disk(_), TargetState::File { .. }) => {
+        (Target::File { .. }, TargetState::Block { .. }) => {
             return bad(format!("{path} is not the kind of target named"));
         }
     };
@@ -203,6 +185,11 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
     if !dev.busy.is_empty() {
         return refuse(format!("{path} is in use: {}", dev.busy.join("; ")));
     }
+    if dev.read_only && !ours {
+        return refuse(format!(
+            "{path} is read-only (the kernel says so in /sys/block/*/ro): a new volume cannot be written"
+        ));
+    }
 
     // 4. What the device holds.
     if open_on_target && !ours {
@@ -213,7 +200,16 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
     }
     let mut forced = None;
     let (first_format, again, record) = match class {
-        Class::Ours { record } => (false, false, record),
+        Class::Ours { place: Some(p), .. } => {
+            return refuse(format!(
+                "{path} is member {} of {} of the striped set {}: give every member \
+                 (--disk auto, or --disk once for each), never one alone",
+                p.member + 1,
+                p.members,
+                p.set
+            ))
+        }
+        Class::Ours { record, .. } => (false, false, record),
         Class::Blank => (true, false, FsRecord::New),
         Class::HalfMade { why } => {
             notes.push(format!(
@@ -297,33 +293,82 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
     push(
         Step::MakeFilesystem {
             mapper: mapper.clone(),
-            dev: vol_dev,
+            devs: vec![vol_dev],
             record,
+            stripe: None,
         },
         fs_todo,
     );
 
     // 6. The mount point.
+    let our_devno = obs.mapping.devno().filter(|_| open_on_target);
+    steps.extend(mount_point(
+        input,
+        &obs.mount_path,
+        &obs.mount,
+        our_devno,
+        mapper,
+        &mut notes,
+    )?);
+
+    Ok(Plan {
+        steps,
+        first_format,
+        forced,
+        notes,
+    })
+}
+
+/// A whole disk's size and logical block size, or why it cannot be used.
+pub(super) fn disk(path: &str, t: &TargetState) -> Result<(u64, u64), Refusal> {
+    match t {
+        TargetState::Missing { .. } => bad(format!(
+            "disk {path} does not exist: check the name (lsblk lists disks)"
+        )),
+        TargetState::WrongKind { what } => bad(format!("{path} is {what}")),
+        TargetState::Block {
+            partition_of: Some(disk),
+            ..
+        } => refuse(format!(
+            "{path} is a partition of {disk}; secretfs takes a whole disk (instance store comes unpartitioned)"
+        )),
+        TargetState::Block {
+            size,
+            logical_block,
+            ..
+        } => Ok((*size, *logical_block)),
+        TargetState::File { .. } => bad(format!("{path} is not the kind of target named")),
+    }
+}
+
+/// The mount point's steps: create it if missing, mount unless `mapper`
+/// (device `our_devno`, when open) is mounted there already.
+pub(super) fn mount_point(
+    input: &PlanInput,
+    mount_path: &std::path::Path,
+    state: &MountState,
+    our_devno: Option<crate::observe::DevNo>,
+    mapper: PathBuf,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Planned>, Refusal> {
     let dir = &input.mount;
     let shown = dir.display();
-    let canon = obs.mount_path.to_string_lossy();
+    let canon = mount_path.to_string_lossy();
     if names::SYSTEM_DIRS.contains(&canon.as_ref()) {
         return refuse(format!(
             "mount point {shown} is the system directory {canon}: mounting there would hide it; choose e.g. {}",
             names::DEFAULT_MOUNT
         ));
     }
-    let our_devno = obs.mapping.devno().filter(|_| open_on_target);
     let mount = Step::Mount {
         mapper,
         dir: dir.clone(),
         options: input.mount_options.clone(),
     };
     let create = Step::CreateMountPoint { dir: dir.clone() };
-    match &obs.mount {
+    let (c, m) = match state {
         MountState::Mounted { devno, .. } if Some(*devno) == our_devno => {
-            push(create, Todo::AlreadyDone);
-            push(mount, Todo::AlreadyDone);
+            (Todo::AlreadyDone, Todo::AlreadyDone)
         }
         MountState::Mounted { source, fstype, .. } => {
             return refuse(format!("{shown} is already in use: {source} ({fstype}) is mounted there; choose another --mount"));
@@ -331,10 +376,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         MountState::NotADirectory => {
             return refuse(format!("mount point {shown} exists and is not a directory"));
         }
-        MountState::Missing => {
-            push(create, Todo::WillDo);
-            push(mount, Todo::WillDo);
-        }
+        MountState::Missing => (Todo::WillDo, Todo::WillDo),
         MountState::Dir { empty } => {
             if !empty {
                 if !input.mount_nonempty {
@@ -347,15 +389,17 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
                     "--mount-nonempty: the files in {shown} will be hidden under the mount"
                 ));
             }
-            push(create, Todo::AlreadyDone);
-            push(mount, Todo::WillDo);
+            (Todo::AlreadyDone, Todo::WillDo)
         }
-    }
-
-    Ok(Plan {
-        steps,
-        first_format,
-        forced,
-        notes,
-    })
+    };
+    Ok(vec![
+        Planned {
+            step: create,
+            todo: c,
+        },
+        Planned {
+            step: mount,
+            todo: m,
+        },
+    ])
 }

@@ -1,0 +1,475 @@
+//! The plan of `up` over several disks: one volume striped over all of
+//! them.
+//!
+//! Layout: one LUKS2 per member (each with its own header, token and
+//! volume key, all opened by the same passphrase: one key unwrap per
+//! boot) and a dm-stripe over the open members, made with the
+//! devicemapper crate. Each member's token says which set it belongs to,
+//! its index and the member count, so the set is re-assembled in the
+//! tokens' order whatever names or order the disks come up with. The
+//! bench case `bench_5_set` measures this layout against dm-stripe over
+//! the raw disks with one LUKS2 on top, and the chunk size.
+//!
+//! | disks hold                                          | plan                          |
+//! |-----------------------------------------------------|-------------------------------|
+//! | every member of one set, each once, all ready       | open each, stripe, mount      |
+//! | ... already open, striped and mounted               | nothing ("already up")        |
+//! | all blank (or half-made headers of ours)            | format all, mark ready, open, stripe, mkfs, mount |
+//! | ready members with no filesystem + half-made ones   | the same (its making stopped before data) |
+//! | members of one set, and blank disks                 | refuse (exit 3): names the missing members |
+//! | members of one set, but not all of them             | refuse: names the missing members |
+//! | members of two sets                                 | refuse                        |
+//! | a single-disk volume of ours among the disks        | refuse                        |
+//! | anything foreign                                    | refuse; `--force`: wipe every non-blank disk, make a new set |
+//! | a damaged LUKS header, a busy or partition disk     | refuse, even with `--force`   |
+//! | a read-only disk (for a new set)                    | refuse                        |
+//!
+//! `--force` never mixes: it makes a new set of every named disk, and only
+//! when every one of them is writable and not held.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use super::up::{disk, mount_point};
+use super::{
+    bad, classify, filesystem, refuse, Class, Dev, FsRecord, FsTodo, Geometry, NewHeader,
+    NewMember, Plan, Planned, Refusal, Step, Todo,
+};
+use super::{sector_size_for, PlanInput, MIN_SIZE};
+use crate::luks::token::Place;
+use crate::names;
+use crate::observe::{Mapping, SetObserved};
+use crate::settings::Target;
+
+/// The stripe's chunk size: 512 KiB, mdadm's default (`bench_5_set`
+/// compares 64 KiB and 2 MiB).
+pub const CHUNK: u64 = 512 << 10;
+
+/// What the disks hold, together.
+enum Verdict {
+    /// Every member of one set: disk index for each member, in member order.
+    Assemble {
+        order: Vec<usize>,
+        fs: Option<String>,
+    },
+    /// A new set over every disk; `wipe` lists what `--force` erases.
+    Create {
+        again: Vec<bool>,
+        wipe: Vec<(usize, String)>,
+    },
+}
+
+/// Maps the observed disks to a plan for `up` of a set. `new_set` is the
+/// id a new set gets.
+pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<Plan, Refusal> {
+    let Target::Disks(paths) = &input.target else {
+        return bad("internal: plan_set plans several disks");
+    };
+    let n = paths.len();
+    if n < 2 || obs.disks.len() != n || obs.members.len() != n {
+        return bad("internal: plan_set needs at least two observed disks");
+    }
+    let name = &input.name;
+    let shown = |i: usize| paths[i].display().to_string();
+
+    // 1. Every disk on its own: there, whole, not in use, not damaged.
+    let mut sizes = Vec::new();
+    let mut devnos = BTreeSet::new();
+    for (i, d) in obs.disks.iter().enumerate() {
+        let (size, logical_block) = disk(&shown(i), &d.target)?;
+        if let Some(b) = d.block() {
+            if !devnos.insert(b.devno) {
+                return bad(format!(
+                    "{} is the same disk as another --disk ({}): name each disk once",
+                    shown(i),
+                    b.devno
+                ));
+            }
+        }
+        if !d.busy.is_empty() {
+            return refuse(format!("{} is in use: {}", shown(i), d.busy.join("; ")));
+        }
+        sizes.push((size, logical_block));
+    }
+    let classes: Vec<Class> = obs
+        .disks
+        .iter()
+        .map(|d| d.content.as_ref().map_or(Class::Blank, classify))
+        .collect();
+    for (i, c) in classes.iter().enumerate() {
+        if let Class::Damaged(what) = c {
+            return refuse(format!(
+                "{} holds {what}: inspect it with `cryptsetup luksDump {}`; secretfs will not format over it",
+                shown(i),
+                shown(i)
+            ));
+        }
+    }
+
+    // 2. What they hold together.
+    let mut notes = Vec::new();
+    let verdict = match together(&classes, n, &shown) {
+        Ok(v) => v,
+        Err(why) if input.force => {
+            notes.push(format!("--force: {why}; making a new set of all {n} disks"));
+            let wipe = classes
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !matches!(c, Class::Blank | Class::HalfMade { .. }))
+                .map(|(i, c)| (i, describe(c)))
+                .collect();
+            Verdict::Create {
+                again: classes
+                    .iter()
+                    .map(|c| matches!(c, Class::HalfMade { .. }))
+                    .collect(),
+                wipe,
+            }
+        }
+        Err(why) => {
+            return refuse(format!(
+                "{why}; secretfs touches none of them (pass --force to make a new set of all {n}, destroying what they hold)"
+            ))
+        }
+    };
+
+    let mut steps = Vec::new();
+    let mut push = |step, todo| steps.push(Planned { step, todo });
+    let member_names: Vec<String> = (0..n as u32).map(|i| names::member_name(name, i)).collect();
+    let mapper = names::mapper_path(name);
+    let (order, first_format, record, forced) = match verdict {
+        Verdict::Assemble { order, fs } => (order, false, FsRecord::Token { filesystem: fs }, None),
+        Verdict::Create { again, wipe } => {
+            if let Some(i) = obs.disks.iter().position(|d| d.read_only) {
+                return refuse(format!(
+                    "{} is read-only: a new set cannot be written (no disk was touched)",
+                    shown(i)
+                ));
+            }
+            if let Some(i) = sizes.iter().position(|(s, _)| *s < MIN_SIZE) {
+                return bad(format!(
+                    "{} is only {} bytes; every member needs at least {} MiB",
+                    shown(i),
+                    sizes[i].0,
+                    MIN_SIZE >> 20
+                ));
+            }
+            let forced = (!wipe.is_empty()).then(|| {
+                wipe.iter()
+                    .map(|(i, w)| format!("{w} on {}", shown(*i)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            for (i, what) in wipe {
+                push(
+                    Step::WipeSignatures {
+                        dev: dev(paths, i),
+                        found: what,
+                    },
+                    Todo::WillDo,
+                );
+            }
+            let sector_size = sizes
+                .iter()
+                .map(|(s, lb)| sector_size_for(*s, *lb))
+                .min()
+                .unwrap_or(512);
+            push(
+                Step::FormatMembers {
+                    members: (0..n)
+                        .map(|i| NewMember {
+                            dev: dev(paths, i),
+                            member: i as u32,
+                            again: again[i],
+                        })
+                        .collect(),
+                    header: NewHeader {
+                        label: name.clone(),
+                        sector_size,
+                        pbkdf: input.pbkdf,
+                        no_workqueues: input.workqueue_flags,
+                        discard: input.discard,
+                    },
+                    set: new_set.to_string(),
+                    chunk: CHUNK,
+                },
+                Todo::WillDo,
+            );
+            push(
+                Step::MarkReady {
+                    devs: (0..n).map(|i| dev(paths, i)).collect(),
+                },
+                Todo::WillDo,
+            );
+            ((0..n).collect(), true, FsRecord::New, forced)
+        }
+    };
+
+    // 3. Open every member, in member order.
+    let mut open_members = Vec::new();
+    for (m, &i) in order.iter().enumerate() {
+        let disk_devno = obs.disks[i].block().map(|b| b.devno);
+        let open = match &obs.members[m] {
+            Mapping::Absent | Mapping::Unavailable { .. } => false,
+            mm @ Mapping::Open { on, .. } => {
+                if !mm.is_luks2() || disk_devno.is_none() || on.as_slice() != [disk_devno.unwrap()]
+                {
+                    return refuse(format!(
+                        "{} is already open, but not on {} (member {} of the set): close it first",
+                        names::mapper_path(&member_names[m]).display(),
+                        shown(i),
+                        m + 1
+                    ));
+                }
+                if first_format {
+                    return refuse(format!(
+                        "{} is open on {}, which holds no complete set: the two disagree",
+                        names::mapper_path(&member_names[m]).display(),
+                        shown(i)
+                    ));
+                }
+                if let Some(d) = mm.devno() {
+                    open_members.push(d);
+                }
+                true
+            }
+        };
+        push(
+            Step::Open {
+                dev: dev(paths, i),
+                name: member_names[m].clone(),
+                discard: input.discard,
+            },
+            if open {
+                Todo::AlreadyDone
+            } else {
+                Todo::WillDo
+            },
+        );
+    }
+
+    // 4. The stripe.
+    let set_id = match (&record, order.first()) {
+        (FsRecord::New, _) => new_set.to_string(),
+        (_, Some(&i)) => match &classes[i] {
+            Class::Ours { place: Some(p), .. } => p.set.clone(),
+            _ => return bad("internal: an assembled member without its place"),
+        },
+        _ => return bad("internal: an empty set"),
+    };
+    let stripe_open = match &obs.stripe {
+        Mapping::Absent | Mapping::Unavailable { .. } => false,
+        s @ Mapping::Open { on, .. } => {
+            let mut want = open_members.clone();
+            want.sort();
+            if s.set_id() != Some(set_id.as_str())
+                || on.as_slice() != want.as_slice()
+                || want.len() != n
+            {
+                return refuse(format!(
+                    "{} exists and is not the stripe of this set over its open members: choose another --name, or take it down",
+                    mapper.display()
+                ));
+            }
+            true
+        }
+    };
+    push(
+        Step::CreateStripe {
+            name: name.clone(),
+            members: member_names.iter().map(|m| names::mapper_path(m)).collect(),
+            set: set_id,
+            chunk: CHUNK,
+        },
+        if stripe_open {
+            Todo::AlreadyDone
+        } else {
+            Todo::WillDo
+        },
+    );
+    if first_format && input.wipe {
+        push(
+            Step::Wipe {
+                mapper: mapper.clone(),
+            },
+            Todo::WillDo,
+        );
+    }
+
+    // 5. The filesystem, aligned to the stripe.
+    let fs_todo = match (&obs.inner, stripe_open) {
+        (Some(inner), true) => match filesystem(&record, inner, &mapper)? {
+            FsTodo::Have { record: false } => Todo::AlreadyDone,
+            _ => Todo::WillDo,
+        },
+        _ if first_format => Todo::WillDo,
+        _ => Todo::IfNeeded,
+    };
+    push(
+        Step::MakeFilesystem {
+            mapper: mapper.clone(),
+            devs: order.iter().map(|&i| dev(paths, i)).collect(),
+            record,
+            stripe: Some(Geometry {
+                chunk: CHUNK,
+                members: n as u32,
+            }),
+        },
+        fs_todo,
+    );
+
+    // 6. The mount point.
+    let our_devno = obs.stripe.devno().filter(|_| stripe_open);
+    steps.extend(mount_point(
+        input,
+        &obs.mount_path,
+        &obs.mount,
+        our_devno,
+        mapper,
+        &mut notes,
+    )?);
+    Ok(Plan {
+        steps,
+        first_format,
+        forced,
+        notes,
+    })
+}
+
+fn dev(paths: &[PathBuf], i: usize) -> Dev {
+    Dev::Path {
+        path: paths[i].clone(),
+    }
+}
+
+fn describe(c: &Class) -> String {
+    match c {
+        Class::Foreign(w) | Class::Damaged(w) => w.clone(),
+        Class::Ours { place: None, .. } => "a single-disk secretfs volume".into(),
+        Class::Ours { place: Some(p), .. } => {
+            format!(
+                "member {} of {} of the secretfs set {}",
+                p.member + 1,
+                p.members,
+                p.set
+            )
+        }
+        Class::Blank => "no data (blank)".into(),
+        Class::HalfMade { .. } => "a half-made secretfs header".into(),
+    }
+}
+
+/// What the disks hold together, or why they cannot be used as they are.
+fn together(
+    classes: &[Class],
+    n: usize,
+    shown: &dyn Fn(usize) -> String,
+) -> Result<Verdict, String> {
+    let fresh = |c: &Class| matches!(c, Class::Blank | Class::HalfMade { .. });
+    if classes.iter().all(fresh) {
+        return Ok(Verdict::Create {
+            again: classes
+                .iter()
+                .map(|c| matches!(c, Class::HalfMade { .. }))
+                .collect(),
+            wipe: Vec::new(),
+        });
+    }
+    if let Some(i) = classes
+        .iter()
+        .position(|c| matches!(c, Class::Foreign(_) | Class::Ours { place: None, .. }))
+    {
+        return Err(format!("{} holds {}", shown(i), describe(&classes[i])));
+    }
+    // Only members of sets, blank disks and half-made headers are left.
+    let members: Vec<(usize, &Place, &FsRecord)> = classes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Class::Ours {
+                place: Some(p),
+                record,
+            } => Some((i, p, record)),
+            _ => None,
+        })
+        .collect();
+    let sets: BTreeSet<&str> = members.iter().map(|(_, p, _)| p.set.as_str()).collect();
+    if sets.len() > 1 {
+        let list: Vec<String> = members
+            .iter()
+            .map(|(i, p, _)| format!("{} is in set {}", shown(*i), p.set))
+            .collect();
+        return Err(format!(
+            "the disks belong to different sets ({})",
+            list.join(", ")
+        ));
+    }
+    let (_, first, _) = members[0];
+    let want = first.members as usize;
+    let mut order: Vec<Option<usize>> = vec![None; want.max(n)];
+    for (i, p, _) in &members {
+        let m = p.member as usize;
+        if p.members != first.members || m >= want {
+            return Err(format!(
+                "{} says member {} of {}, but another member says {} members",
+                shown(*i),
+                m + 1,
+                p.members,
+                first.members
+            ));
+        }
+        if let Some(j) = order[m] {
+            return Err(format!(
+                "{} and {} both say they are member {} of set {}",
+                shown(j),
+                shown(*i),
+                m + 1,
+                first.set
+            ));
+        }
+        order[m] = Some(*i);
+    }
+    let filesystem = members.iter().find_map(|(_, _, r)| match r {
+        FsRecord::Token { filesystem } => filesystem.clone(),
+        _ => None,
+    });
+    let half_made = classes.iter().any(|c| matches!(c, Class::HalfMade { .. }));
+    let blank: Vec<usize> = (0..n).filter(|&i| classes[i] == Class::Blank).collect();
+    if half_made && blank.is_empty() && filesystem.is_none() && want == n {
+        // Stopped while marking the members ready: never held data.
+        return Ok(Verdict::Create {
+            again: classes.iter().map(|c| !matches!(c, Class::Blank)).collect(),
+            wipe: Vec::new(),
+        });
+    }
+    let missing: Vec<String> = (0..want)
+        .filter(|&m| order[m].is_none())
+        .map(|m| format!("{}", m + 1))
+        .collect();
+    if !missing.is_empty() || want != n || !blank.is_empty() || half_made {
+        let mut why = format!(
+            "set {} has {want} members, and member(s) {} of it are not among the disks",
+            first.set,
+            if missing.is_empty() {
+                "-".to_string()
+            } else {
+                missing.join(", ")
+            }
+        );
+        let others: Vec<String> = (0..n)
+            .filter(|&i| !matches!(classes[i], Class::Ours { .. }))
+            .map(|i| format!("{} holds {}", shown(i), describe(&classes[i])))
+            .collect();
+        if !others.is_empty() {
+            why.push_str(&format!(" ({})", others.join("; ")));
+        }
+        if want != n {
+            why.push_str(&format!("; {n} disks were named"));
+        }
+        return Err(why);
+    }
+    Ok(Verdict::Assemble {
+        order: order.into_iter().map(|o| o.unwrap()).collect(),
+        fs: filesystem,
+    })
+}
