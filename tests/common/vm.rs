@@ -807,3 +807,49 @@ pub fn run(spec: &VmSpec) -> VmRun {
     );
     vm_run
 }
+
+/// Whether `needle` occurs anywhere in the file (grep is fast on big,
+/// sparse images).
+pub fn image_contains(img: &Path, needle: &str) -> bool {
+    let st = Command::new("grep")
+        .args(["-q", "-a", "-F", needle])
+        .arg(img)
+        .status()
+        .expect("running grep");
+    match st.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("grep failed on {}", img.display()),
+    }
+}
+
+pub fn read_json(run: &VmRun, file: &str) -> serde_json::Value {
+    let p = run.out_dir.join(file);
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", p.display(), run.console_tail(60)));
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{}: {e}: {text:?}", p.display()))
+}
+
+/// `len` bytes of an image at `offset`, for before/after comparisons.
+pub fn bytes_at(img: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(img).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+pub fn report(run: &VmRun) {
+    eprintln!(
+        "vm case {}: {:.1}s (boot {:.1}s), exit {:?}",
+        run.out_dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        run.elapsed.as_secs_f64(),
+        run.boot_time.map_or(0.0, |d| d.as_secs_f64()),
+        run.exit_code
+    );
+}

@@ -1,0 +1,335 @@
+//! Several instance-store disks as one volume, in a real kernel: emulated
+//! NVMe disks (QEMU's controller model stands in for Amazon's through
+//! `SECRETFS_INSTANCE_STORE_MODEL`), real dm-crypt and dm-stripe, the key
+//! KMS-wrapped in (local) S3 as in production.
+//!
+//! Boot 1: no instance store (exit 5, or 0 with `--no-disks ok`); four
+//! blank disks become one set; data written; `status`; down and up; a kill
+//! after every step of re-assembly converges with the data intact; a kill
+//! after every step of making a set (on loop devices) converges; members
+//! of two different sets are refused.
+//! Boot 2: the same four images attached in another order with other
+//! serials: the same set, data intact.
+//! Boot 3: one member replaced by a blank disk: refused, nothing mounted;
+//! then that disk made foreign (ext4): refused. The other members' bytes
+//! are compared on the host.
+//! Boot 4: four blank disks again (stop/start): a new set.
+//! After each power-off the canary is searched for in every raw image.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::aws;
+use common::vm::{self, image_contains, read_json, report, Disk, VmRun, VmSpec};
+use common::LocalAws;
+
+const CONTEXT: &str = "purpose=secretfs-set-test";
+const MEMBERS: usize = 4;
+const MEMBER_SIZE: u64 = 512 << 20;
+/// Kill points of re-assembly (after each step).
+const ASSEMBLE_POINTS: &[&str] = &["key", "open", "create_stripe", "make_filesystem", "mount"];
+/// Kill points of making a new set.
+const CREATE_POINTS: &[&str] = &[
+    "key",
+    "format_header",
+    "format_members",
+    "mark_ready",
+    "open",
+    "create_stripe",
+    "make_filesystem",
+    "mount",
+];
+
+/// Guest helpers: `up` with the sealed key; `dev SERIAL` names the NVMe
+/// disk with that serial; `fresh_loops N` attaches N blank loop devices.
+fn guest_lib(uri: &str, canary: &str) -> String {
+    format!(
+        r#"
+export CANARY={canary}
+export SECRETFS_INSTANCE_STORE_MODEL='QEMU NVMe Ctrl'
+up() {{ "$SECRETFS" up --wrapped-key {uri} --encryption-context {CONTEXT} --timeout 60s "$@"; }}
+dev() {{ for d in /sys/block/nvme*n1; do [ "$(tr -d ' ' < $d/device/serial)" = "$1" ] && echo /dev/${{d##*/}}; done; }}
+fresh_loops() {{ for i in $(seq "$1"); do f=$(mktemp /tmp/loop.XXXXXX); truncate -s 128M $f; losetup -f --show $f; done; }}
+json() {{ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }}
+"#
+    )
+}
+
+fn boot(name: &str, aws: &LocalAws, script: String, disks: Vec<Disk>) -> VmRun {
+    let mut spec = VmSpec::new(name, &script);
+    spec.disks = disks;
+    aws.attach(&mut spec);
+    spec.timeout = Duration::from_secs(900);
+    let run = vm::run(&spec);
+    report(&run);
+    run
+}
+
+fn images(dir: &std::path::Path, prefix: &str) -> Vec<PathBuf> {
+    (0..MEMBERS)
+        .map(|i| {
+            let p = dir.join(format!("{prefix}{i}.img"));
+            vm::sparse_file(&p, MEMBER_SIZE);
+            p
+        })
+        .collect()
+}
+
+fn sha256(p: &std::path::Path) -> Vec<u8> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    h.finalize().to_vec()
+}
+
+#[test]
+fn vm_every_disk_as_one_set() {
+    let aws = LocalAws::start();
+    let uri = aws.seal("set/volume-key.bin", CONTEXT);
+    let dir = vm::work_dir("set");
+    let a = images(&dir, "a");
+    let canary = aws::hex(&aws::random_bytes(16));
+    let lib = guest_lib(&uri, &canary);
+    let nvme = |imgs: &[PathBuf], serials: &[&str]| -> Vec<Disk> {
+        imgs.iter()
+            .zip(serials)
+            .map(|(p, s)| Disk::nvme(p, s))
+            .collect()
+    };
+
+    // Boot 1.
+    let mut s = lib.clone();
+    s += r#"
+SECRETFS_INSTANCE_STORE_MODEL=none "$SECRETFS" up --disk auto --passphrase-file /dev/null 2> /run/nodisk.err; echo $? > /run/nodisk.rc
+cat /run/nodisk.err
+check no_disks_exit_5 test "$(cat /run/nodisk.rc)" = 5
+check no_disks_one_line test "$(wc -l < /run/nodisk.err)" = 1
+check no_disks_ok env SECRETFS_INSTANCE_STORE_MODEL=none "$SECRETFS" up --disk auto --no-disks ok --passphrase-file /dev/null
+check no_disks_nothing_mounted sh -c '! grep -q /mnt/secretfs /proc/mounts'
+check set_up to "$VM_OUT/up.json" up --disk auto --json
+check set_four_members test "$(json $VM_OUT/up.json 'len(d["members"])')" = 4
+check set_first_format test "$(json $VM_OUT/up.json 'd["first_format"]')" = True
+check set_mounted grep -q '^/dev/mapper/secretfs /mnt/secretfs ext4 ' /proc/mounts
+check set_size sh -c 'test $(df -B1M --output=size /mnt/secretfs | tail -1) -gt 1700'
+check write sh -c 'for i in $(seq 4096); do echo "$CANARY"; done > /mnt/secretfs/canary.txt && head -c 96M /dev/urandom > /mnt/secretfs/data && sha256sum /mnt/secretfs/data | cut -d" " -f1 > /run/data.sum && sync'
+cp /run/data.sum "$VM_OUT/data.sum"
+check status_json to "$VM_OUT/status.json" "$SECRETFS" status --json
+check status_human to "$VM_OUT/status.txt" "$SECRETFS" status
+cat "$VM_OUT/status.txt"
+check stripe_table sh -c 'dmsetup table secretfs | grep -q " striped 4 1024 "'
+check ext4_stride sh -c 'dumpe2fs -h /dev/mapper/secretfs 2>/dev/null | grep -q "RAID stripe width: *512"'
+check set_already_up to "$VM_OUT/again.json" up --disk auto --json
+check set_already_up_noop test "$(json $VM_OUT/again.json 'd["outcome"]')" = already_up
+check down to "$VM_OUT/down.json" "$SECRETFS" down --json
+ls /dev/mapper; dmsetup ls
+check down_removed_all sh -c '! ls /dev/mapper | grep -q secretfs && ! dmsetup ls | grep -q secretfs'
+check reopen up --disk auto
+check reopen_intact sh -c 'test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/data.sum)"'
+"#;
+    let mut expected: Vec<String> = [
+        "no_disks_exit_5",
+        "no_disks_one_line",
+        "no_disks_ok",
+        "no_disks_nothing_mounted",
+        "set_up",
+        "set_four_members",
+        "set_first_format",
+        "set_mounted",
+        "set_size",
+        "write",
+        "status_json",
+        "status_human",
+        "stripe_table",
+        "ext4_stride",
+        "set_already_up",
+        "set_already_up_noop",
+        "down",
+        "down_removed_all",
+        "reopen",
+        "reopen_intact",
+    ]
+    .map(String::from)
+    .to_vec();
+    for p in ASSEMBLE_POINTS {
+        s += &format!(
+            r#"
+check a_down_{p} "$SECRETFS" down
+SECRETFS_FAULT={p}:kill up --disk auto 2> /dev/null; echo $? > /run/a-{p}.rc
+check a_killed_at_{p} test "$(cat /run/a-{p}.rc)" = 137
+check a_converges_{p} up --disk auto
+check a_intact_{p} sh -c 'test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/data.sum)"'
+"#
+        );
+        for c in ["down", "killed_at", "converges", "intact"] {
+            expected.push(format!("a_{c}_{p}"));
+        }
+    }
+    s += r#"check a_final_down "$SECRETFS" down
+"#;
+    expected.push("a_final_down".into());
+    for (i, p) in CREATE_POINTS.iter().enumerate() {
+        s += &format!(
+            r#"
+L=$(fresh_loops 2 | sed 's/^/--disk /' | tr '\n' ' ')
+SECRETFS_FAULT={p}:kill up $L --name c{i} --mount /mnt/c{i} 2> /dev/null; echo $? > /run/c{i}.rc
+check c{i}_killed_at_{p} test "$(cat /run/c{i}.rc)" = 137
+check c{i}_converges up $L --name c{i} --mount /mnt/c{i}
+check c{i}_mounted grep -q '^/dev/mapper/c{i} /mnt/c{i} ext4 ' /proc/mounts
+check c{i}_write sh -c 'echo "$CANARY" > /mnt/c{i}/canary && sync'
+check c{i}_down "$SECRETFS" down --name c{i}
+echo "$L" > /run/c{i}.disks
+"#
+        );
+        for c in [
+            "killed_at_".to_string() + p,
+            "converges".into(),
+            "mounted".into(),
+            "write".into(),
+            "down".into(),
+        ] {
+            expected.push(format!("c{i}_{c}"));
+        }
+    }
+    // Members of two different sets: one of set A, one of set c0.
+    s += r#"
+C0=$(cat /run/c0.disks | awk '{print $2}')
+to2 /dev/null /run/two.err up --disk $(dev a0) --disk $C0 --name two --mount /mnt/two; echo $? > /run/two.rc
+cat /run/two.err
+check two_sets_refused test "$(cat /run/two.rc)" = 3
+check two_sets_named grep -q "different sets" /run/two.err
+"#;
+    expected.extend(["two_sets_refused".into(), "two_sets_named".into()]);
+    let run1 = boot("set-1", &aws, s, nvme(&a, &["a0", "a1", "a2", "a3"]));
+    run1.assert_checks(&expected.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run1.exit_code, Some(0), "{}", run1.console_tail(60));
+    let st = read_json(&run1, "status.json");
+    let set_id = st["set"]["id"]
+        .as_str()
+        .expect("status names the set")
+        .to_string();
+    assert_eq!(st["set"]["layout"], "luks-per-member");
+    assert_eq!(st["set"]["chunk_bytes"], 512 << 10);
+    let members = st["set"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), MEMBERS);
+    for (i, m) in members.iter().enumerate() {
+        assert_eq!(m["index"], i, "{st}");
+        assert_eq!(m["state"], "open", "{st}");
+        assert!(m["serial"].as_str().unwrap().starts_with('a'), "{st}");
+    }
+    assert_eq!(st["stack"].as_array().unwrap().len(), 2, "{st}");
+    let data_sum = std::fs::read_to_string(run1.out_dir.join("data.sum")).unwrap();
+    for img in &a {
+        assert!(
+            !image_contains(img, &canary),
+            "canary in the raw image {}",
+            img.display()
+        );
+    }
+
+    // Boot 2: attached in another order, other serials.
+    let order = [2usize, 0, 3, 1];
+    let shuffled: Vec<PathBuf> = order.iter().map(|&i| a[i].clone()).collect();
+    let mut s = lib.clone();
+    s += &format!(
+        r#"
+check r_up up --disk auto
+check r_intact sh -c 'test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "{}"'
+check r_canary sh -c 'test "$(sort -u /mnt/secretfs/canary.txt)" = "$CANARY"'
+check r_status to "$VM_OUT/status.json" "$SECRETFS" status --json
+check r_down "$SECRETFS" down
+"#,
+        data_sum.trim()
+    );
+    let run2 = boot(
+        "set-2-reordered",
+        &aws,
+        s,
+        nvme(&shuffled, &["x0", "x1", "x2", "x3"]),
+    );
+    run2.assert_checks(&["r_up", "r_intact", "r_canary", "r_status", "r_down"]);
+    let st = read_json(&run2, "status.json");
+    assert_eq!(
+        st["set"]["id"],
+        set_id.as_str(),
+        "another set after a reorder: {st}"
+    );
+    // Member i is on the image a[i], whose serial is now x(position).
+    for (i, m) in st["set"]["members"].as_array().unwrap().iter().enumerate() {
+        let pos = order.iter().position(|&o| o == i).unwrap();
+        assert_eq!(m["serial"], format!("x{pos}"), "member {i}: {st}");
+    }
+
+    // Boot 3: member 3 replaced by a blank disk, then by a foreign one.
+    let blank = dir.join("replacement.img");
+    vm::sparse_file(&blank, MEMBER_SIZE);
+    let kept: Vec<Vec<u8>> = a[..3].iter().map(|p| sha256(p)).collect();
+    let mut s = lib.clone();
+    s += r#"
+to2 /dev/null /run/missing.err up --disk auto; echo $? > /run/missing.rc
+cat /run/missing.err
+check missing_refused test "$(cat /run/missing.rc)" = 3
+check missing_named grep -q "member(s) 4 of it are not among the disks" /run/missing.err
+check missing_nothing_mounted sh -c '! grep -q /mnt/secretfs /proc/mounts && ! dmsetup ls | grep -q secretfs'
+check make_foreign /usr/sbin/mkfs.ext4 -q "$(dev b3)"
+to2 /dev/null /run/foreign.err up --disk auto; echo $? > /run/foreign.rc
+cat /run/foreign.err
+check foreign_refused test "$(cat /run/foreign.rc)" = 3
+check foreign_named grep -q "holds an ext4 signature" /run/foreign.err
+check foreign_nothing_mounted sh -c '! grep -q /mnt/secretfs /proc/mounts && ! dmsetup ls | grep -q secretfs'
+"#;
+    let mut disks = nvme(&a[..3], &["b0", "b1", "b2"]);
+    disks.push(Disk::nvme(&blank, "b3"));
+    let run3 = boot("set-3-replaced", &aws, s, disks);
+    run3.assert_checks(&[
+        "missing_refused",
+        "missing_named",
+        "missing_nothing_mounted",
+        "make_foreign",
+        "foreign_refused",
+        "foreign_named",
+        "foreign_nothing_mounted",
+    ]);
+    for (p, before) in a[..3].iter().zip(&kept) {
+        assert_eq!(&sha256(p), before, "a refused up changed {}", p.display());
+    }
+
+    // Boot 4: stop/start: every disk blank again.
+    let fresh = images(&dir, "fresh");
+    let mut s = lib;
+    s += r#"
+check new_up to "$VM_OUT/up.json" up --disk auto --json
+check new_first_format test "$(json $VM_OUT/up.json 'd["first_format"]')" = True
+check new_status to "$VM_OUT/status.json" "$SECRETFS" status --json
+check new_write sh -c 'echo "$CANARY" > /mnt/secretfs/canary && sync'
+"#;
+    let run4 = boot(
+        "set-4-stop-start",
+        &aws,
+        s,
+        nvme(&fresh, &["f0", "f1", "f2", "f3"]),
+    );
+    run4.assert_checks(&["new_up", "new_first_format", "new_status", "new_write"]);
+    let st = read_json(&run4, "status.json");
+    assert_ne!(
+        st["set"]["id"],
+        set_id.as_str(),
+        "stop/start kept the old set id"
+    );
+    for img in &fresh {
+        assert!(
+            !image_contains(img, &canary),
+            "canary in the raw image {}",
+            img.display()
+        );
+    }
+    eprintln!(
+        "set: boots {:.0}s, {:.0}s, {:.0}s, {:.0}s",
+        run1.elapsed.as_secs_f64(),
+        run2.elapsed.as_secs_f64(),
+        run3.elapsed.as_secs_f64(),
+        run4.elapsed.as_secs_f64()
+    );
+}
