@@ -41,6 +41,11 @@ const GUEST_SCRIPT: &str = include_str!("guest.sh");
 const BEFORE_AFTER_SCRIPT: &str = include_str!("before_after.sh");
 /// Rounds of the before/after boot (each: both binaries, 2 and 64 GiB).
 const BEFORE_AFTER_ROUNDS: usize = 5;
+/// The set boot's script (after lib.sh).
+const SET_SCRIPT: &str = include_str!("set.sh");
+/// Rounds of time-to-mounted, and of throughput, in the set boot.
+const SET_ROUNDS: usize = 3;
+const SET_FIO_ROUNDS: usize = 2;
 /// Guest RAM: cryptsetup caps argon2id's memory at half of it, so this lets
 /// the default (1 GiB) through.
 const GUEST_MEM_MIB: u32 = 3072;
@@ -584,5 +589,101 @@ fn bench_4_before_after() {
             "samples": samples,
             "boot_seconds": run.boot_time.map(|d| d.as_secs_f64()),
         }),
+    );
+}
+
+/// The median bandwidth (MiB/s, read + write) of the fio runs of one case.
+fn fio_median(out: &Path, case: &str, rw: &str, jobs: u32, rounds: usize) -> f64 {
+    let mut v: Vec<f64> = (1..=rounds)
+        .map(|r| {
+            let j = read_json(&out.join(format!("fio-{case}-{rw}-j{jobs}-r{r}.json")));
+            let job = &j["jobs"][0];
+            (job["read"]["bw_bytes"].as_f64().unwrap_or(0.0)
+                + job["write"]["bw_bytes"].as_f64().unwrap_or(0.0))
+                / f64::from(1u32 << 20)
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+#[ignore = "a benchmark: run by scripts/bench"]
+fn bench_5_set() {
+    assert_release();
+    let rounds = knob("SET_ROUNDS", SET_ROUNDS).max(1);
+    let fio_rounds = knob("SET_FIO_ROUNDS", SET_FIO_ROUNDS).max(1);
+    let dir = vm::work_dir("bench-set");
+    let roles: Vec<(String, u64)> = std::iter::once("one".to_string())
+        .chain((0..4).map(|i| format!("m{i}")))
+        .map(|r| (r, 2))
+        .collect();
+    let env = vec![
+        ("ROUNDS".to_owned(), rounds.to_string()),
+        ("FIO_ROUNDS".to_owned(), fio_rounds.to_string()),
+    ];
+    let (run, samples, info) = boot("bench-set", SET_SCRIPT, &dir, &roles, env);
+    let mut m = serde_json::Map::new();
+    let mut lines = vec![
+        format!("Medians of {rounds} rounds (time) and {fio_rounds} rounds (fio, 5 s each), one boot, 2 vCPUs (TCG)."),
+        String::new(),
+        "| time to mounted | first format | re-open |".into(),
+        "|---|---|---|".into(),
+    ];
+    for (a, b) in [("4", "1"), ("8", "1"), ("big", "small")] {
+        let mut row = format!(
+            "| {} |",
+            match a {
+                "big" => "one member of 8 TiB vs 1 GiB".to_string(),
+                n => format!("{n} members vs 1"),
+            }
+        );
+        for step in ["format", "reopen"] {
+            let x = median_total(&samples, &format!("set_{a}_{step}"));
+            let y = median_total(&samples, &format!("set_{b}_{step}"));
+            m.insert(
+                format!("{a}_over_{b}_{step}"),
+                json!({"a_s": x, "b_s": y, "ratio": x / y}),
+            );
+            row += &format!(" {:.2}× ({x:.2} s / {y:.2} s) |", x / y);
+        }
+        lines.push(row);
+    }
+    lines.extend([
+        String::new(),
+        "| fio (MiB/s) | sfs1 | sfs4 | sfs4/sfs1 | raw4 (layout b) | raw4/sfs4 | chunk 64K/512K | chunk 2M/512K |".into(),
+        "|---|---|---|---|---|---|---|---|".into(),
+    ]);
+    for rw in ["write", "read", "randwrite", "randread"] {
+        for jobs in [1, 4] {
+            let f = |c: &str| fio_median(&run.out_dir, c, rw, jobs, fio_rounds);
+            let (one, four, raw, c64, c2m) = (
+                f("sfs1"),
+                f("sfs4"),
+                f("raw4"),
+                f("chunk64"),
+                f("chunk2048"),
+            );
+            m.insert(
+                format!("fio_{rw}_j{jobs}"),
+                json!({"sfs1": one, "sfs4": four, "raw4": raw, "chunk64": c64, "chunk2048": c2m}),
+            );
+            lines.push(format!(
+                "| {rw} {} job{} | {one:.0} | {four:.0} | {:.2}× | {raw:.0} | {:.2}× | {:.2}× | {:.2}× |",
+                jobs,
+                if jobs == 1 { "" } else { "s" },
+                four / one,
+                raw / four,
+                c64 / four,
+                c2m / four
+            ));
+        }
+    }
+    let md = lines.join("\n") + "\n";
+    eprintln!("{md}");
+    fs::write(results_dir().join("set.md"), &md).expect("writing set.md");
+    write_result(
+        "set.json",
+        &json!({"rounds": rounds, "fio_rounds": fio_rounds, "info": info, "ratios": m, "samples": samples}),
     );
 }

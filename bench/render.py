@@ -339,6 +339,13 @@ def render(results, out):
           f"(64 GiB / 2 GiB, after: {B.med('new_64g_format') / B.med('new_2g_format'):.2f}×).")
         a("")
 
+    set_md = results / "set.md"
+    if set_md.exists():
+        a("## Several disks: one volume over 1, 4 and 8 members (`bench_5_set`)")
+        a("")
+        L.extend(set_md.read_text().rstrip("\n").split("\n"))
+        a("")
+
     a("## Notes")
     a("")
     a("- Every guest figure comes from one boot of a Debian kernel under QEMU TCG on this host: absolute times are "

@@ -1,0 +1,133 @@
+# The set boot (after bench/lib.sh): one volume over several disks.
+#
+# Time to mounted, first format and re-open, of secretfs over 1, 4 and 8
+# members, and over one member of 8 TiB (sparse) against one of 1 GiB: the
+# members are loop devices over sparse files in guest RAM (fresh for every
+# round), so the disk count is not bounded by the VM's PCI slots and a
+# round costs no host I/O. Rounds alternate the order of the cases.
+#
+# Throughput on the virtio disks D_one (1 member) and D_m0..D_m3 (4
+# members): sequential and 4 KiB random, 1 and 4 parallel jobs, for
+#   sfs1     secretfs on one disk
+#   sfs4     secretfs over four (layout a: LUKS2 per member, dm-stripe on top)
+#   raw4     layout b by hand: dm-stripe over the raw disks, one LUKS2 on top
+# and the chunk size of layout a by hand (dmsetup over the members secretfs
+# opened): 64 KiB, 512 KiB (secretfs's), 2 MiB.
+#
+# Environment: ROUNDS, FIO_ROUNDS, D_one, D_m0..D_m3.
+
+info guest_kernel "$(uname -r)"
+info secretfs_version "$("$SECRETFS" --version)"
+info nproc "$(nproc)"
+
+"$SECRETFS" --version >/dev/null 2>&1 || fail "warm-up"
+
+# loops N SIZE: N fresh loop devices over sparse files; sets LOOPS.
+loops() {
+  local i f
+  LOOPS=()
+  for ((i = 0; i < $1; i++)); do
+    f=$(mktemp "$B/member.XXXXXX")
+    truncate -s "$2" "$f"
+    LOOPS+=("$(losetup -f --show "$f")")
+  done
+}
+drop_loops() {
+  local l f
+  for l in "${LOOPS[@]}"; do
+    f=$(losetup -n -O BACK-FILE "$l")
+    losetup -d "$l"
+    rm -f "$f"
+  done
+}
+
+# up_set NAME DIR TAG DEV...: `up` over the devices, one timed step.
+up_set() {
+  local name=$1 dir=$2 tag=$3 d
+  shift 3
+  local -a args=()
+  for d in "$@"; do args+=(--disk "$d"); done
+  mark
+  "$SECRETFS" up --passphrase-file "$PASS" --pbkdf pbkdf2 "${args[@]}" --name "$name" \
+    --mount "$dir" --json >"$B/json/$tag.json" || return
+  mark
+}
+
+for ((r = 1; r <= ROUNDS; r++)); do
+  if ((r % 2)); then order="1 4 8 big small"; else order="small big 8 4 1"; fi
+  for c in $order; do
+    case $c in
+      big) loops 1 8T ;;
+      small) loops 1 1G ;;
+      *) loops "$c" 1G ;;
+    esac
+    name=s$c$r
+    mkdir -p "/mnt/$name"
+    measure "set_${c}_format" "$r" up up_set "$name" "/mnt/$name" "$name-format" "${LOOPS[@]}"
+    "$SECRETFS" down --name "$name" >>"$B/log/set_down.log" 2>&1 || fail "down $name"
+    measure "set_${c}_reopen" "$r" up up_set "$name" "/mnt/$name" "$name-reopen" "${LOOPS[@]}"
+    "$SECRETFS" down --name "$name" >>"$B/log/set_down.log" 2>&1 || fail "down $name"
+    drop_loops
+  done
+done
+
+# fio_case CASE DEVICE: sequential 1 MiB and random 4 KiB, read and
+# write, with 1 and 4 jobs, O_DIRECT, 5 s each; one JSON per run.
+fio_case() {
+  local case=$1 dev=$2 round=$3 rw bs jobs
+  for rw in write read randwrite randread; do
+    case $rw in rand*) bs=4k ;; *) bs=1M ;; esac
+    for jobs in 1 4; do
+      fio --name="$rw" --filename="$dev" --rw="$rw" --bs="$bs" --direct=1 --size=1G \
+        --ioengine=libaio --iodepth=4 --numjobs="$jobs" --group_reporting \
+        --offset_increment=256M --runtime=5 --time_based --randrepeat=0 \
+        --output-format=json --output="$VM_OUT/fio-$case-$rw-j$jobs-r$round.json" \
+        >>"$B/log/fio.log" 2>&1 || { fail "fio $case $rw j$jobs"; tail -n 5 "$B/log/fio.log"; return 1; }
+    done
+  done
+  echo "bench: fio $case #$round done"
+}
+
+# Layout a, by secretfs.
+mkdir -p /mnt/sfs1 /mnt/sfs4
+"$SECRETFS" up --passphrase-file "$PASS" --pbkdf pbkdf2 --disk "$D_one" --name sfs1 --mount /mnt/sfs1 \
+  >>"$B/log/tp.log" 2>&1 || fail "up sfs1"
+"$SECRETFS" up --passphrase-file "$PASS" --pbkdf pbkdf2 --disk "$D_m0" --disk "$D_m1" --disk "$D_m2" \
+  --disk "$D_m3" --name sfs4 --mount /mnt/sfs4 >>"$B/log/tp.log" 2>&1 || fail "up sfs4"
+umount /mnt/sfs1 /mnt/sfs4 || fail "umount for fio"
+info sfs4_table "$(dmsetup table sfs4)"
+for ((r = 1; r <= FIO_ROUNDS; r++)); do
+  fio_case sfs1 /dev/mapper/sfs1 "$r"
+  fio_case sfs4 /dev/mapper/sfs4 "$r"
+done
+
+# The chunk size, by hand over the same open members.
+size=$(blockdev --getsz /dev/mapper/sfs4)
+members="/dev/mapper/sfs4-0 0 /dev/mapper/sfs4-1 0 /dev/mapper/sfs4-2 0 /dev/mapper/sfs4-3 0"
+dmsetup remove sfs4 || fail "remove sfs4"
+for kib in 64 2048; do
+  sectors=$((kib * 2))
+  len=$(( size / (4 * sectors) * 4 * sectors ))
+  dmsetup create "chunk$kib" --table "0 $len striped 4 $sectors $members" || fail "chunk $kib"
+  for ((r = 1; r <= FIO_ROUNDS; r++)); do fio_case "chunk$kib" "/dev/mapper/chunk$kib" "$r"; done
+  dmsetup remove "chunk$kib" || fail "remove chunk $kib"
+done
+for i in 0 1 2 3; do cryptsetup close "sfs4-$i" || fail "close sfs4-$i"; done
+cryptsetup close sfs1 || fail "close sfs1"
+
+# Layout b, by hand: dm-stripe over the raw disks, one LUKS2 on top (the
+# members were secretfs's just now; the stripe overwrites them).
+raw_size=$(blockdev --getsz "$D_m0")
+sectors=1024
+len=$(( raw_size / sectors * sectors * 4 ))
+dmsetup create rawstripe --table "0 $len striped 4 $sectors $D_m0 0 $D_m1 0 $D_m2 0 $D_m3 0" || fail "rawstripe"
+cryptsetup luksFormat --batch-mode --key-file "$PASS" --type luks2 --pbkdf pbkdf2 \
+  --pbkdf-force-iterations 1000 --cipher aes-xts-plain64 --key-size 512 --sector-size 4096 \
+  /dev/mapper/rawstripe >>"$B/log/tp.log" 2>&1 || fail "luksFormat rawstripe"
+cryptsetup open --key-file "$PASS" --perf-no_read_workqueue --perf-no_write_workqueue \
+  /dev/mapper/rawstripe raw4 || fail "open raw4"
+for ((r = 1; r <= FIO_ROUNDS; r++)); do fio_case raw4 /dev/mapper/raw4 "$r"; done
+cryptsetup close raw4 || fail "close raw4"
+dmsetup remove rawstripe || fail "remove rawstripe"
+
+bench_finish
