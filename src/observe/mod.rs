@@ -95,14 +95,7 @@ pub fn observe(root: &Path, target: &Target, name: &str, mount: &Path) -> Result
     let device = observe_device(root, target, &mounts, &swaps, &ours)?;
     let mount_path = sys::canonical(root, mount);
     let mount_state = sys::mount_state(root, mount, &mounts);
-    let inner = if mapping.is_luks2() {
-        Some(content::examine_inner(&under(
-            root,
-            &names::mapper_path(name),
-        ))?)
-    } else {
-        None
-    };
+    let inner = inner_of(root, name, mapping.is_luks2())?;
     Ok(Observed {
         device,
         mapping,
@@ -147,14 +140,7 @@ pub fn observe_set(
         .map(|d| observe_device(root, &Target::Disk(d.clone()), &mounts, &swaps, &ours))
         .collect::<Result<Vec<_>>>()?;
     let stripe = sys::mapping(root, name);
-    let inner = if stripe.is_set() {
-        Some(content::examine_inner(&under(
-            root,
-            &names::mapper_path(name),
-        ))?)
-    } else {
-        None
-    };
+    let inner = inner_of(root, name, stripe.is_set())?;
     Ok(SetObserved {
         disks,
         members,
@@ -163,6 +149,14 @@ pub fn observe_set(
         mount: sys::mount_state(root, mount, &mounts),
         inner,
     })
+}
+
+/// The signatures inside /dev/mapper/NAME, when it is `open`.
+fn inner_of(root: &Path, name: &str, open: bool) -> Result<Option<Vec<Signature>>> {
+    if !open {
+        return Ok(None);
+    }
+    content::examine_inner(&under(root, &names::mapper_path(name))).map(Some)
 }
 
 /// Looks at one target: what is at its path, what it holds, what uses it.

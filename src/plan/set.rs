@@ -30,10 +30,10 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use super::up::{disk, mount_point};
+use super::up::{disk, filesystem_steps, mount_point};
 use super::{
-    bad, classify, filesystem, refuse, Class, Dev, FsRecord, FsTodo, Geometry, NewHeader,
-    NewMember, Plan, Planned, Refusal, Step, Todo,
+    bad, classify, refuse, Class, Dev, FsRecord, Geometry, NewHeader, NewMember, Plan, Planned,
+    Refusal, Step, Todo,
 };
 use super::{sector_size_for, PlanInput, MIN_SIZE};
 use crate::luks::token::Place;
@@ -287,36 +287,20 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
             Todo::WillDo
         },
     );
-    if first_format && input.wipe {
-        push(
-            Step::Wipe {
-                mapper: mapper.clone(),
-            },
-            Todo::WillDo,
-        );
-    }
-
     // 5. The filesystem, aligned to the stripe.
-    let fs_todo = match (&obs.inner, stripe_open) {
-        (Some(inner), true) => match filesystem(&record, inner, &mapper)? {
-            FsTodo::Have { record: false } => Todo::AlreadyDone,
-            _ => Todo::WillDo,
-        },
-        _ if first_format => Todo::WillDo,
-        _ => Todo::IfNeeded,
-    };
-    push(
-        Step::MakeFilesystem {
-            mapper: mapper.clone(),
-            devs: order.iter().map(|&i| dev(paths, i)).collect(),
-            record,
-            stripe: Some(Geometry {
-                chunk: CHUNK,
-                members: n as u32,
-            }),
-        },
-        fs_todo,
-    );
+    steps.extend(filesystem_steps(
+        input,
+        first_format,
+        stripe_open,
+        obs.inner.as_deref(),
+        mapper.clone(),
+        order.iter().map(|&i| dev(paths, i)).collect(),
+        record,
+        Some(Geometry {
+            chunk: CHUNK,
+            members: n as u32,
+        }),
+    )?);
 
     // 6. The mount point.
     let our_devno = obs.stripe.devno().filter(|_| stripe_open);

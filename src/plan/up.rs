@@ -272,33 +272,17 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
             Todo::WillDo
         },
     );
-    if first_format && input.wipe {
-        push(
-            Step::Wipe {
-                mapper: mapper.clone(),
-            },
-            Todo::WillDo,
-        );
-    }
-
     // 5. The filesystem inside.
-    let fs_todo = match (&obs.inner, open_on_target) {
-        (Some(inner), true) => match filesystem(&record, inner, &mapper)? {
-            FsTodo::Have { record: false } => Todo::AlreadyDone,
-            _ => Todo::WillDo,
-        },
-        _ if first_format => Todo::WillDo,
-        _ => Todo::IfNeeded,
-    };
-    push(
-        Step::MakeFilesystem {
-            mapper: mapper.clone(),
-            devs: vec![vol_dev],
-            record,
-            stripe: None,
-        },
-        fs_todo,
-    );
+    steps.extend(filesystem_steps(
+        input,
+        first_format,
+        open_on_target,
+        obs.inner.as_deref(),
+        mapper.clone(),
+        vec![vol_dev],
+        record,
+        None,
+    )?);
 
     // 6. The mount point.
     let our_devno = obs.mapping.devno().filter(|_| open_on_target);
@@ -402,4 +386,47 @@ pub(super) fn mount_point(
             todo: m,
         },
     ])
+}
+
+/// `--wipe` after a first format, and the filesystem step: already done
+/// when the open volume holds the filesystem its token records, to do on
+/// a new volume, else decided once the volume is open.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn filesystem_steps(
+    input: &PlanInput,
+    first_format: bool,
+    open: bool,
+    inner: Option<&[crate::observe::Signature]>,
+    mapper: PathBuf,
+    devs: Vec<Dev>,
+    record: FsRecord,
+    stripe: Option<super::Geometry>,
+) -> Result<Vec<Planned>, Refusal> {
+    let mut steps = Vec::new();
+    if first_format && input.wipe {
+        steps.push(Planned {
+            step: Step::Wipe {
+                mapper: mapper.clone(),
+            },
+            todo: Todo::WillDo,
+        });
+    }
+    let todo = match (inner, open) {
+        (Some(inner), true) => match filesystem(&record, inner, &mapper)? {
+            FsTodo::Have { record: false } => Todo::AlreadyDone,
+            _ => Todo::WillDo,
+        },
+        _ if first_format => Todo::WillDo,
+        _ => Todo::IfNeeded,
+    };
+    steps.push(Planned {
+        step: Step::MakeFilesystem {
+            mapper,
+            devs,
+            record,
+            stripe,
+        },
+        todo,
+    });
+    Ok(steps)
 }
