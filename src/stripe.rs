@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use devicemapper::{DevId, DmName, DmOptions, DmUuid, DM};
+use devicemapper::{errors, DevId, DmError, DmName, DmOptions, DmUuid, DM};
 use nix::sys::stat::{mknod, Mode, SFlag};
 
 use crate::names;
@@ -103,7 +103,10 @@ pub fn remove(name: &str) -> Result<()> {
         minor: dev.minor,
     };
     dm.device_remove(&id, DmOptions::default()).map_err(|e| {
-        let busy = e.to_string().contains("EBUSY");
+        let busy = matches!(
+            &e,
+            DmError::Core(errors::Error::Ioctl(_, _, _, errno)) if **errno == nix::errno::Errno::EBUSY
+        );
         anyhow::Error::new(e).context(if busy {
             format!("{}: it is busy (still mounted or open)", what())
         } else {

@@ -24,7 +24,7 @@ use crate::keys::{KeySource, PassphraseFile, Prompt};
 use crate::lock;
 use crate::luks;
 use crate::names;
-use crate::observe::{self, content, Mapping, Observed, SetObserved};
+use crate::observe::{self, Mapping, Observed, SetObserved};
 use crate::plan::{self, Class, Plan, PlanInput, Refusal, Step, Todo};
 use crate::settings::{KeySpec, NoDisks, Target, Up};
 use crate::signals;
@@ -85,26 +85,36 @@ pub fn run(args: &UpArgs) -> Result<()> {
         signals::install();
     }
     let root = Path::new("/");
-    if !resolve_auto(root, &mut s)? {
+    let Some(auto) = resolve_auto(root, &mut s)? else {
         return Ok(());
-    }
+    };
     let _lock = if s.dry_run {
         None
     } else {
         Some(lock::acquire(&s.name, s.aws.timeout)?)
     };
-    let input = PlanInput::from_settings(&s, luks::kernel_has_workqueue_flags());
-    let (seen, planned) = match &s.target {
+    let (seen, planned) = match s.target.clone() {
         Target::Disks(disks) => {
-            let o = observe::observe_set(root, disks, &s.name, &s.mount)?;
-            let p = plan::plan_set(&input, &o, &new_set_id()?);
-            (Seen::Set(o), p)
+            let o = observe::observe_set(root, &disks, &s.name, &s.mount)?;
+            match plan::lone_volume(&o).filter(|_| auto) {
+                None => {
+                    let input = PlanInput::from_settings(&s, luks::kernel_has_workqueue_flags());
+                    let p = plan::plan_set(&input, &o, &new_set_id()?);
+                    (Seen::Set(o), p)
+                }
+                Some(i) => {
+                    warn!(
+                        "{} holds a single-disk secretfs volume: using it as it is; the other {} disk(s) stay unused \
+                         until the volume is made anew (a stop/start blanks them all)",
+                        disks[i].display(),
+                        disks.len() - 1
+                    );
+                    s.target = Target::Disk(disks[i].clone());
+                    observe_one(root, &s)?
+                }
+            }
         }
-        _ => {
-            let o = observe::observe(root, &s.target, &s.name, &s.mount)?;
-            let p = plan::plan(&input, &o);
-            (Seen::One(Box::new(o)), p)
-        }
+        _ => observe_one(root, &s)?,
     };
     if s.dry_run {
         print_plan(&s, &seen, &planned)?;
@@ -277,12 +287,13 @@ fn describe_state(s: &Up, seen: &Seen, plan: &Plan) -> String {
 }
 
 /// Resolves `--disk auto` to every instance-store NVMe disk: one is a
-/// single volume, several a set. A single-disk volume of ours beside blank
-/// disks (made by a secretfs before sets) is kept as it is. Returns false
-/// when there is nothing to do (no disk, and `--no-disks ok`).
-fn resolve_auto(root: &Path, s: &mut Up) -> Result<bool> {
+/// single volume, several a set. Returns whether the target came from
+/// `auto` (which may keep a single-disk volume beside blank disks, see
+/// `plan::lone_volume`), or None when there is nothing to do (no disk, and
+/// `--no-disks ok`).
+fn resolve_auto(root: &Path, s: &mut Up) -> Result<Option<bool>> {
     if s.target != Target::Auto {
-        return Ok(true);
+        return Ok(Some(false));
     }
     let model = std::env::var(names::ENV_MODEL_OVERRIDE)
         .unwrap_or_else(|_| names::INSTANCE_STORE_MODEL.to_string());
@@ -296,7 +307,7 @@ fn resolve_auto(root: &Path, s: &mut Up) -> Result<bool> {
             NoDisks::Error => Err(Failure::NoDisks(msg).into()),
             NoDisks::Ok => {
                 info!("{msg}; --no-disks ok: nothing to do");
-                Ok(false)
+                Ok(None)
             }
         };
     }
@@ -306,34 +317,19 @@ fn resolve_auto(root: &Path, s: &mut Up) -> Result<bool> {
         disks.len(),
         shown.join(", ")
     );
-    if disks.len() == 1 {
-        s.target = Target::Disk(disks[0].clone());
-        return Ok(true);
-    }
-    let classes: Vec<Class> = disks
-        .iter()
-        .map(|d| content::examine(&names::under(root, d)).map(|c| plan::classify(&c)))
-        .collect::<Result<_>>()?;
-    let single = classes
-        .iter()
-        .position(|c| matches!(c, Class::Ours { place: None, .. }));
-    let rest_blank = classes
-        .iter()
-        .enumerate()
-        .all(|(i, c)| Some(i) == single || *c == Class::Blank);
-    match single {
-        Some(i) if rest_blank => {
-            warn!(
-                "{} holds a single-disk secretfs volume: using it as it is; the other {} disk(s) stay unused \
-                 until the volume is made anew (a stop/start blanks them all)",
-                shown[i],
-                disks.len() - 1
-            );
-            s.target = Target::Disk(disks[i].clone());
-        }
-        _ => s.target = Target::Disks(disks),
-    }
-    Ok(true)
+    s.target = match <[PathBuf; 1]>::try_from(disks) {
+        Ok([one]) => Target::Disk(one),
+        Err(many) => Target::Disks(many),
+    };
+    Ok(Some(true))
+}
+
+/// Observes and plans one target (a disk or a file).
+fn observe_one(root: &Path, s: &Up) -> Result<(Seen, Result<Plan, Refusal>)> {
+    let input = PlanInput::from_settings(s, luks::kernel_has_workqueue_flags());
+    let o = observe::observe(root, &s.target, &s.name, &s.mount)?;
+    let p = plan::plan(&input, &o);
+    Ok((Seen::One(Box::new(o)), p))
 }
 
 fn print_plan(s: &Up, obs: &Seen, plan: &Result<Plan, Refusal>) -> Result<()> {

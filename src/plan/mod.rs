@@ -62,7 +62,7 @@ use serde::Serialize;
 
 pub use self::content::{classify, filesystem, Class, FsTodo};
 pub use self::down::{plan_down, DownMember, DownObserved, Under};
-pub use self::set::{plan_set, CHUNK};
+pub use self::set::{lone_volume, plan_set, CHUNK};
 pub use self::up::{plan, sector_size_for, PlanInput, MIN_SIZE};
 use crate::names;
 use crate::parse::MountOptions;

@@ -19,6 +19,7 @@
 //! | members of one set, and blank disks                 | refuse (exit 3): names the missing members |
 //! | members of one set, but not all of them             | refuse: names the missing members |
 //! | members of two sets                                 | refuse                        |
+//! | a single-disk volume of ours, the rest blank (`auto`) | `lone_volume`: keep that volume, the blank disks unused |
 //! | a single-disk volume of ours among the disks        | refuse                        |
 //! | anything foreign                                    | refuse; `--force`: wipe every non-blank disk, make a new set |
 //! | a damaged LUKS header, a busy or partition disk     | refuse, even with `--force`   |
@@ -57,6 +58,27 @@ enum Verdict {
         again: Vec<bool>,
         wipe: Vec<(usize, String)>,
     },
+}
+
+/// `--disk auto` on an instance upgraded from a secretfs that used one
+/// disk: when exactly one of the disks holds a single-disk volume of ours
+/// and every other disk is blank, its index (`up` keeps that volume and
+/// leaves the blank disks unused). Named disks (`--disk A --disk B`) never
+/// take this path: there a single-disk volume among them is a refusal.
+pub fn lone_volume(obs: &SetObserved) -> Option<usize> {
+    let classes: Vec<Class> = obs
+        .disks
+        .iter()
+        .map(|d| d.content.as_ref().map_or(Class::Blank, classify))
+        .collect();
+    let single = classes
+        .iter()
+        .position(|c| matches!(c, Class::Ours { place: None, .. }))?;
+    let rest_blank = classes
+        .iter()
+        .enumerate()
+        .all(|(i, c)| i == single || *c == Class::Blank);
+    rest_blank.then_some(single)
 }
 
 /// Maps the observed disks to a plan for `up` of a set. `new_set` is the

@@ -250,6 +250,29 @@ fn a_partial_set_refuses() {
     assert!(m.contains("2 disks were named"), "{m}");
 }
 
+/// A ready single-disk volume of ours (made before sets existed).
+fn single() -> Content {
+    let mut t = Token::formatting("u");
+    t.state = TokenState::Ready;
+    header(TokenFound::Present { id: 0, token: t }, 1)
+}
+
+#[test]
+fn auto_keeps_a_lone_single_volume_only_beside_blank_disks() {
+    let blank = Content::blank;
+    assert_eq!(lone_volume(&obs(vec![blank(), single(), blank()])), Some(1));
+    assert_eq!(lone_volume(&obs(vec![blank(), blank()])), None);
+    assert_eq!(
+        lone_volume(&obs(vec![single(), with_sig(sig("xfs"))])),
+        None
+    );
+    assert_eq!(lone_volume(&obs(vec![single(), single()])), None);
+    assert_eq!(
+        lone_volume(&obs(vec![single(), member("s1", 0, 2, None)])),
+        None
+    );
+}
+
 #[test]
 fn foreign_members_two_sets_and_single_volumes_refuse() {
     let m = refused(plan4(&obs(vec![Content::blank(), with_sig(sig("xfs"))])));
@@ -259,18 +282,7 @@ fn foreign_members_two_sets_and_single_volumes_refuse() {
         member("s2", 1, 2, None),
     ])));
     assert!(m.contains("different sets"), "{m}");
-    let single = header(
-        TokenFound::Present {
-            id: 0,
-            token: {
-                let mut t = Token::formatting("u");
-                t.state = TokenState::Ready;
-                t
-            },
-        },
-        1,
-    );
-    let m = refused(plan4(&obs(vec![single, Content::blank()])));
+    let m = refused(plan4(&obs(vec![single(), Content::blank()])));
     assert!(m.contains("single-disk secretfs volume"), "{m}");
     let m = refused(plan4(&obs(vec![
         member("s1", 0, 2, None),
