@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use secretfs::keys::aws::AwsOptions;
-use secretfs::keys::aws::{block_on, seal, unwrap_key};
+use secretfs::keys::aws::{block_on, seal, unwrap_key, Plain};
 use secretfs::keys::{Passphrase, GENERATED_LEN};
 use secretfs::parse::BlobLocation;
 
@@ -41,7 +41,7 @@ fn main() -> Result<()> {
         timeout: Duration::from_secs(30),
     };
     let pass = Passphrase::generate(GENERATED_LEN)?;
-    let sealed = block_on(seal(&pass, &kms_key, &to, &opts, false))?;
+    let sealed = block_on(seal(Plain::Given(&pass), &kms_key, &to, &opts, false))?;
     println!(
         "sealed {} bytes under {} into {} ({} bytes)",
         sealed.passphrase_bytes, sealed.key_id, sealed.to, sealed.blob_bytes

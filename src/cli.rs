@@ -86,6 +86,10 @@ pub struct AwsArgs {
     /// Endpoint for S3 and KMS calls (AWS_ENDPOINT_URL* also work)
     #[arg(long, value_name = "URL", value_parser = parse::endpoint_url)]
     pub endpoint_url: Option<String>,
+    /// Accept http:// endpoints on hosts other than loopback and
+    /// link-local addresses (keys and credentials cross in the clear)
+    #[arg(long)]
+    pub allow_http: bool,
     /// Deadline for getting the key, retrying throttling and network errors
     /// [default: 5m]
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]

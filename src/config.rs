@@ -41,6 +41,7 @@ pub struct FileConfig {
     expected_bucket_owner: Option<String>,
     region: Option<String>,
     endpoint_url: Option<String>,
+    allow_http: Option<bool>,
     timeout: Option<String>,
     disk: Option<OneOrMany>,
     no_disks: Option<NoDisks>,
@@ -114,6 +115,15 @@ fn merge_aws(a: &AwsArgs, f: &FileConfig) -> Result<AwsOptions> {
         parse::context_pair(&format!("{k}={v}"))
             .or_else(|e| usage(format!("config encryption-context: {e}")))?;
     }
+    let endpoint_url = pick(
+        &a.endpoint_url,
+        &f.endpoint_url,
+        "endpoint-url",
+        parse::endpoint_url,
+    )?;
+    if !(a.allow_http || f.allow_http == Some(true)) {
+        refuse_cleartext(endpoint_url.as_deref(), |v| std::env::var(v).ok())?;
+    }
     Ok(AwsOptions {
         kms_key_id: pick(&a.kms_key_id, &f.kms_key_id, "kms-key-id", parse::kms_key)?,
         encryption_context,
@@ -124,12 +134,7 @@ fn merge_aws(a: &AwsArgs, f: &FileConfig) -> Result<AwsOptions> {
             parse::account_id,
         )?,
         region: pick(&a.region, &f.region, "region", parse::region)?,
-        endpoint_url: pick(
-            &a.endpoint_url,
-            &f.endpoint_url,
-            "endpoint-url",
-            parse::endpoint_url,
-        )?,
+        endpoint_url,
         timeout: match (a.timeout, &f.timeout) {
             (Some(t), _) => t,
             (None, Some(s)) => {
@@ -138,6 +143,38 @@ fn merge_aws(a: &AwsArgs, f: &FileConfig) -> Result<AwsOptions> {
             (None, None) => DEFAULT_TIMEOUT,
         },
     })
+}
+
+/// The variables through which the SDK takes endpoints (besides the
+/// profile's `endpoint_url`, which only the SDK reads).
+pub const ENDPOINT_ENV: [&str; 4] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_KMS",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+];
+
+/// Refuses (exit 2) an endpoint that would carry keys or credentials in
+/// the clear over a network: plain http to a host that is neither
+/// loopback nor link-local.
+fn refuse_cleartext(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<()> {
+    let named = flag
+        .map(|u| ("--endpoint-url".to_string(), u.to_string()))
+        .into_iter()
+        .chain(
+            ENDPOINT_ENV
+                .iter()
+                .filter_map(|v| env(v).map(|u| (v.to_string(), u))),
+        );
+    for (what, url) in named {
+        if !parse::cleartext_is_local(url.trim()) {
+            return usage(format!(
+                "{what} {url} is plain http to a remote host: the key would cross the network in the clear; \
+                 use https://, or pass --allow-http (allow-http = true) if the path is otherwise protected"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A flag's value if given, else the config's (parsed), else `None`.
@@ -375,6 +412,28 @@ mod tests {
     use super::*;
     use crate::error::{exit_code_of, EXIT_USAGE};
     use crate::parse::BlobLocation;
+
+    #[test]
+    fn cleartext_endpoints_to_remote_hosts_are_refused_wherever_named() {
+        let none = |_: &str| None;
+        assert!(refuse_cleartext(Some("http://127.0.0.1:4566"), none).is_ok());
+        assert!(refuse_cleartext(Some("https://kms.example.com"), none).is_ok());
+        let e = refuse_cleartext(Some("http://10.0.0.5:4566"), none).unwrap_err();
+        assert_eq!(exit_code_of(&e), EXIT_USAGE);
+        assert!(
+            e.to_string()
+                .contains("--endpoint-url http://10.0.0.5:4566"),
+            "{e}"
+        );
+        for var in ENDPOINT_ENV {
+            let env = |v: &str| (v == var).then(|| "http://192.0.2.7".to_string());
+            let e = refuse_cleartext(None, env).unwrap_err();
+            assert!(e.to_string().starts_with(var), "{e}");
+            assert!(e.to_string().contains("--allow-http"), "{e}");
+        }
+        let local = |_: &str| Some("http://169.254.169.254".to_string());
+        assert!(refuse_cleartext(None, local).is_ok());
+    }
 
     const FULL: &str = r#"
 wrapped-key = "s3://secretfs-keys/i-123/key.bin"

@@ -220,6 +220,30 @@ pub fn endpoint_url(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_string())
 }
 
+/// Whether a key may cross the connection to `url` in the clear: https,
+/// or plain http to this host (loopback) or to a link-local address (the
+/// instance metadata service, a local emulator's forwarded address). A
+/// plain http URL to any other host is refused unless `--allow-http`.
+pub fn cleartext_is_local(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return true;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.is_loopback() || a.is_link_local(),
+        Ok(std::net::IpAddr::V6(a)) => a.is_loopback() || (a.segments()[0] & 0xffc0) == 0xfe80,
+        Err(_) => false,
+    }
+}
+
 /// An AWS region name such as `us-east-1`.
 pub fn region(s: &str) -> Result<String, String> {
     let ok = (4..=32).contains(&s.len())
@@ -424,6 +448,32 @@ mod tests {
         assert!(endpoint_url("http://127.0.0.1:4566/").is_ok());
         assert_eq!(endpoint_url("http://h/").unwrap(), "http://h");
         assert!(endpoint_url("ftp://x").is_err());
+        for local in [
+            "https://kms.us-east-1.amazonaws.com",
+            "https://10.1.2.3",
+            "http://127.0.0.1:4566",
+            "http://127.9.9.9",
+            "http://localhost:5000/x",
+            "http://169.254.169.254",
+            "http://169.254.170.100:4566",
+            "http://[::1]:4566",
+            "http://[fe80::1]",
+            "http://user@127.0.0.1:1",
+        ] {
+            assert!(cleartext_is_local(local), "{local}");
+        }
+        for remote in [
+            "http://10.0.2.2:4566",
+            "http://kms.us-east-1.amazonaws.com",
+            "http://192.0.2.1",
+            "http://169.255.0.1",
+            "http://[2001:db8::1]:80",
+            "http://127.0.0.1.example.com",
+            "http://localhost.example.com",
+            "http://169.254.169.254@192.0.2.1/",
+        ] {
+            assert!(!cleartext_is_local(remote), "{remote}");
+        }
         assert!(endpoint_url("http://").is_err());
         assert!(region("us-east-1").is_ok());
         assert!(region("US").is_err());

@@ -704,3 +704,105 @@ fn malformed_values_are_usage_errors() {
         );
     }
 }
+
+// ---- g. secret handling --------------------------------------------------
+
+/// `SECRETFS_LOG=trace` plus the SDK's own body-logging switches: the
+/// KMS Encrypt request (seal from stdin) and the Decrypt response
+/// (check-key) hold the plaintext, and neither may reach the log.
+#[test]
+fn trace_logging_and_sdk_body_switches_leak_no_passphrase() {
+    let moto = Moto::start();
+    let uri = moto.s3_uri("traced.bin");
+    let (pass_path, pass) = passphrase_file(&moto);
+    let loud = |cmd: &mut std::process::Command| {
+        cmd.env("SECRETFS_LOG", "trace")
+            .env("LOG_SENSITIVE_BODIES", "true")
+            .env("LOG_SIGNABLE_BODY", "true");
+    };
+    let mut cmd = secretfs_cmd(&moto.endpoint());
+    cmd.args(["seal", "--kms-key", &moto.alias, "--to", &uri])
+        .args(["--passphrase-file", "-"])
+        .args(context_flags())
+        .stdin(fs::File::open(&pass_path).unwrap());
+    loud(&mut cmd);
+    let sealed = run(cmd, QUICK);
+    sealed.assert_code(0).assert_no_leak(&pass);
+    // The filter took effect: the SDK logged at debug, secretfs at trace.
+    assert!(
+        sealed.stderr().contains("DEBUG") && sealed.stderr().lines().count() > 20,
+        "seal logged too little for SECRETFS_LOG=trace to have applied"
+    );
+    let blob = moto.get_object("traced.bin").expect("seal wrote no object");
+    assert_eq!(
+        moto.decrypt(&blob, &CONTEXT).1,
+        pass,
+        "seal wrapped other bytes than stdin's"
+    );
+
+    let mut cmd = secretfs_cmd(&moto.endpoint());
+    cmd.args(["check-key", "--wrapped-key", &uri])
+        .args(context_flags());
+    loud(&mut cmd);
+    let r = run(cmd, QUICK);
+    r.assert_code(0).assert_no_leak(&pass);
+    assert!(
+        r.stderr().contains("DEBUG"),
+        "check-key logged no debug line"
+    );
+
+    // Generated inside KMS: the plaintext never reaches this host.
+    let gen = moto.s3_uri("generated-traced.bin");
+    let mut cmd = secretfs_cmd(&moto.endpoint());
+    cmd.args(["seal", "--kms-key", &moto.alias, "--to", &gen])
+        .args(context_flags());
+    loud(&mut cmd);
+    let sealed = run(cmd, QUICK);
+    sealed.assert_code(0);
+    let blob = moto.get_object("generated-traced.bin").expect("no object");
+    let plain = moto.decrypt(&blob, &CONTEXT).1;
+    assert_eq!(plain.len(), 64);
+    sealed.assert_no_leak(&plain);
+    assert!(
+        !sealed.stderr().contains("\"Plaintext\""),
+        "seal sent a Plaintext field to KMS"
+    );
+}
+
+/// Plain http to a host that is neither loopback nor link-local is refused
+/// before any connection, wherever the endpoint is named; `--allow-http`
+/// lets it through (shown without traffic: the key file is missing, which
+/// is found first).
+#[test]
+fn cleartext_endpoints_to_remote_hosts_are_refused() {
+    let remote = "http://192.0.2.1:4566";
+    let args = [
+        "check-key",
+        "--wrapped-key",
+        "/nonexistent/secretfs-key.bin",
+    ];
+    let mut cmd = secretfs_cmd("http://127.0.0.1:9");
+    cmd.args(args).args(["--endpoint-url", remote]);
+    run(cmd, QUICK).assert_code(2).assert_stderr_mentions(&[
+        "--endpoint-url",
+        remote,
+        "--allow-http",
+    ]);
+    for var in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KMS",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    ] {
+        let mut cmd = secretfs_cmd("http://127.0.0.1:9");
+        cmd.args(args).env(var, remote);
+        run(cmd, QUICK)
+            .assert_code(2)
+            .assert_stderr_mentions(&[var, "--allow-http"]);
+    }
+    let mut cmd = secretfs_cmd("http://127.0.0.1:9");
+    cmd.args(args)
+        .args(["--endpoint-url", remote, "--allow-http"]);
+    run(cmd, QUICK)
+        .assert_code(4)
+        .assert_stderr_mentions(&["does not exist"]);
+}

@@ -19,12 +19,22 @@ use crate::error::{usage, Failure};
 use crate::luks;
 use crate::names;
 
-/// Process-wide hardening and logging; call first thing in `main`.
+/// Environment variables that make the AWS SDK log request and response
+/// bodies (KMS Encrypt's and Decrypt's hold the plaintext): removed at
+/// start, whatever their value.
+pub const SDK_BODY_LOGGING_ENV: [&str; 2] = ["LOG_SENSITIVE_BODIES", "LOG_SIGNABLE_BODY"];
+
+/// Process-wide hardening and logging; call first thing in `main`, while
+/// the process has one thread.
 pub fn init(cli: &Cli) {
     // No core dumps and no ptrace by other users' processes: the
     // passphrase must never reach a core file.
     let _ = nix::sys::prctl::set_dumpable(false);
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    for v in SDK_BODY_LOGGING_ENV {
+        // Single-threaded here, so nothing reads the environment meanwhile.
+        std::env::remove_var(v);
+    }
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "info",
@@ -40,13 +50,29 @@ pub fn init(cli: &Cli) {
              aws_smithy_http_client={sdk},aws_sdk_kms={sdk},aws_sdk_s3={sdk},hyper=warn,rustls=warn"
         ))
     });
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter)
         .with_target(false)
         .with_ansi(nix::unistd::isatty(std::io::stderr()).unwrap_or(false))
-        .try_init();
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            loggable(m.target(), *m.level())
+        }));
+    let _ = tracing_subscriber::registry().with(fmt).try_init();
     luks::set_up_logging();
+    crate::keys::lock_all_memory();
+}
+
+/// Whether an event may be logged at all, whatever `SECRETFS_LOG` says:
+/// other crates' trace level is off, because there the SDK and its HTTP
+/// stack log requests and responses with their bodies (and KMS bodies hold
+/// plaintext keys).
+fn loggable(target: &str, level: tracing::Level) -> bool {
+    let ours = target == "secretfs" || target.starts_with("secretfs::");
+    ours || level <= tracing::Level::DEBUG
 }
 
 /// The subcommand's name, as the user typed it.
@@ -111,4 +137,26 @@ pub fn print_error_json(cli: &Cli, err: &anyhow::Error, code: u8) {
     let _ = print_json(
         &json!({"command": command_name(cli), "ok": false, "error": format!("{err:#}"), "kind": kind.unwrap_or("failed"), "exit_code": code}),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable;
+    use tracing::Level;
+
+    #[test]
+    fn other_crates_never_log_at_trace() {
+        for t in [
+            "aws_smithy_runtime::client::orchestrator",
+            "hyper_util",
+            "aws_sigv4",
+            "h2",
+            "secretfsx",
+        ] {
+            assert!(!loggable(t, Level::TRACE), "{t}");
+            assert!(loggable(t, Level::DEBUG), "{t}");
+        }
+        assert!(loggable("secretfs", Level::TRACE));
+        assert!(loggable("secretfs::luks", Level::TRACE));
+    }
 }

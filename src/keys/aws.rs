@@ -189,13 +189,29 @@ impl<'a> Sdk<'a> {
         self.check(put_object(&cfg, self.opts, bucket, key, data).await)
     }
 
-    async fn encrypt(
-        &self,
-        kms_key: &str,
-        pass: &Passphrase,
-    ) -> Result<(Vec<u8>, String), Attempt> {
+    async fn encrypt(&self, kms_key: &str, plain: Plain<'_>) -> Result<(Vec<u8>, String), Attempt> {
         let cfg = self.config().await?;
-        self.check(encrypt(&cfg, self.opts, kms_key, pass).await)
+        self.check(encrypt(&cfg, self.opts, kms_key, plain).await)
+    }
+}
+
+/// What `seal` wraps.
+#[derive(Clone, Copy)]
+pub enum Plain<'a> {
+    /// A passphrase the user gave: sent to KMS Encrypt.
+    Given(&'a Passphrase),
+    /// A new random passphrase of this many bytes, made inside KMS
+    /// (GenerateDataKeyWithoutPlaintext): its plaintext never reaches this
+    /// host.
+    Generated(usize),
+}
+
+impl Plain<'_> {
+    fn len(self) -> usize {
+        match self {
+            Plain::Given(p) => p.len(),
+            Plain::Generated(n) => n,
+        }
     }
 }
 
@@ -526,7 +542,7 @@ pub struct Sealed {
 
 /// KMS-encrypts `pass` under `kms_key` and stores the blob at `to`.
 pub async fn seal(
-    pass: &Passphrase,
+    plain: Plain<'_>,
     kms_key: &str,
     to: &BlobLocation,
     opts: &AwsOptions,
@@ -555,7 +571,7 @@ pub async fn seal(
         deadline,
         opts.timeout,
         &format!("encrypting with KMS key {kms_key}"),
-        || sdk.encrypt(kms_key, pass),
+        || sdk.encrypt(kms_key, plain),
     )
     .await?;
     match to {
@@ -567,12 +583,12 @@ pub async fn seal(
             .await?
         }
     }
-    info!(to = %to, key_id = %key_id, "sealed a {}-byte passphrase into a {}-byte KMS blob", pass.len(), blob.len());
+    info!(to = %to, key_id = %key_id, "sealed a {}-byte passphrase into a {}-byte KMS blob", plain.len(), blob.len());
     Ok(Sealed {
         to: to.to_string(),
         key_id,
         blob_bytes: blob.len(),
-        passphrase_bytes: pass.len(),
+        passphrase_bytes: plain.len(),
     })
 }
 
@@ -641,24 +657,42 @@ async fn encrypt(
     cfg: &SdkConfig,
     opts: &AwsOptions,
     kms_key: &str,
-    pass: &Passphrase,
+    plain: Plain<'_>,
 ) -> Result<(Vec<u8>, String), Attempt> {
     let kms = aws_sdk_kms::Client::new(cfg);
     let ctx: HashMap<String, String> = opts.encryption_context.clone().into_iter().collect();
-    let out = kms
-        .encrypt()
-        .key_id(kms_key)
-        .plaintext(Blob::new(pass.expose()))
-        .set_encryption_context((!ctx.is_empty()).then_some(ctx))
-        .send()
-        .await
-        .map_err(|e| classify(&e, kms_key, Service::Kms))?;
-    let blob = out
-        .ciphertext_blob()
+    let ctx = (!ctx.is_empty()).then_some(ctx);
+    let (blob, key) = match plain {
+        // The SDK takes the plaintext as an owned Vec and base64-encodes
+        // it into the request body; neither copy is reachable from here
+        // to zero (`lock_all_memory` keeps them out of swap).
+        Plain::Given(pass) => {
+            let out = kms
+                .encrypt()
+                .key_id(kms_key)
+                .plaintext(Blob::new(pass.expose()))
+                .set_encryption_context(ctx)
+                .send()
+                .await
+                .map_err(|e| classify(&e, kms_key, Service::Kms))?;
+            (out.ciphertext_blob, out.key_id)
+        }
+        Plain::Generated(n) => {
+            let out = kms
+                .generate_data_key_without_plaintext()
+                .key_id(kms_key)
+                .number_of_bytes(n as i32)
+                .set_encryption_context(ctx)
+                .send()
+                .await
+                .map_err(|e| classify(&e, kms_key, Service::Kms))?;
+            (out.ciphertext_blob, out.key_id)
+        }
+    };
+    let blob = blob
         .ok_or_else(|| Attempt::Fatal("KMS returned no ciphertext".into()))?
-        .as_ref()
-        .to_vec();
-    Ok((blob, out.key_id().unwrap_or(kms_key).to_string()))
+        .into_inner();
+    Ok((blob, key.unwrap_or_else(|| kms_key.to_string())))
 }
 
 #[cfg(test)]

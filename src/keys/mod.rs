@@ -1,8 +1,11 @@
 //! Key material: the passphrase type and where passphrases come from.
 //!
-//! A [`Passphrase`] lives in one heap buffer that is allocated once at its
-//! final size, locked into RAM with mlock(2) (so it is never swapped out),
-//! zeroed on drop, cannot be cloned, and prints as `[redacted]`.
+//! A [`Passphrase`] lives in whole pages of its own, allocated once at
+//! their final size, locked into RAM with mlock(2) before a byte is written
+//! (so it is never swapped out; a failed lock is a warning with the
+//! reason), zeroed on drop, cannot be cloned, and prints as `[redacted]`.
+//! Passphrases from stdin and the terminal are read from fd 0 straight
+//! into those pages, past std's buffered `Stdin`.
 
 pub mod aws;
 pub mod blob;
@@ -13,7 +16,10 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use zeroize::{Zeroize, Zeroizing};
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+use zeroize::Zeroize;
 
 use crate::error::{usage, Failure};
 
@@ -27,108 +33,201 @@ pub const GENERATED_LEN: usize = 64;
 
 /// Secret bytes: locked in memory, zeroed on drop, never printed.
 pub struct Passphrase {
-    buf: Zeroizing<Vec<u8>>,
-    locked: bool,
+    buf: Locked,
+    len: usize,
 }
 
 impl Passphrase {
+    /// An empty passphrase with room for `cap` bytes, locked before any
+    /// secret is written, so it never sits in a page that could be swapped.
+    fn with_capacity(cap: usize) -> Self {
+        Passphrase {
+            buf: Locked::new(cap),
+            len: 0,
+        }
+    }
+
     /// Copies `bytes` into a new locked buffer. The caller zeroes its copy.
     pub fn from_slice(bytes: &[u8]) -> Self {
-        let mut buf = Zeroizing::new(Vec::with_capacity(bytes.len().max(1)));
-        // Lock before the secret is written, so it never sits in a page
-        // that could be swapped. Failure (RLIMIT_MEMLOCK) is not fatal.
-        let locked = lock(&buf);
-        buf.extend_from_slice(bytes);
-        Passphrase { buf, locked }
+        let mut p = Self::with_capacity(bytes.len());
+        p.buf.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        p.len = bytes.len();
+        p
     }
 
     /// Reads up to [`MAX_PASSPHRASE`] bytes from a reader straight into a
-    /// locked buffer, dropping one trailing newline.
+    /// locked buffer (no intermediate buffer: give it an unbuffered
+    /// reader), dropping one trailing newline.
     pub fn read_from(mut r: impl Read, what: &str) -> Result<Self> {
-        let mut p = Passphrase {
-            buf: Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE + 1)),
-            locked: false,
-        };
-        p.locked = lock(&p.buf);
-        let mut chunk = Zeroizing::new([0u8; 512]);
+        let mut p = Self::with_capacity(MAX_PASSPHRASE + 1);
         loop {
-            let n = r
-                .read(&mut chunk[..])
-                .with_context(|| format!("reading {what}"))?;
+            let room = &mut p.buf.bytes_mut()[p.len..=MAX_PASSPHRASE];
+            let n = r.read(room).with_context(|| format!("reading {what}"))?;
             if n == 0 {
                 break;
             }
-            if p.buf.len() + n > MAX_PASSPHRASE {
+            p.len += n;
+            if p.len > MAX_PASSPHRASE {
                 return usage(format!(
                     "{what} is longer than {MAX_PASSPHRASE} bytes: is it the right file?"
                 ));
             }
-            p.buf.extend_from_slice(&chunk[..n]);
         }
-        if p.buf.last() == Some(&b'\n') {
-            p.buf.pop();
-            if p.buf.last() == Some(&b'\r') {
-                p.buf.pop();
+        if p.expose().last() == Some(&b'\n') {
+            p.len -= 1;
+            if p.expose().last() == Some(&b'\r') {
+                p.len -= 1;
             }
         }
-        if p.buf.is_empty() {
+        if p.is_empty() {
             return usage(format!("{what} is empty: it must hold the passphrase"));
         }
         Ok(p)
     }
 
-    /// Random bytes from the kernel's CSPRNG.
+    /// Random bytes from the kernel's CSPRNG, read straight into the
+    /// locked buffer.
     pub fn generate(len: usize) -> Result<Self> {
-        let mut tmp = Zeroizing::new(vec![0u8; len]);
+        let mut p = Self::with_capacity(len);
         std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut tmp))
+            .and_then(|mut f| f.read_exact(&mut p.buf.bytes_mut()[..len]))
             .context("reading /dev/urandom")?;
-        Ok(Self::from_slice(&tmp))
+        p.len = len;
+        Ok(p)
     }
 
     /// The secret bytes, for handing to libcryptsetup or KMS.
     pub fn expose(&self) -> &[u8] {
-        &self.buf
+        &self.buf.bytes()[..self.len]
     }
 
     /// Length in bytes (not secret).
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
     /// Whether mlock(2) succeeded.
     pub fn is_locked(&self) -> bool {
-        self.locked
+        self.buf.locked
     }
 }
 
-fn lock(buf: &Vec<u8>) -> bool {
-    let cap = buf.capacity();
-    let Some(ptr) = std::ptr::NonNull::new(buf.as_ptr() as *mut std::ffi::c_void) else {
-        return false;
-    };
-    // SAFETY: the range is the vector's own allocation, which does not move
-    // or grow while the Passphrase lives (it is never pushed past capacity).
-    unsafe { nix::sys::mman::mlock(ptr, cap) }.is_ok()
+/// Whole pages of their own, zero-filled, mlocked and left out of core
+/// dumps; zeroed, unlocked and freed on drop. No other allocation shares
+/// their pages, so unlocking them never unlocks anything else's bytes.
+struct Locked {
+    ptr: NonNull<u8>,
+    layout: Layout,
+    locked: bool,
 }
 
-impl Drop for Passphrase {
-    fn drop(&mut self) {
-        let cap = self.buf.capacity();
-        // Zero the whole allocation (including spare capacity) first.
-        self.buf.zeroize();
-        if self.locked {
-            if let Some(ptr) = std::ptr::NonNull::new(self.buf.as_ptr() as *mut std::ffi::c_void) {
-                // SAFETY: same allocation that `lock` locked.
-                let _ = unsafe { nix::sys::mman::munlock(ptr, cap) };
+// SAFETY: `Locked` owns its allocation; `&Locked` only reads it.
+unsafe impl Send for Locked {}
+// SAFETY: as above: no interior mutability.
+unsafe impl Sync for Locked {}
+
+impl Locked {
+    fn new(min: usize) -> Self {
+        let page = page_size();
+        let size = min.max(1).div_ceil(page) * page;
+        let layout = Layout::from_size_align(size, page).expect("a page-aligned layout");
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        let region = ptr.cast::<std::ffi::c_void>();
+        // SAFETY: the range is this allocation's own whole pages.
+        let locked = match unsafe { nix::sys::mman::mlock(region, size) } {
+            Ok(()) => true,
+            Err(e) => {
+                warn_unlocked(e);
+                false
             }
+        };
+        // SAFETY: as above. Best effort: core dumps are off anyway.
+        let _ = unsafe {
+            nix::sys::mman::madvise(region, size, nix::sys::mman::MmapAdvise::MADV_DONTDUMP)
+        };
+        Locked {
+            ptr,
+            layout,
+            locked,
         }
     }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid for `layout.size()` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes it unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        self.bytes_mut().zeroize();
+        if self.locked {
+            // SAFETY: the pages `new` locked.
+            let _ = unsafe { nix::sys::mman::munlock(self.ptr.cast(), self.layout.size()) };
+        }
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |n| n as usize)
+}
+
+/// Says once per process that a secret could not be locked, and why.
+fn warn_unlocked(e: nix::errno::Errno) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "could not lock the passphrase in memory (mlock: {e}): it could be written to swap; \
+             run as root or raise RLIMIT_MEMLOCK (ulimit -l)"
+        );
+    });
+}
+
+/// As root with CAP_IPC_LOCK, locks every page of the process, now and to
+/// come (`mlockall`), so no copy of a secret outside [`Passphrase`] (the
+/// SDK's request and response buffers, libcryptsetup's) can reach swap.
+/// Without the capability, `mlockall(MCL_FUTURE)` would make allocations
+/// past RLIMIT_MEMLOCK fail, so it is not tried.
+pub fn lock_all_memory() {
+    if !nix::unistd::geteuid().is_root() || !has_ipc_lock() {
+        return;
+    }
+    use nix::sys::mman::{mlockall, MlockAllFlags};
+    if let Err(e) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+        tracing::warn!("could not lock the process's memory (mlockall: {e}); only the passphrase buffers are locked");
+    }
+}
+
+/// Whether CAP_IPC_LOCK (bit 14) is in this process's effective set.
+fn has_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 impl fmt::Debug for Passphrase {
@@ -172,7 +271,7 @@ impl KeySource for PassphraseFile {
     }
     fn fetch(&self, _first_format: bool) -> Result<Passphrase> {
         if self.0 == Path::new("-") {
-            return Passphrase::read_from(std::io::stdin().lock(), "the passphrase on stdin");
+            return Passphrase::read_from(&*raw_stdin(), "the passphrase on stdin");
         }
         let f = match std::fs::File::open(&self.0) {
             Ok(f) => f,
@@ -235,7 +334,7 @@ fn read_hidden(prompt: &str) -> Result<Passphrase> {
     let _ = err.write_all(prompt.as_bytes());
     let _ = err.flush();
     tcsetattr(fd, SetArg::TCSANOW, &quiet).context("turning terminal echo off")?;
-    let line = read_line(&mut stdin.lock());
+    let line = read_line(&mut &*raw_stdin());
     let restored = tcsetattr(fd, SetArg::TCSANOW, &saved);
     let p = line?;
     restored.context("restoring terminal settings")?;
@@ -243,26 +342,37 @@ fn read_hidden(prompt: &str) -> Result<Passphrase> {
 }
 
 fn read_line(r: &mut impl Read) -> Result<Passphrase> {
-    // Byte by byte so nothing past the newline is consumed.
-    let mut one = [0u8; 1];
-    let mut p = Passphrase {
-        buf: Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE)),
-        locked: false,
-    };
-    p.locked = lock(&p.buf);
+    // Byte by byte, straight into the locked buffer, so nothing past the
+    // newline is consumed and no other buffer holds the line.
+    let mut p = Passphrase::with_capacity(MAX_PASSPHRASE);
     loop {
-        match r.read(&mut one).context("reading the passphrase")? {
+        if p.len == MAX_PASSPHRASE {
+            return usage("passphrase too long");
+        }
+        let at = p.len;
+        let slot = &mut p.buf.bytes_mut()[at..=at];
+        match r.read(slot).context("reading the passphrase")? {
             0 => break,
-            _ if one[0] == b'\n' => break,
-            _ if p.buf.len() == MAX_PASSPHRASE => return usage("passphrase too long"),
-            _ => p.buf.push(one[0]),
+            _ if slot[0] == b'\n' => {
+                slot[0] = 0;
+                break;
+            }
+            _ => p.len += 1,
         }
     }
-    one.zeroize();
-    if p.buf.is_empty() {
+    if p.is_empty() {
         return usage("empty passphrase: nothing was changed");
     }
     Ok(p)
+}
+
+/// Standard input without std's buffer (which is neither locked nor
+/// zeroed): reads go straight from fd 0 into the caller's buffer.
+fn raw_stdin() -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 0 stays open for the process's life; ManuallyDrop keeps
+    // this File from closing it.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) })
 }
 
 #[cfg(test)]
@@ -302,6 +412,21 @@ mod tests {
         let b = Passphrase::generate(GENERATED_LEN).unwrap();
         assert_eq!(a.len(), GENERATED_LEN);
         assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn each_passphrase_has_whole_pages_of_its_own() {
+        let page = page_size();
+        let a = Passphrase::from_slice(b"a");
+        let b = Passphrase::from_slice(&[7u8; 5000]);
+        for p in [&a, &b] {
+            assert_eq!(p.buf.ptr.as_ptr() as usize % page, 0);
+            assert_eq!(p.buf.layout.size() % page, 0);
+            assert!(p.buf.layout.size() >= p.len());
+        }
+        assert_eq!(b.expose(), &[7u8; 5000][..]);
+        // The bytes past the passphrase stay zero.
+        assert!(a.buf.bytes()[1..].iter().all(|&x| x == 0));
     }
 
     #[test]

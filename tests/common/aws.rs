@@ -681,12 +681,21 @@ impl Run {
             base64(secret).into_bytes(),
         ];
         for (stream, name) in [(&self.stdout, "stdout"), (&self.stderr, "stderr")] {
-            for form in &forms {
-                assert!(
-                    !contains(stream, form),
-                    "`{}` leaked the passphrase on {name}:\n{}",
+            let leaked: Vec<usize> = (0..forms.len())
+                .filter(|&i| contains(stream, &forms[i]))
+                .collect();
+            if !leaked.is_empty() {
+                // Shown with every form blacked out: a failing test must
+                // not print the secret either.
+                let mut shown = stream.clone();
+                for form in &forms {
+                    shown = redact(&shown, form);
+                }
+                panic!(
+                    "`{}` leaked the passphrase on {name} (forms {leaked:?} of raw, hex, HEX, base64), \
+                     shown redacted:\n{}",
                     self.what,
-                    String::from_utf8_lossy(stream)
+                    String::from_utf8_lossy(&shown)
                 );
             }
         }
@@ -726,6 +735,22 @@ impl Run {
 }
 
 /// True when `hay` contains `needle`.
+/// `hay` with every occurrence of `needle` replaced by `[SECRET]`.
+fn redact(hay: &[u8], needle: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(b"[SECRET]");
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
