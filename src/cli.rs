@@ -39,9 +39,10 @@ pub enum Command {
     Up(UpArgs),
     /// Unmount, close the mapping and detach a loop device secretfs attached
     Down(DownArgs),
-    /// Show what is there: device, LUKS header, mapping, mount and usage
+    /// Show what is there: device, LUKS header, mapping, mount and usage;
+    /// exits 6 unless the volume is open and mounted
     Status(StatusArgs),
-    /// Generate (or take) a passphrase, KMS-encrypt it and store the blob
+    /// Have KMS make a passphrase (or take one) and wrap it; store the blob
     Seal(SealArgs),
     /// Fetch and decrypt the wrapped key as `up` would, without using it
     CheckKey(CheckKeyArgs),

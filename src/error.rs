@@ -20,6 +20,9 @@ pub const EXIT_KEY_UNAVAILABLE: u8 = 4;
 /// Exit code: `--disk auto` found no instance-store disk (and
 /// `--no-disks ok` was not given).
 pub const EXIT_NO_DISKS: u8 = 5;
+/// Exit code: `status` found the volume not up (not open, or open but not
+/// mounted); its report is printed all the same.
+pub const EXIT_NOT_UP: u8 = 6;
 
 /// A failure with a defined exit code. Carried inside `anyhow::Error`.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub enum Failure {
     KeyUnavailable(String),
     /// `--disk auto` found no instance-store disk.
     NoDisks(String),
+    /// `status`: the volume is not open and mounted.
+    NotUp(String),
 }
 
 impl Failure {
@@ -42,6 +47,7 @@ impl Failure {
             Failure::Refused(_) => EXIT_REFUSED,
             Failure::KeyUnavailable(_) => EXIT_KEY_UNAVAILABLE,
             Failure::NoDisks(_) => EXIT_NO_DISKS,
+            Failure::NotUp(_) => EXIT_NOT_UP,
         }
     }
 }
@@ -53,6 +59,7 @@ impl fmt::Display for Failure {
             Failure::Refused(m) => write!(f, "refused: {m}"),
             Failure::KeyUnavailable(m) => write!(f, "key unavailable: {m}"),
             Failure::NoDisks(m) => write!(f, "no disks: {m}"),
+            Failure::NotUp(m) => write!(f, "not up: {m}"),
         }
     }
 }

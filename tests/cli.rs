@@ -263,11 +263,18 @@ fn up_without_device_mapper_fails_with_exit_1_before_writing() {
 }
 
 #[test]
-fn status_and_down_without_a_volume_exit_0() {
+fn without_a_volume_status_exits_6_and_down_exits_0() {
+    // One JSON object (the report), then the one-line reason on stderr.
     let o = secretfs(&["status", "--json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["open"], false);
+    assert_eq!(v["up"], false);
+    assert_eq!(v["ok"], false);
+    assert!(error_line(&o).contains("not up"), "{}", stderr(&o));
+    let o = secretfs(&["status"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("closed"));
     let o = secretfs(&["down", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -125,15 +125,18 @@ pub fn require_root(what: &str) -> Result<()> {
 
 /// Prints an error as one JSON object (for `--json`).
 pub fn print_error_json(cli: &Cli, err: &anyhow::Error, code: u8) {
-    let kind = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<Failure>())
-        .map(|f| match f {
-            Failure::Usage(_) => "usage",
-            Failure::Refused(_) => "refused",
-            Failure::KeyUnavailable(_) => "key_unavailable",
-            Failure::NoDisks(_) => "no_disks",
-        });
+    let failure = err.chain().find_map(|e| e.downcast_ref::<Failure>());
+    if let Some(Failure::NotUp(_)) = failure {
+        // `status` printed its report (with "up": false) already.
+        return;
+    }
+    let kind = failure.map(|f| match f {
+        Failure::Usage(_) => "usage",
+        Failure::Refused(_) => "refused",
+        Failure::KeyUnavailable(_) => "key_unavailable",
+        Failure::NoDisks(_) => "no_disks",
+        Failure::NotUp(_) => "not_up",
+    });
     let _ = print_json(
         &json!({"command": command_name(cli), "ok": false, "error": format!("{err:#}"), "kind": kind.unwrap_or("failed"), "exit_code": code}),
     );

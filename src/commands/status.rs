@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::print_json;
 use crate::cli::StatusArgs;
 use crate::config;
+use crate::error::{Failure, EXIT_NOT_UP};
 use crate::luks::header::{self, LuksInfo};
 use crate::names::{self, under};
 use crate::observe::{content, sys, Signature};
@@ -46,9 +47,12 @@ struct SetReport {
 #[derive(Serialize)]
 struct StatusReport {
     command: &'static str,
+    /// The same as `up`: the command's verdict.
     ok: bool,
     name: String,
     mapper: PathBuf,
+    /// Open and mounted; false exits [`EXIT_NOT_UP`].
+    up: bool,
     open: bool,
     device: Option<PathBuf>,
     loop_file: Option<PathBuf>,
@@ -75,6 +79,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         ok: true,
         name: v.name.clone(),
         mapper: mapper.clone(),
+        up: false,
         open: false,
         device: None,
         loop_file: None,
@@ -157,8 +162,25 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             }
         }
     }
+    r.up = r.open && !r.mounts.is_empty();
+    r.ok = r.up;
+    let not_up = || -> Result<()> {
+        if r.up {
+            return Ok(());
+        }
+        let why = match (&r.note, r.open) {
+            (Some(n), _) => n.clone(),
+            (None, true) => format!("{} is open but not mounted", mapper.display()),
+            (None, false) => format!("{} is not open", mapper.display()),
+        };
+        Err(Failure::NotUp(format!(
+            "{why} (exit {EXIT_NOT_UP}); `secretfs up` brings it up"
+        ))
+        .into())
+    };
     if v.json {
-        return print_json(&r);
+        print_json(&r)?;
+        return not_up();
     }
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -248,7 +270,8 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             m.available_bytes >> 20
         )?;
     }
-    Ok(())
+    drop(out);
+    not_up()
 }
 
 /// The members of the set `id` under its stripe (on = the member mappings).
