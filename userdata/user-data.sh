@@ -4,18 +4,26 @@
 # the first boot of the instance); the systemd unit it installs takes over
 # on every later boot.
 #
-# Edit the four settings below. The instance role needs s3:GetObject on
-# the wrapped key and kms:Decrypt on the key (examples/iam-policy.json).
+# Edit the five settings below. The instance role needs s3:GetObject on
+# the binary and on the wrapped key, and kms:Decrypt on the key
+# (examples/iam-policy.json). Any failed step stops the script (and fails
+# cloud-init's user-data module): nothing after it runs.
 set -euo pipefail
 
 SECRETFS_BINARY=s3://my-artifacts/secretfs/secretfs-x86_64   # the release binary
+SECRETFS_SHA256=0000000000000000000000000000000000000000000000000000000000000000  # its SHA-256 (from SHA256SUMS)
 WRAPPED_KEY=s3://my-secrets/secretfs/volume-key.bin          # from `secretfs seal`
 KMS_KEY_ID=alias/secretfs                                    # pins the key Decrypt may use
 BUCKET_OWNER=123456789012                                    # the account owning both buckets
 
 # The binary (not a secret) comes from S3 with the AWS CLI the AMI ships.
-aws s3 cp --only-show-errors --expected-bucket-owner "$BUCKET_OWNER" \
-  "$SECRETFS_BINARY" /usr/local/bin/secretfs.new
+# `aws s3api get-object` (not `aws s3 cp`, whose high-level form has no
+# --expected-bucket-owner in any CLI release) refuses a bucket another
+# account owns; the checksum refuses any other file.
+bucket=${SECRETFS_BINARY#s3://}
+aws s3api get-object --bucket "${bucket%%/*}" --key "${bucket#*/}" \
+  --expected-bucket-owner "$BUCKET_OWNER" /usr/local/bin/secretfs.new >/dev/null
+echo "$SECRETFS_SHA256  /usr/local/bin/secretfs.new" | sha256sum --check --strict --quiet
 install -m 0755 /usr/local/bin/secretfs.new /usr/local/bin/secretfs
 rm -f /usr/local/bin/secretfs.new
 
@@ -62,4 +70,5 @@ UNIT
 systemctl daemon-reload
 # Enables it for every boot and runs it now; a failure fails user data.
 systemctl enable --now secretfs.service
+# Exits 6 (and fails user data) unless the volume is open and mounted.
 /usr/local/bin/secretfs status
