@@ -12,11 +12,12 @@ use crate::parse::{self, BlobLocation};
 /// Encrypted scratch storage on EC2 instance store, keyed by AWS KMS.
 ///
 /// Exit codes: 0 done or already done, 1 failed, 2 usage error, 3 refused
-/// (foreign data, mounted or busy), 4 key unavailable.
+/// (foreign data, mounted or busy), 4 key unavailable, 5 no instance-store
+/// disk (`--disk auto`), 6 not up (`status`, `wait`).
 #[derive(Debug, Parser)]
 #[command(
     name = "secretfs",
-    version,
+    version = crate::names::VERSION,
     disable_help_subcommand = true,
     max_term_width = 80
 )]
@@ -46,6 +47,15 @@ pub enum Command {
     Seal(SealArgs),
     /// Fetch and decrypt the wrapped key as `up` would, without using it
     CheckKey(CheckKeyArgs),
+    /// Wait until the volume is open and mounted (for scripts; exits 6 at
+    /// the timeout)
+    Wait(WaitArgs),
+    /// Write the systemd unit, and a drop-in for each service that must
+    /// not start without the volume; enable the unit
+    InstallUnit(InstallUnitArgs),
+    /// Write the man pages and shell completions under DIR
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 /// How a passphrase is protected by the LUKS2 key slot.
@@ -231,6 +241,47 @@ pub struct CheckKeyArgs {
     /// Print one JSON object on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `secretfs wait`.
+#[derive(Clone, Debug, Args)]
+pub struct WaitArgs {
+    /// Volume name [default: the config's name, else secretfs]
+    #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
+    pub name: Option<String>,
+    /// TOML file to take the volume name from (as `up --config`)
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// How long to wait before giving up (exit 6)
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration,
+          default_value = "5m")]
+    pub timeout: Duration,
+}
+
+/// Arguments of `secretfs install-unit`.
+#[derive(Clone, Debug, Args)]
+pub struct InstallUnitArgs {
+    /// A unit that must not start without the volume (repeatable; `NAME`
+    /// means NAME.service): gets a drop-in with Requires= and After=
+    #[arg(long, value_name = "UNIT")]
+    pub requires: Vec<String>,
+    /// Also start the unit now (`systemctl enable --now`)
+    #[arg(long)]
+    pub now: bool,
+    /// The binary the unit runs [default: this one]
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Write into this system root (an image being built) and run no
+    /// systemctl
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// Arguments of `secretfs generate`.
+#[derive(Clone, Debug, Args)]
+pub struct GenerateArgs {
+    /// Directory to write man/ and completions/ into
+    pub dir: PathBuf,
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub enum Tool {
     MkfsExt4,
     /// `modprobe`, to load dm-crypt when the kernel has not yet.
     Modprobe,
+    /// `systemctl`, for `install-unit`.
+    Systemctl,
 }
 
 impl Tool {
@@ -33,6 +35,7 @@ impl Tool {
             Tool::Wipefs => "wipefs",
             Tool::MkfsExt4 => "mkfs.ext4",
             Tool::Modprobe => "modprobe",
+            Tool::Systemctl => "systemctl",
         }
     }
 
@@ -51,6 +54,7 @@ impl Tool {
                         Tool::Wipefs => "util-linux",
                         Tool::MkfsExt4 => "e2fsprogs",
                         Tool::Modprobe => "kmod",
+                        Tool::Systemctl => "systemd",
                     }
                 )
             })

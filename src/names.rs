@@ -19,6 +19,14 @@ pub const LUKS_SUBSYSTEM: &str = "secretfs";
 pub const TOKEN_TYPE: &str = "secretfs";
 /// The ext4 label of the inner filesystem.
 pub const FS_LABEL: &str = "secretfs";
+/// `secretfs --version`: the crate version and the commit it was built
+/// from (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SECRETFS_COMMIT"),
+    ")"
+);
 /// Default configuration file, read when it exists and `--config` is absent.
 pub const DEFAULT_CONFIG: &str = "/etc/secretfs/secretfs.toml";
 /// Where device-mapper nodes live.

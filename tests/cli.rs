@@ -39,6 +39,8 @@ fn help_and_version_exit_0() {
         &["down", "--help"],
         &["status", "--help"],
         &["check-key", "--help"],
+        &["wait", "--help"],
+        &["install-unit", "--help"],
     ] {
         let o = secretfs(args);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
@@ -289,4 +291,156 @@ fn json_errors_are_one_object_with_the_exit_code() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["exit_code"], 2);
     assert_eq!(v["kind"], "usage");
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let o = secretfs(&["--version"]);
+    let shown = String::from_utf8(o.stdout).unwrap();
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running git");
+    assert!(head.status.success(), "not a git checkout");
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert_eq!(
+        shown.trim(),
+        format!(
+            "secretfs {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            head.trim()
+        )
+    );
+}
+
+/// `doc/` is what `secretfs generate` makes from the clap definitions: a
+/// flag changed without `secretfs generate doc` fails here.
+#[test]
+fn committed_man_pages_and_completions_match_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = secretfs(&["generate", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("doc");
+    let list = |root: &Path| {
+        let mut v: Vec<String> = ["man", "completions"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
+            .map(|e| {
+                let p = e.unwrap().path();
+                p.strip_prefix(root).unwrap().display().to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let made = list(dir.path());
+    assert_eq!(made, list(&doc), "run `secretfs generate doc`");
+    for f in &made {
+        assert!(
+            std::fs::read(dir.path().join(f)).unwrap() == std::fs::read(doc.join(f)).unwrap(),
+            "doc/{f} is stale: run `cargo run -- generate doc`"
+        );
+    }
+    for page in [
+        "secretfs.1",
+        "secretfs-up.1",
+        "secretfs-wait.1",
+        "secretfs-install-unit.1",
+    ] {
+        assert!(made.contains(&format!("man/{page}")), "no {page}");
+    }
+    assert!(
+        !made.iter().any(|f| f.contains("generate")),
+        "the hidden command got a page"
+    );
+}
+
+#[test]
+fn install_unit_into_a_root_writes_the_unit_and_drop_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let args = [
+        "install-unit",
+        "--root",
+        root,
+        "--binary",
+        "/usr/bin/secretfs",
+        "--requires",
+        "postgresql",
+        "--requires",
+        "cassandra.service",
+    ];
+    for _ in 0..2 {
+        let o = secretfs(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let sys = dir.path().join("etc/systemd/system");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(manifest.join("userdata/secretfs.service")).unwrap();
+    let unit = std::fs::read_to_string(sys.join("secretfs.service")).unwrap();
+    assert_eq!(
+        unit,
+        shipped.replace("/usr/local/bin/secretfs", "/usr/bin/secretfs")
+    );
+    let drop_in =
+        std::fs::read_to_string(manifest.join("userdata/requires-secretfs.conf")).unwrap();
+    for u in ["postgresql.service", "cassandra.service"] {
+        let p = sys.join(format!("{u}.d/requires-secretfs.conf"));
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            drop_in,
+            "{}",
+            p.display()
+        );
+    }
+    let mut left: Vec<_> = walk(dir.path());
+    left.sort();
+    assert_eq!(left.len(), 3, "{left:?}");
+
+    let o = secretfs(&[
+        "install-unit",
+        "--root",
+        root,
+        "--requires",
+        "../../etc/passwd",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        error_line(&o).contains("--requires ../../etc/passwd"),
+        "{}",
+        stderr(&o)
+    );
+    let o = secretfs(&["install-unit", "--root", root, "--binary", "secretfs"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(walk(dir.path()).len(), 3, "a refused run wrote files");
+}
+
+fn walk(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn wait_without_a_volume_gives_up_at_the_timeout_with_exit_6() {
+    let start = std::time::Instant::now();
+    let o = secretfs(&["wait", "--name", "secretfs-never", "--timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let line = error_line(&o);
+    assert!(
+        line.contains("waited 1s for volume secretfs-never"),
+        "{line}"
+    );
+    assert!(line.contains("not up: "), "{line}");
+    assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+    let o = secretfs(&["wait", "--timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -49,26 +49,10 @@ TOML
 mkdir -p /mnt/secretfs
 mountpoint -q /mnt/secretfs || chattr +i /mnt/secretfs 2>/dev/null || true
 
-cat > /etc/systemd/system/secretfs.service <<'UNIT'
-[Unit]
-Description=secretfs encrypted scratch volume (/mnt/secretfs)
-Wants=network-online.target
-After=network-online.target
-ConditionPathExists=/etc/secretfs/secretfs.toml
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-TimeoutStartSec=7min
-ExecStart=/usr/local/bin/secretfs up --config /etc/secretfs/secretfs.toml
-ExecStop=/usr/local/bin/secretfs down --config /etc/secretfs/secretfs.toml
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-
-systemctl daemon-reload
-# Enables it for every boot and runs it now; a failure fails user data.
-systemctl enable --now secretfs.service
+# The unit (built into the binary: userdata/secretfs.service) runs
+# `secretfs up` on every boot; enabled and started now. A failure fails
+# user data. Services that keep data on the volume: add
+# `--requires NAME` for each (Requires= + After=secretfs.service).
+/usr/local/bin/secretfs install-unit --now
 # Exits 6 (and fails user data) unless the volume is open and mounted.
 /usr/local/bin/secretfs status

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::print_json;
 use crate::cli::StatusArgs;
 use crate::config;
-use crate::error::{Failure, EXIT_NOT_UP};
+use crate::error::Failure;
 use crate::luks::header::{self, LuksInfo};
 use crate::names::{self, under};
 use crate::observe::{content, sys, Signature};
@@ -45,13 +45,13 @@ struct SetReport {
 }
 
 #[derive(Serialize)]
-struct StatusReport {
+pub struct StatusReport {
     command: &'static str,
     /// The same as `up`: the command's verdict.
     ok: bool,
     name: String,
     mapper: PathBuf,
-    /// Open and mounted; false exits [`EXIT_NOT_UP`].
+    /// Open and mounted; false exits 6 (`EXIT_NOT_UP`).
     up: bool,
     open: bool,
     device: Option<PathBuf>,
@@ -69,15 +69,13 @@ struct StatusReport {
     note: Option<String>,
 }
 
-/// `secretfs status`.
-pub fn run(args: &StatusArgs) -> Result<()> {
-    let v = config::volume(&args.name, &args.config, None, args.json)?;
-    let root = Path::new("/");
-    let mapper = names::mapper_path(&v.name);
+/// What is there for the volume NAME, read under `root`.
+pub fn report(root: &Path, name: &str) -> Result<StatusReport> {
+    let mapper = names::mapper_path(name);
     let mut r = StatusReport {
         command: "status",
         ok: true,
-        name: v.name.clone(),
+        name: name.to_string(),
         mapper: mapper.clone(),
         up: false,
         open: false,
@@ -92,7 +90,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         mounts: Vec::new(),
         note: None,
     };
-    match &sys::mapping(root, &v.name) {
+    match &sys::mapping(root, name) {
         sys::Mapping::Unavailable { reason } => {
             r.note = Some(format!("device-mapper unavailable: {reason}"))
         }
@@ -102,7 +100,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             let mut on = on.clone();
             if let Some(id) = m.set_id() {
                 let set = set_report(root, id, &on)?;
-                r.stack = set_stack(&v.name, &set);
+                r.stack = set_stack(name, &set);
                 // Member 0 describes the LUKS2 side below.
                 on = set
                     .members
@@ -164,20 +162,35 @@ pub fn run(args: &StatusArgs) -> Result<()> {
     }
     r.up = r.open && !r.mounts.is_empty();
     r.ok = r.up;
-    let not_up = || -> Result<()> {
-        if r.up {
-            return Ok(());
+    Ok(r)
+}
+
+impl StatusReport {
+    /// Open and mounted.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Why the volume is not up, as the failure `status` and `wait` exit
+    /// with; None when it is up.
+    pub fn not_up(&self) -> Option<Failure> {
+        if self.up {
+            return None;
         }
-        let why = match (&r.note, r.open) {
+        let why = match (&self.note, self.open) {
             (Some(n), _) => n.clone(),
-            (None, true) => format!("{} is open but not mounted", mapper.display()),
-            (None, false) => format!("{} is not open", mapper.display()),
+            (None, true) => format!("{} is open but not mounted", self.mapper.display()),
+            (None, false) => format!("{} is not open", self.mapper.display()),
         };
-        Err(Failure::NotUp(format!(
-            "{why} (exit {EXIT_NOT_UP}); `secretfs up` brings it up"
-        ))
-        .into())
-    };
+        Some(Failure::NotUp(format!("{why}; `secretfs up` brings it up")))
+    }
+}
+
+/// `secretfs status`.
+pub fn run(args: &StatusArgs) -> Result<()> {
+    let v = config::volume(&args.name, &args.config, None, args.json)?;
+    let r = report(Path::new("/"), &v.name)?;
+    let not_up = || r.not_up().map_or(Ok(()), |f| Err(f.into()));
     if v.json {
         print_json(&r)?;
         return not_up();

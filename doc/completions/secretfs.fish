@@ -1,0 +1,125 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_secretfs_global_optspecs
+    string join \n v/verbose q/quiet h/help V/version
+end
+
+function __fish_secretfs_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_secretfs_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_secretfs_using_subcommand
+    set -l cmd (__fish_secretfs_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c secretfs -n "__fish_secretfs_needs_command" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_needs_command" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c secretfs -n "__fish_secretfs_needs_command" -s V -l version -d 'Print version'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "up" -d 'Make the encrypted filesystem available (safe to run any number of times)'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "down" -d 'Unmount, close the mapping and detach a loop device secretfs attached'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "status" -d 'Show what is there: device, LUKS header, mapping, mount and usage; exits 6 unless the volume is open and mounted'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "seal" -d 'Have KMS make a passphrase (or take one) and wrap it; store the blob'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "check-key" -d 'Fetch and decrypt the wrapped key as `up` would, without using it'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "wait" -d 'Wait until the volume is open and mounted (for scripts; exits 6 at the timeout)'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "install-unit" -d 'Write the systemd unit, and a drop-in for each service that must not start without the volume; enable the unit'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "generate" -d 'Write the man pages and shell completions under DIR'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l wrapped-key -d 'KMS-wrapped passphrase: s3://BUCKET/KEY or a file (raw or base64)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l passphrase-file -d 'Plaintext passphrase file, or - for stdin (one trailing newline is dropped)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l kms-key-id -d 'Pin the KMS key Decrypt may use (key id, ARN or alias/NAME)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l encryption-context -d 'KMS encryption context pair (repeatable); must match the one sealed' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l expected-bucket-owner -d 'Refuse the S3 object unless this account owns the bucket' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l region -d 'AWS region (default: the SDK\'s chain: env, profile, instance metadata)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l endpoint-url -d 'Endpoint for S3 and KMS calls (AWS_ENDPOINT_URL* also work)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l timeout -d 'Deadline for getting the key, retrying throttling and network errors [default: 5m]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l disk -d 'Raw block device to use (several times: one volume striped over all of them), or `auto`: every instance-store NVMe disk' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l no-disks -d 'With `--disk auto` on an instance without instance store: `error` (exit 5, the unit fails and services that require it do not start) or `ok` (exit 0, nothing done) [default: error]' -r -f -a "error\t'Exit 5: the unit fails, services that require it do not start'
+ok\t'Exit 0 after one line: nothing to encrypt here'"
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l file -d 'Loop-backed file to use (created sparse, mode 0600, if absent)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l size -d 'Size of the file to create (512M, 2G, 10T; powers of 1024)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l name -d 'Volume name: /dev/mapper/NAME [default: secretfs]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l mount -d 'Mount point, created if absent [default: /mnt/secretfs]' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l mount-options -d 'Mount options, added to nodev,nosuid (unless they say dev or suid) [default: noatime]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l pbkdf -d 'Key-slot PBKDF [default: auto]' -r -f -a "auto\t'PBKDF2 (1000 iterations) for a KMS key, argon2id for a typed one'
+pbkdf2\t'PBKDF2-SHA256 with 1000 iterations (for high-entropy keys)'
+argon2id\t'argon2id, benchmarked by cryptsetup (for human passphrases)'"
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l config -d 'TOML file with the same settings; flags override it [default: /etc/secretfs/secretfs.toml if it exists]' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l allow-http -d 'Accept http:// endpoints on hosts other than loopback and link-local addresses (keys and credentials cross in the clear)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l mount-nonempty -d 'Mount even over a directory that is not empty (its files are hidden)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l force -d 'Allow formatting a device that holds foreign data (its signatures are erased first; never a mounted or held device)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l no-force -d 'Do not format foreign data, whatever the config file says'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l wipe -d 'After a first format, overwrite the whole volume with zeros (slow)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l discard -d 'Pass discards (TRIM) through the encryption layer'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l dry-run -d 'Observe and print the plan; change nothing and fetch no key'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l json -d 'Print one JSON object with the outcome on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c secretfs -n "__fish_secretfs_using_subcommand down" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand down" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand down" -l mount -d 'Also unmount this directory if the volume is mounted there' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand down" -l json -d 'Print one JSON object with the outcome on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand down" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand down" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand down" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand status" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand status" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand status" -l json -d 'Print one JSON object on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand status" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand status" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand status" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l kms-key -d 'KMS key to encrypt under (key id, ARN or alias/NAME)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l to -d 'Where to write the ciphertext blob: s3://BUCKET/KEY or a file (0600)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l passphrase-file -d 'Seal this passphrase (file, or - for stdin) instead of a random one' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l kms-key-id -d 'Pin the KMS key Decrypt may use (key id, ARN or alias/NAME)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l encryption-context -d 'KMS encryption context pair (repeatable); must match the one sealed' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l expected-bucket-owner -d 'Refuse the S3 object unless this account owns the bucket' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l region -d 'AWS region (default: the SDK\'s chain: env, profile, instance metadata)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l endpoint-url -d 'Endpoint for S3 and KMS calls (AWS_ENDPOINT_URL* also work)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l timeout -d 'Deadline for getting the key, retrying throttling and network errors [default: 5m]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l force -d 'Overwrite an existing blob (a volume sealed with it becomes unopenable)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l allow-http -d 'Accept http:// endpoints on hosts other than loopback and link-local addresses (keys and credentials cross in the clear)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -l json -d 'Print one JSON object on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand seal" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l wrapped-key -d 'KMS-wrapped passphrase: s3://BUCKET/KEY or a file (raw or base64)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l kms-key-id -d 'Pin the KMS key Decrypt may use (key id, ARN or alias/NAME)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l encryption-context -d 'KMS encryption context pair (repeatable); must match the one sealed' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l expected-bucket-owner -d 'Refuse the S3 object unless this account owns the bucket' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l region -d 'AWS region (default: the SDK\'s chain: env, profile, instance metadata)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l endpoint-url -d 'Endpoint for S3 and KMS calls (AWS_ENDPOINT_URL* also work)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l timeout -d 'Deadline for getting the key, retrying throttling and network errors [default: 5m]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l allow-http -d 'Accept http:// endpoints on hosts other than loopback and link-local addresses (keys and credentials cross in the clear)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l json -d 'Print one JSON object on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l timeout -d 'How long to wait before giving up (exit 6)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l requires -d 'A unit that must not start without the volume (repeatable; `NAME` means NAME.service): gets a drop-in with Requires= and After=' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l binary -d 'The binary the unit runs [default: this one]' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l root -d 'Write into this system root (an image being built) and run no systemctl' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l now -d 'Also start the unit now (`systemctl enable --now`)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s h -l help -d 'Print help'

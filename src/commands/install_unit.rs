@@ -1,0 +1,214 @@
+//! `secretfs install-unit`: write the systemd unit (and a drop-in for
+//! each service that must not start without the volume), then enable it.
+//! The texts are the ones shipped in `userdata/`, built into the binary,
+//! so user data and cloud-config carry settings only, never a unit.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tracing::{info, warn};
+
+use super::require_root;
+use crate::cli::InstallUnitArgs;
+use crate::cmd::{self, Tool};
+use crate::error::usage;
+use crate::names;
+
+/// The unit, as shipped (`userdata/secretfs.service`).
+pub const UNIT: &str = include_str!("../../userdata/secretfs.service");
+/// The drop-in for dependent services (`userdata/requires-secretfs.conf`).
+pub const DROP_IN: &str = include_str!("../../userdata/requires-secretfs.conf");
+/// The binary path the shipped unit names.
+const SHIPPED_BINARY: &str = "/usr/local/bin/secretfs";
+/// Where units go.
+const UNIT_DIR: &str = "etc/systemd/system";
+/// The unit's name.
+pub const UNIT_NAME: &str = "secretfs.service";
+/// The drop-in's file name inside `UNIT.d/`.
+pub const DROP_IN_NAME: &str = "requires-secretfs.conf";
+
+/// One file to write.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// The files for `binary`, the drop-ins' units, under `root`.
+pub fn plan(root: &Path, binary: &Path, requires: &[String]) -> Result<Vec<Planned>> {
+    let bin = binary.to_str().filter(|b| !b.contains(char::is_whitespace));
+    let Some(bin) = bin.filter(|b| b.starts_with('/')) else {
+        return usage(format!(
+            "--binary {}: give an absolute path without spaces",
+            binary.display()
+        ));
+    };
+    let dir = root.join(UNIT_DIR);
+    let mut files = vec![Planned {
+        path: dir.join(UNIT_NAME),
+        text: UNIT.replace(SHIPPED_BINARY, bin),
+    }];
+    for r in requires {
+        let unit = unit_name(r)?;
+        files.push(Planned {
+            path: dir.join(format!("{unit}.d")).join(DROP_IN_NAME),
+            text: DROP_IN.to_string(),
+        });
+    }
+    Ok(files)
+}
+
+/// A unit name as systemd takes it; `postgresql` means `postgresql.service`.
+fn unit_name(s: &str) -> Result<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c));
+    if !ok {
+        return usage(format!(
+            "--requires {s}: not a unit name (letters, digits and :-_.\\@ only, e.g. postgresql.service)"
+        ));
+    }
+    if s == UNIT_NAME || s == "secretfs" {
+        return usage("--requires secretfs.service: the unit cannot require itself");
+    }
+    const TYPES: [&str; 11] = [
+        ".service",
+        ".socket",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".target",
+        ".path",
+        ".timer",
+        ".slice",
+        ".scope",
+        ".device",
+    ];
+    Ok(if TYPES.iter().any(|t| s.ends_with(t)) {
+        s.to_string()
+    } else {
+        format!("{s}.service")
+    })
+}
+
+/// `secretfs install-unit`.
+pub fn run(args: &InstallUnitArgs) -> Result<()> {
+    let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let live = root == Path::new("/");
+    if live {
+        require_root("secretfs install-unit")?;
+    }
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("finding this binary's path")?,
+    };
+    let files = plan(&root, &binary, &args.requires)?;
+    if live {
+        // Before anything is written, so a machine without systemd is left
+        // as it was.
+        cmd::verify_executables(&[Tool::Systemctl])?;
+    }
+    for f in &files {
+        write_atomically(&f.path, &f.text)?;
+        info!("wrote {}", f.path.display());
+    }
+    let config = root.join(names::DEFAULT_CONFIG.trim_start_matches('/'));
+    if !config.exists() {
+        warn!(
+            "{} does not exist yet: the unit fails (and services that require it do not start) until it does",
+            config.display()
+        );
+    }
+    if !live {
+        info!("--root given: not running systemctl; enable {UNIT_NAME} in that system");
+        return Ok(());
+    }
+    cmd::run(Tool::Systemctl, &["daemon-reload".as_ref()], &[])?;
+    let mut enable = vec!["enable".as_ref()];
+    if args.now {
+        enable.push("--now".as_ref());
+    }
+    enable.push(UNIT_NAME.as_ref());
+    cmd::run(Tool::Systemctl, &enable, &[])?;
+    info!(
+        "enabled {UNIT_NAME}{}",
+        if args.now { " and started it" } else { "" }
+    );
+    Ok(())
+}
+
+/// Writes `text` to `path` (mode 0644) through a temporary file and a
+/// rename, so a unit is never seen half-written.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let dir = path.parent().context("a unit path has a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("secretfs-tmp");
+    let what = || format!("writing {}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .with_context(what)?;
+    f.write_all(text.as_bytes()).with_context(what)?;
+    f.sync_all().with_context(what)?;
+    std::fs::rename(&tmp, path).with_context(what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_get_a_type_and_bad_ones_are_refused() {
+        assert_eq!(unit_name("postgresql").unwrap(), "postgresql.service");
+        assert_eq!(unit_name("cassandra.service").unwrap(), "cassandra.service");
+        assert_eq!(unit_name("app@1.service").unwrap(), "app@1.service");
+        assert_eq!(unit_name("var-lib-x.mount").unwrap(), "var-lib-x.mount");
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            "a b",
+            ".hidden",
+            "secretfs",
+            "secretfs.service",
+        ] {
+            assert!(unit_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_unit_names_the_binary_and_fails_without_its_config() {
+        let files = plan(
+            Path::new("/img"),
+            Path::new("/usr/bin/secretfs"),
+            &["pg".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            files[0].path,
+            Path::new("/img/etc/systemd/system/secretfs.service")
+        );
+        assert!(files[0]
+            .text
+            .contains("ExecStart=/usr/bin/secretfs up --config"));
+        assert!(!files[0].text.contains(SHIPPED_BINARY));
+        // A condition would let dependents start without the volume.
+        assert!(files[0]
+            .text
+            .contains("AssertPathExists=/etc/secretfs/secretfs.toml"));
+        assert!(!files[0].text.contains("ConditionPathExists"));
+        assert_eq!(
+            files[1].path,
+            Path::new("/img/etc/systemd/system/pg.service.d/requires-secretfs.conf")
+        );
+        assert!(files[1].text.contains("Requires=secretfs.service"));
+        assert!(plan(Path::new("/"), Path::new("secretfs"), &[]).is_err());
+    }
+}
