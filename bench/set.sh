@@ -101,6 +101,13 @@ for ((r = 1; r <= FIO_ROUNDS; r++)); do
   fio_case sfs4 /dev/mapper/sfs4 "$r"
 done
 
+# dm_node NAME: the guest has no udev, so dmsetup makes no node; fio on a
+# missing /dev/mapper/NAME would write a file in /dev instead.
+dm_node() {
+  dmsetup mknodes "$1" || fail "mknodes $1"
+  [[ -b /dev/mapper/$1 ]] || fail "no block node /dev/mapper/$1"
+}
+
 # The chunk size, by hand over the same open members.
 size=$(blockdev --getsz /dev/mapper/sfs4)
 members="/dev/mapper/sfs4-0 0 /dev/mapper/sfs4-1 0 /dev/mapper/sfs4-2 0 /dev/mapper/sfs4-3 0"
@@ -109,6 +116,7 @@ for kib in 64 2048; do
   sectors=$((kib * 2))
   len=$(( size / (4 * sectors) * 4 * sectors ))
   dmsetup create "chunk$kib" --table "0 $len striped 4 $sectors $members" || fail "chunk $kib"
+  dm_node "chunk$kib"
   for ((r = 1; r <= FIO_ROUNDS; r++)); do fio_case "chunk$kib" "/dev/mapper/chunk$kib" "$r"; done
   dmsetup remove "chunk$kib" || fail "remove chunk $kib"
 done
@@ -121,6 +129,7 @@ raw_size=$(blockdev --getsz "$D_m0")
 sectors=1024
 len=$(( raw_size / sectors * sectors * 4 ))
 dmsetup create rawstripe --table "0 $len striped 4 $sectors $D_m0 0 $D_m1 0 $D_m2 0 $D_m3 0" || fail "rawstripe"
+dm_node rawstripe
 cryptsetup luksFormat --batch-mode --key-file "$PASS" --type luks2 --pbkdf pbkdf2 \
   --pbkdf-force-iterations 1000 --cipher aes-xts-plain64 --key-size 512 --sector-size 4096 \
   /dev/mapper/rawstripe >>"$B/log/tp.log" 2>&1 || fail "luksFormat rawstripe"
