@@ -176,15 +176,22 @@ pub struct UpArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Arguments of `secretfs down`.
+/// Which volume `down`, `status` and `wait` look at.
 #[derive(Clone, Debug, Args)]
-pub struct DownArgs {
+pub struct VolumeArgs {
     /// Volume name [default: the config's name, else secretfs]
     #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
     pub name: Option<String>,
     /// TOML file to take the volume name from (as `up --config`)
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+}
+
+/// Arguments of `secretfs down`.
+#[derive(Clone, Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
     /// Also unmount this directory if the volume is mounted there
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
@@ -196,12 +203,8 @@ pub struct DownArgs {
 /// Arguments of `secretfs status`.
 #[derive(Clone, Debug, Args)]
 pub struct StatusArgs {
-    /// Volume name [default: the config's name, else secretfs]
-    #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
-    pub name: Option<String>,
-    /// TOML file to take the volume name from (as `up --config`)
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub volume: VolumeArgs,
     /// Print one JSON object on stdout
     #[arg(long)]
     pub json: bool,
@@ -246,12 +249,8 @@ pub struct CheckKeyArgs {
 /// Arguments of `secretfs wait`.
 #[derive(Clone, Debug, Args)]
 pub struct WaitArgs {
-    /// Volume name [default: the config's name, else secretfs]
-    #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
-    pub name: Option<String>,
-    /// TOML file to take the volume name from (as `up --config`)
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub volume: VolumeArgs,
     /// How long to wait before giving up (exit 6)
     #[arg(long, value_name = "DURATION", value_parser = parse::duration,
           default_value = "5m")]

@@ -208,12 +208,8 @@ fn config_file(given: &Option<PathBuf>) -> Result<Option<FileConfig>> {
 
 /// The settings of `down` and `status`: the volume name from the flag,
 /// else the config's, else the default.
-pub fn volume(
-    name: &Option<String>,
-    config: &Option<PathBuf>,
-    mount: Option<PathBuf>,
-    json: bool,
-) -> Result<Volume> {
+pub fn volume(a: &cli::VolumeArgs, mount: Option<PathBuf>, json: bool) -> Result<Volume> {
+    let (name, config) = (&a.name, &a.config);
     let name = match name {
         Some(n) => n.clone(),
         None => pick(

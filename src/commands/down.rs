@@ -76,7 +76,7 @@ fn beneath(root: &Path, on: &[sys::DevNo]) -> Result<Vec<Under>> {
 
 /// `secretfs down`.
 pub fn run(args: &DownArgs) -> Result<()> {
-    let v = config::volume(&args.name, &args.config, args.mount.clone(), args.json)?;
+    let v = config::volume(&args.volume, args.mount.clone(), args.json)?;
     // Without root, device-mapper cannot be changed, and "not open" would
     // be a guess.
     require_root("secretfs down")?;

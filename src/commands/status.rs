@@ -188,7 +188,7 @@ impl StatusReport {
 
 /// `secretfs status`.
 pub fn run(args: &StatusArgs) -> Result<()> {
-    let v = config::volume(&args.name, &args.config, None, args.json)?;
+    let v = config::volume(&args.volume, None, args.json)?;
     let r = report(Path::new("/"), &v.name)?;
     let not_up = || r.not_up().map_or(Ok(()), |f| Err(f.into()));
     if v.json {

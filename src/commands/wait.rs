@@ -18,7 +18,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// `secretfs wait`.
 pub fn run(args: &WaitArgs) -> Result<()> {
-    let v = config::volume(&args.name, &args.config, None, false)?;
+    let v = config::volume(&args.volume, None, false)?;
     signals::install();
     let root = Path::new("/");
     let deadline = Instant::now() + args.timeout;
