@@ -47,6 +47,9 @@ pub enum Command {
     Seal(SealArgs),
     /// Fetch and decrypt the wrapped key as `up` would, without using it
     CheckKey(CheckKeyArgs),
+    /// Crypto-shred the volume: unmount, close, destroy every key slot and
+    /// both LUKS2 headers on every device below it (irreversible)
+    Shred(ShredArgs),
     /// Wait until the volume is open and mounted (for scripts; exits 6 at
     /// the timeout)
     Wait(WaitArgs),
@@ -242,6 +245,19 @@ pub struct CheckKeyArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Print one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `secretfs shred`.
+#[derive(Clone, Debug, Args)]
+pub struct ShredArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Do not ask: destroy the volume and its data
+    #[arg(long)]
+    pub yes: bool,
+    /// Print one JSON object with the outcome on stdout
     #[arg(long)]
     pub json: bool,
 }

@@ -90,6 +90,57 @@ pub fn detach(path: &Path) -> Result<()> {
         .with_context(|| format!("detaching {}", path.display()))
 }
 
+/// Writes zeros over each `(offset, length)` range of `path` (a device or
+/// a file) and syncs it. A range past the end is cut at the end.
+pub fn zero(path: &Path, ranges: &[(u64, u64)]) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {} for writing", path.display()))?;
+    let size = f
+        .seek(SeekFrom::End(0))
+        .with_context(|| format!("sizing {}", path.display()))?;
+    let zeros = vec![0u8; 1 << 20];
+    for &(off, len) in ranges {
+        let end = (off + len).min(size);
+        let mut at = off;
+        f.seek(SeekFrom::Start(at))
+            .with_context(|| format!("seeking in {}", path.display()))?;
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n])
+                .with_context(|| format!("zeroing {} at {at}", path.display()))?;
+            at += n as u64;
+        }
+    }
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
+}
+
+/// Deallocates every block of the file `path` (it reads as zeros after,
+/// at the same size): a shredded file keeps no ciphertext and no space.
+pub fn punch_out(path: &Path) -> Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {} for writing", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("sizing {}", path.display()))?
+        .len();
+    fallocate(
+        &f,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        0,
+        len as i64,
+    )
+    .with_context(|| format!("punching out the blocks of {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

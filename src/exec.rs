@@ -373,6 +373,21 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
             luks::close(name)?;
             info!("closed {}", crate::names::mapper_path(name).display());
         }
+        Step::Shred { target, file } => {
+            let erased = luks::erase(target)?;
+            if *file {
+                device::punch_out(target)?;
+            } else {
+                let size = content::size_of_path(target)?;
+                device::zero(target, &content::windows(size))?;
+            }
+            info!(
+                "shredded {}: {} key slot(s) destroyed, {} header bytes zeroed",
+                target.display(),
+                erased.key_slots,
+                erased.header_bytes
+            );
+        }
         Step::Detach { dev, file } => {
             // Autoclear detaches on last close; make sure of it.
             let attached = || sys::loop_attached(Path::new("/"), dev);

@@ -444,3 +444,18 @@ fn wait_without_a_volume_gives_up_at_the_timeout_with_exit_6() {
     let o = secretfs(&["wait", "--timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn shred_without_yes_and_without_a_terminal_refuses_with_exit_2() {
+    let o = Command::new(env!("CARGO_BIN_EXE_secretfs"))
+        .args(["shred", "--name", "secretfs-never"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let line = error_line(&o);
+    assert!(
+        line.contains("--yes") && line.contains("secretfs-never"),
+        "{line}"
+    );
+}

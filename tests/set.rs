@@ -13,7 +13,9 @@
 //! Boot 3: one member replaced by a blank disk: refused, nothing mounted;
 //! then that disk made foreign (ext4): refused. The other members' bytes
 //! are compared on the host.
-//! Boot 4: four blank disks again (stop/start): a new set.
+//! Boot 4: four blank disks again (stop/start): a new set; then `shred`
+//! (refused without --yes; then no header, no signature, blank again for
+//! the next `up`, no header magic in the raw images).
 //! After each power-off the canary is searched for in every raw image.
 
 mod common;
@@ -75,6 +77,21 @@ fn images(dir: &std::path::Path, prefix: &str) -> Vec<PathBuf> {
             p
         })
         .collect()
+}
+
+/// Whether the bytes of `img` match the grep -P pattern (bytes, not text).
+fn image_matches(img: &std::path::Path, pattern: &str) -> bool {
+    let st = std::process::Command::new("grep")
+        .args(["-q", "-a", "-P", pattern])
+        .arg(img)
+        .env("LC_ALL", "C")
+        .status()
+        .expect("running grep");
+    match st.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("grep failed on {}", img.display()),
+    }
 }
 
 fn sha256(p: &std::path::Path) -> Vec<u8> {
@@ -304,6 +321,18 @@ check new_up to "$VM_OUT/up.json" up --disk auto --json
 check new_first_format test "$(json $VM_OUT/up.json 'd["first_format"]')" = True
 check new_status to "$VM_OUT/status.json" "$SECRETFS" status --json
 check new_write sh -c 'echo "$CANARY" > /mnt/secretfs/canary && sync'
+# Crypto-shred: refused without --yes and a terminal, then done.
+"$SECRETFS" shred < /dev/null 2>"$VM_OUT/shred-no.err"; echo $? > "$VM_OUT/shred-no.rc"
+check shred_needs_yes test "$(cat $VM_OUT/shred-no.rc)" = 2
+check shred_untouched grep -q "^/dev/mapper/secretfs /mnt/secretfs " /proc/mounts
+check shred to "$VM_OUT/shred.json" "$SECRETFS" shred --yes --json
+check shred_four_members test "$(json $VM_OUT/shred.json 'len(d["luks_uuids"])')" = 4
+check shred_nothing_left sh -c '! grep -q /mnt/secretfs /proc/mounts && ! dmsetup ls | grep -q secretfs'
+check shred_no_luks sh -c 'for s in f0 f1 f2 f3; do d=$(dev $s); [ -n "$d" ] && ! cryptsetup isLuks $d || exit 1; done'
+check shred_no_signature sh -c 'for s in f0 f1 f2 f3; do [ -z "$(blkid -p -o value -s TYPE $(dev $s))" ] || exit 1; done'
+check shred_blank_again to "$VM_OUT/up2.json" up --disk auto --json
+check shred_new_volume test "$(json $VM_OUT/up2.json 'd["first_format"]')" = True
+check shred_again "$SECRETFS" shred --yes
 "#;
     let run4 = boot(
         "set-4-stop-start",
@@ -311,19 +340,50 @@ check new_write sh -c 'echo "$CANARY" > /mnt/secretfs/canary && sync'
         s,
         nvme(&fresh, &["f0", "f1", "f2", "f3"]),
     );
-    run4.assert_checks(&["new_up", "new_first_format", "new_status", "new_write"]);
+    run4.assert_checks(&[
+        "new_up",
+        "new_first_format",
+        "new_status",
+        "new_write",
+        "shred_needs_yes",
+        "shred_untouched",
+        "shred",
+        "shred_four_members",
+        "shred_nothing_left",
+        "shred_no_luks",
+        "shred_no_signature",
+        "shred_blank_again",
+        "shred_new_volume",
+        "shred_again",
+    ]);
     let st = read_json(&run4, "status.json");
     assert_ne!(
         st["set"]["id"],
         set_id.as_str(),
         "stop/start kept the old set id"
     );
+    // The control: the search finds both magics in an image not shredded.
+    for magic in [r"LUKS\xba\xbe", r"SKUL\xba\xbe"] {
+        assert!(
+            image_matches(&a[0], magic),
+            "{magic} not found in {}",
+            a[0].display()
+        );
+    }
     for img in &fresh {
         assert!(
             !image_contains(img, &canary),
             "canary in the raw image {}",
             img.display()
         );
+        // Shredded twice: neither header copy's magic anywhere.
+        for magic in [r"LUKS\xba\xbe", r"SKUL\xba\xbe"] {
+            assert!(
+                !image_matches(img, magic),
+                "{magic} left in the shredded image {}",
+                img.display()
+            );
+        }
     }
     eprintln!(
         "set: boots {:.0}s, {:.0}s, {:.0}s, {:.0}s",

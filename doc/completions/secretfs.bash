@@ -31,6 +31,9 @@ _secretfs() {
             secretfs,seal)
                 cmd="secretfs__subcmd__seal"
                 ;;
+            secretfs,shred)
+                cmd="secretfs__subcmd__shred"
+                ;;
             secretfs,status)
                 cmd="secretfs__subcmd__status"
                 ;;
@@ -47,7 +50,7 @@ _secretfs() {
 
     case "${cmd}" in
         secretfs)
-            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key wait install-unit generate"
+            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key shred wait install-unit generate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -208,6 +211,28 @@ _secretfs() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        secretfs__subcmd__shred)
+            opts="-v -q -h --name --config --yes --json --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -33,6 +33,7 @@ complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "down" -d 'Unmount
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "status" -d 'Show what is there: device, LUKS header, mapping, mount and usage; exits 6 unless the volume is open and mounted'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "seal" -d 'Have KMS make a passphrase (or take one) and wrap it; store the blob'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "check-key" -d 'Fetch and decrypt the wrapped key as `up` would, without using it'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "shred" -d 'Crypto-shred the volume: unmount, close, destroy every key slot and both LUKS2 headers on every device below it (irreversible)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "wait" -d 'Wait until the volume is open and mounted (for scripts; exits 6 at the timeout)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "install-unit" -d 'Write the systemd unit, and a drop-in for each service that must not start without the volume; enable the unit'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "generate" -d 'Write the man pages and shell completions under DIR'
@@ -107,6 +108,13 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l json -d 
 complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
 complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s q -l quiet -d 'Log only errors'
 complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l yes -d 'Do not ask: destroy the volume and its data'
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l json -d 'Print one JSON object with the outcome on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -s h -l help -d 'Print help'
 complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l timeout -d 'How long to wait before giving up (exit 6)' -r

@@ -7,6 +7,7 @@ pub mod down;
 pub mod generate;
 pub mod install_unit;
 pub mod seal;
+pub mod shred;
 pub mod status;
 pub mod up;
 pub mod wait;
@@ -86,6 +87,7 @@ fn command_name(cli: &Cli) -> &'static str {
         Command::Status(_) => "status",
         Command::Seal(_) => "seal",
         Command::CheckKey(_) => "check-key",
+        Command::Shred(_) => "shred",
         Command::Wait(_) => "wait",
         Command::InstallUnit(_) => "install-unit",
         Command::Generate(_) => "generate",
@@ -100,6 +102,7 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Status(a) => a.json,
         Command::Seal(a) => a.json,
         Command::CheckKey(a) => a.json,
+        Command::Shred(a) => a.json,
         Command::Wait(_) | Command::InstallUnit(_) | Command::Generate(_) => false,
     }
 }
@@ -112,6 +115,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Status(a) => status::run(a),
         Command::Seal(a) => seal::run(a),
         Command::CheckKey(a) => check_key::run(a),
+        Command::Shred(a) => shred::run(a),
         Command::Wait(a) => wait::run(a),
         Command::InstallUnit(a) => install_unit::run(a),
         Command::Generate(a) => generate::run(a),

@@ -272,6 +272,58 @@ pub fn close(name: &str) -> Result<()> {
         })
 }
 
+/// What [`erase`] destroyed on one device.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Key slots destroyed by libcryptsetup.
+    pub key_slots: u32,
+    /// Bytes zeroed from offset 0: both LUKS2 header copies and the key
+    /// slot area (everything before the data).
+    pub header_bytes: u64,
+}
+
+/// Crypto-shred: destroys every key slot of the LUKS2 header on `dev`
+/// (libcryptsetup), then zeroes everything before the data offset (both
+/// header copies and the key slot area). Without a key slot the volume
+/// key is gone, and with it the data. Irreversible.
+pub fn erase(dev: &Path) -> Result<Erased> {
+    let what = || format!("erasing the LUKS2 header of {}", dev.display());
+    let Some(mut cd) = header::load(dev)? else {
+        return Err(Failure::Refused(format!("{} holds no LUKS2 header", dev.display())).into());
+    };
+    let max = libcryptsetup_rs::CryptKeyslotHandle::max_keyslots(EncryptionFormat::Luks2)
+        .map_err(anyhow::Error::new)
+        .with_context(what)?;
+    let mut key_slots = 0;
+    for slot in 0..max {
+        use libcryptsetup_rs::consts::vals::KeyslotInfo;
+        let used = matches!(
+            cd.keyslot_handle().status(slot),
+            Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast | KeyslotInfo::Unbound)
+        );
+        if used {
+            cd.keyslot_handle()
+                .destroy(slot)
+                .map_err(anyhow::Error::new)
+                .with_context(|| format!("destroying key slot {slot} of {}", dev.display()))?;
+            key_slots += 1;
+        }
+    }
+    let header_bytes = cd.status_handle().get_data_offset() * 512;
+    drop(cd);
+    if header_bytes < 2 * 16384 {
+        return Err(anyhow::anyhow!(
+            "the data offset is {header_bytes} bytes, too small for two LUKS2 headers"
+        ))
+        .with_context(what);
+    }
+    crate::device::zero(dev, &[(0, header_bytes)]).with_context(what)?;
+    Ok(Erased {
+        key_slots,
+        header_bytes,
+    })
+}
+
 /// Whether the running kernel is at least 5.9 (dm-crypt workqueue flags).
 pub fn kernel_has_workqueue_flags() -> bool {
     let Ok(u) = nix::sys::utsname::uname() else {

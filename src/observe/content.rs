@@ -217,6 +217,11 @@ pub fn signatures(f: &File, what: &Path) -> Result<Vec<Signature>> {
     Ok(found)
 }
 
+/// The size in bytes of the device or file at `path`.
+pub fn size_of_path(path: &Path) -> Result<u64> {
+    size_of(&open(path)?, path)
+}
+
 fn size_of(f: &File, what: &Path) -> Result<u64> {
     let mut f = f;
     f.seek(SeekFrom::End(0))

@@ -61,7 +61,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use self::content::{classify, filesystem, Class, FsTodo};
-pub use self::down::{plan_down, DownMember, DownObserved, Under};
+pub use self::down::{plan_down, plan_shred, DownMember, DownObserved, Under};
 pub use self::set::{lone_volume, plan_set, CHUNK};
 pub use self::up::{plan, sector_size_for, PlanInput, MIN_SIZE};
 use crate::names;
@@ -192,6 +192,11 @@ pub enum Step {
     Close { name: String },
     /// Detach a loop device secretfs attached.
     Detach { dev: PathBuf, file: PathBuf },
+    /// Crypto-shred: destroy every key slot and zero both LUKS2 header
+    /// copies of `target`, then make it read as blank (the zero check's
+    /// windows zeroed; a `file`'s blocks punched out) so the next `up`
+    /// makes a new volume there. Irreversible.
+    Shred { target: PathBuf, file: bool },
 }
 
 impl Step {
@@ -214,6 +219,7 @@ impl Step {
             Step::MarkReady { .. } => "mark_ready",
             Step::CreateStripe { .. } => "create_stripe",
             Step::RemoveStripe { .. } => "remove_stripe",
+            Step::Shred { .. } => "shred",
         }
     }
 
@@ -286,6 +292,11 @@ impl fmt::Display for Step {
                     names::mapper_path(name).display()
                 )
             }
+            Step::Shred { target, .. } => write!(
+                f,
+                "destroy the key slots and headers of {}",
+                target.display()
+            ),
         }
     }
 }

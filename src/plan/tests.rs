@@ -764,3 +764,51 @@ fn down_table() {
     };
     assert!(refused(plan_down("secretfs", &not_luks)).contains("not a LUKS2 volume"));
 }
+
+#[test]
+fn shred_is_down_with_every_header_erased_before_the_loop_goes() {
+    let up = DownObserved {
+        mapping: open_on(LOOP),
+        mounted_at: vec!["/mnt/a".into()],
+        under: vec![under(true, Some(true))],
+        members: vec![],
+    };
+    let p = plan_shred("secretfs", &up).unwrap();
+    assert_eq!(pending(&p), vec!["unmount", "close", "shred", "detach"]);
+    // Autoclear detaches the loop device at the close: the file is erased.
+    assert_eq!(
+        p.steps[2].step,
+        Step::Shred {
+            target: "/var/s.img".into(),
+            file: true
+        }
+    );
+    let disk = DownObserved {
+        under: vec![Under {
+            loop_dev: None,
+            ..under(true, None)
+        }],
+        ..up.clone()
+    };
+    let p = plan_shred("secretfs", &disk).unwrap();
+    assert_eq!(pending(&p), vec!["unmount", "close", "shred"]);
+    assert_eq!(
+        p.steps[2].step,
+        Step::Shred {
+            target: "/dev/loop0".into(),
+            file: false
+        }
+    );
+    let closed = DownObserved {
+        mapping: Mapping::Absent,
+        mounted_at: vec![],
+        under: vec![],
+        members: vec![],
+    };
+    assert!(refused(plan_shred("secretfs", &closed)).contains("is not open"));
+    let foreign = DownObserved {
+        under: vec![under(false, None)],
+        ..up
+    };
+    assert!(refused(plan_shred("secretfs", &foreign)).contains("not a secretfs volume"));
+}
