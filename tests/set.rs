@@ -325,11 +325,18 @@ check new_write sh -c 'echo "$CANARY" > /mnt/secretfs/canary && sync'
 "$SECRETFS" shred < /dev/null 2>"$VM_OUT/shred-no.err"; echo $? > "$VM_OUT/shred-no.rc"
 check shred_needs_yes test "$(cat $VM_OUT/shred-no.rc)" = 2
 check shred_untouched grep -q "^/dev/mapper/secretfs /mnt/secretfs " /proc/mounts
+# Functions, not `sh -c`: a child shell would not know `dev`.
+no_luks() { for s in f0 f1 f2 f3; do d=$(dev $s); [ -b "$d" ] || return 1; ! cryptsetup isLuks "$d" || return 1; done; }
+no_signature() { for s in f0 f1 f2 f3; do d=$(dev $s); [ -b "$d" ] || return 1; [ -z "$(blkid -p -o value -s TYPE "$d")" ] || return 1; done; }
+# The controls: both checks fail while the headers are there.
+fails() { ! "$@"; }
+check shred_control_luks fails no_luks
+check shred_control_signature fails no_signature
 check shred to "$VM_OUT/shred.json" "$SECRETFS" shred --yes --json
 check shred_four_members test "$(json $VM_OUT/shred.json 'len(d["luks_uuids"])')" = 4
 check shred_nothing_left sh -c '! grep -q /mnt/secretfs /proc/mounts && ! dmsetup ls | grep -q secretfs'
-check shred_no_luks sh -c 'for s in f0 f1 f2 f3; do d=$(dev $s); [ -n "$d" ] && ! cryptsetup isLuks $d || exit 1; done'
-check shred_no_signature sh -c 'for s in f0 f1 f2 f3; do [ -z "$(blkid -p -o value -s TYPE $(dev $s))" ] || exit 1; done'
+check shred_no_luks no_luks
+check shred_no_signature no_signature
 check shred_blank_again to "$VM_OUT/up2.json" up --disk auto --json
 check shred_new_volume test "$(json $VM_OUT/up2.json 'd["first_format"]')" = True
 check shred_again "$SECRETFS" shred --yes
@@ -347,6 +354,8 @@ check shred_again "$SECRETFS" shred --yes
         "new_write",
         "shred_needs_yes",
         "shred_untouched",
+        "shred_control_luks",
+        "shred_control_signature",
         "shred",
         "shred_four_members",
         "shred_nothing_left",
