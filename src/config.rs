@@ -122,7 +122,13 @@ fn merge_aws(a: &AwsArgs, f: &FileConfig) -> Result<AwsOptions> {
         parse::endpoint_url,
     )?;
     if !(a.allow_http || f.allow_http == Some(true)) {
-        refuse_cleartext(endpoint_url.as_deref(), |v| std::env::var(v).ok())?;
+        let named = if a.endpoint_url.is_some() {
+            "--endpoint-url"
+        } else {
+            "config endpoint-url"
+        };
+        let flag = endpoint_url.as_deref().map(|u| (named, u));
+        refuse_cleartext(flag, |v| std::env::var(v).ok())?;
     }
     Ok(AwsOptions {
         kms_key_id: pick(&a.kms_key_id, &f.kms_key_id, "kms-key-id", parse::kms_key)?,
@@ -157,9 +163,12 @@ pub const ENDPOINT_ENV: [&str; 4] = [
 /// Refuses (exit 2) an endpoint that would carry keys or credentials in
 /// the clear over a network: plain http to a host that is neither
 /// loopback nor link-local.
-fn refuse_cleartext(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<()> {
+fn refuse_cleartext(
+    flag: Option<(&str, &str)>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<()> {
     let named = flag
-        .map(|u| ("--endpoint-url".to_string(), u.to_string()))
+        .map(|(what, u)| (what.to_string(), u.to_string()))
         .into_iter()
         .chain(
             ENDPOINT_ENV
@@ -412,9 +421,10 @@ mod tests {
     #[test]
     fn cleartext_endpoints_to_remote_hosts_are_refused_wherever_named() {
         let none = |_: &str| None;
-        assert!(refuse_cleartext(Some("http://127.0.0.1:4566"), none).is_ok());
-        assert!(refuse_cleartext(Some("https://kms.example.com"), none).is_ok());
-        let e = refuse_cleartext(Some("http://10.0.0.5:4566"), none).unwrap_err();
+        let flag = |u| Some(("--endpoint-url", u));
+        assert!(refuse_cleartext(flag("http://127.0.0.1:4566"), none).is_ok());
+        assert!(refuse_cleartext(flag("https://kms.example.com"), none).is_ok());
+        let e = refuse_cleartext(flag("http://10.0.0.5:4566"), none).unwrap_err();
         assert_eq!(exit_code_of(&e), EXIT_USAGE);
         assert!(
             e.to_string()
@@ -429,6 +439,25 @@ mod tests {
         }
         let local = |_: &str| Some("http://169.254.169.254".to_string());
         assert!(refuse_cleartext(None, local).is_ok());
+    }
+
+    #[test]
+    fn allow_http_in_the_file_or_the_flag_lets_a_remote_http_endpoint_through() {
+        let remote = parse_file(r#"endpoint-url = "http://10.0.0.5:4566""#).unwrap();
+        let e = merge_aws(&AwsArgs::default(), &remote).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("config endpoint-url http://10.0.0.5:4566"),
+            "{e}"
+        );
+        let allowed =
+            parse_file("endpoint-url = \"http://10.0.0.5:4566\"\nallow-http = true").unwrap();
+        assert!(merge_aws(&AwsArgs::default(), &allowed).is_ok());
+        let flag = AwsArgs {
+            allow_http: true,
+            ..AwsArgs::default()
+        };
+        assert!(merge_aws(&flag, &remote).is_ok());
     }
 
     const FULL: &str = r#"

@@ -415,7 +415,10 @@ fn valid_values() -> Vec<(&'static str, BoxedStrategy<String>)> {
         ("region", "(us|eu|ap)-(east|west|south)-[1-3]".boxed()),
         (
             "endpoint-url",
-            "https?://[a-z0-9.]{1,20}(:[0-9]{2,5})?/?".boxed(),
+            // Plain http only to loopback or link-local hosts: anything
+            // else is refused unless allow-http (see the case below).
+            "(https://[a-z0-9.]{1,20}|http://(127\\.0\\.0\\.1|localhost|169\\.254\\.169\\.254))(:[0-9]{2,5})?/?"
+                .boxed(),
         ),
         ("timeout", "[1-9][0-9]{0,2}(s|m|ms)".boxed()),
         ("size", "[1-9][0-9]{0,3}(M|G|T|MiB|GB)".boxed()),
