@@ -16,8 +16,8 @@ use crate::observe::{content, sys};
 use crate::plan::{self, Class, DownMember, DownObserved, Refusal, Step, Under};
 use crate::signals;
 
-/// How long `down` waits for another run on the same volume.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long `down` (and `shred`) waits for another run on the same volume.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Reads what `down` decides from. Read-only, through `root`.
 pub fn observe(root: &Path, name: &str) -> Result<DownObserved> {

@@ -31,13 +31,13 @@ pub const DROP_IN_NAME: &str = "requires-secretfs.conf";
 
 /// One file to write.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Planned {
+pub struct UnitFile {
     pub path: PathBuf,
     pub text: String,
 }
 
 /// The files for `binary`, the drop-ins' units, under `root`.
-pub fn plan(root: &Path, binary: &Path, requires: &[String]) -> Result<Vec<Planned>> {
+pub fn plan(root: &Path, binary: &Path, requires: &[String]) -> Result<Vec<UnitFile>> {
     let bin = binary.to_str().filter(|b| !b.contains(char::is_whitespace));
     let Some(bin) = bin.filter(|b| b.starts_with('/')) else {
         return usage(format!(
@@ -46,13 +46,13 @@ pub fn plan(root: &Path, binary: &Path, requires: &[String]) -> Result<Vec<Plann
         ));
     };
     let dir = root.join(UNIT_DIR);
-    let mut files = vec![Planned {
+    let mut files = vec![UnitFile {
         path: dir.join(UNIT_NAME),
         text: UNIT.replace(SHIPPED_BINARY, bin),
     }];
     for r in requires {
         let unit = unit_name(r)?;
-        files.push(Planned {
+        files.push(UnitFile {
             path: dir.join(format!("{unit}.d")).join(DROP_IN_NAME),
             text: DROP_IN.to_string(),
         });

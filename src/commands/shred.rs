@@ -23,16 +23,13 @@ use crate::observe::content;
 use crate::plan::{self, Refusal, Step};
 use crate::signals;
 
-/// How long `shred` waits for another run on the same volume.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// `secretfs shred`.
 pub fn run(args: &ShredArgs) -> Result<()> {
     let v = config::volume(&args.volume, None, args.json)?;
     confirm(args.yes, &v.name)?;
     require_root("secretfs shred")?;
     signals::install();
-    let _lock = lock::acquire(&v.name, LOCK_WAIT)?;
+    let _lock = lock::acquire(&v.name, down::LOCK_WAIT)?;
     let root = Path::new("/");
     let obs = down::observe(root, &v.name)?;
     let plan = plan::plan_shred(&v.name, &obs).map_err(Refusal::into_error)?;

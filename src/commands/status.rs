@@ -166,11 +166,6 @@ pub fn report(root: &Path, name: &str) -> Result<StatusReport> {
 }
 
 impl StatusReport {
-    /// Open and mounted.
-    pub fn is_up(&self) -> bool {
-        self.up
-    }
-
     /// Why the volume is not up, as the failure `status` and `wait` exit
     /// with; None when it is up.
     pub fn not_up(&self) -> Option<Failure> {

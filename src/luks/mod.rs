@@ -23,7 +23,7 @@ use tracing::{debug, info, trace, warn};
 
 use self::header::{errno, TokenFound};
 use self::token::{Place, Token, TokenState};
-use crate::error::Failure;
+use crate::error::{refused, Failure};
 use crate::fault;
 use crate::keys::Passphrase;
 use crate::names;
@@ -273,7 +273,7 @@ pub fn close(name: &str) -> Result<()> {
 }
 
 /// What [`erase`] destroyed on one device.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug)]
 pub struct Erased {
     /// Key slots destroyed by libcryptsetup.
     pub key_slots: u32,
@@ -289,7 +289,7 @@ pub struct Erased {
 pub fn erase(dev: &Path) -> Result<Erased> {
     let what = || format!("erasing the LUKS2 header of {}", dev.display());
     let Some(mut cd) = header::load(dev)? else {
-        return Err(Failure::Refused(format!("{} holds no LUKS2 header", dev.display())).into());
+        return refused(format!("{} holds no LUKS2 header", dev.display()));
     };
     let max = libcryptsetup_rs::CryptKeyslotHandle::max_keyslots(EncryptionFormat::Luks2)
         .map_err(anyhow::Error::new)
