@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::aws;
-use common::vm::{self, image_contains, read_json, report, Disk, VmRun, VmSpec};
+use common::vm::{self, image_contains, image_matches, read_json, report, Disk, VmRun, VmSpec};
 use common::LocalAws;
 
 const CONTEXT: &str = "purpose=secretfs-set-test";
@@ -77,21 +77,6 @@ fn images(dir: &std::path::Path, prefix: &str) -> Vec<PathBuf> {
             p
         })
         .collect()
-}
-
-/// Whether the bytes of `img` match the grep -P pattern (bytes, not text).
-fn image_matches(img: &std::path::Path, pattern: &str) -> bool {
-    let st = std::process::Command::new("grep")
-        .args(["-q", "-a", "-P", pattern])
-        .arg(img)
-        .env("LC_ALL", "C")
-        .status()
-        .expect("running grep");
-    match st.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!("grep failed on {}", img.display()),
-    }
 }
 
 fn sha256(p: &std::path::Path) -> Vec<u8> {

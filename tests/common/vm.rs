@@ -811,9 +811,20 @@ pub fn run(spec: &VmSpec) -> VmRun {
 /// Whether `needle` occurs anywhere in the file (grep is fast on big,
 /// sparse images).
 pub fn image_contains(img: &Path, needle: &str) -> bool {
+    grep_image(img, "-F", needle)
+}
+
+/// Whether the bytes of `img` match the grep -P pattern (bytes, not text:
+/// `\xba` is one byte).
+pub fn image_matches(img: &Path, pattern: &str) -> bool {
+    grep_image(img, "-P", pattern)
+}
+
+fn grep_image(img: &Path, mode: &str, needle: &str) -> bool {
     let st = Command::new("grep")
-        .args(["-q", "-a", "-F", needle])
+        .args(["-q", "-a", mode, needle])
         .arg(img)
+        .env("LC_ALL", "C")
         .status()
         .expect("running grep");
     match st.code() {
