@@ -67,7 +67,13 @@ pub fn init(cli: &Cli) {
         }));
     let _ = tracing_subscriber::registry().with(fmt).try_init();
     luks::set_up_logging();
-    crate::keys::lock_all_memory();
+    // Only where a key is handled: the rest gain nothing from it.
+    if matches!(
+        cli.command,
+        Command::Up(_) | Command::Seal(_) | Command::CheckKey(_)
+    ) {
+        crate::keys::lock_all_memory();
+    }
 }
 
 /// Whether an event may be logged at all, whatever `SECRETFS_LOG` says:

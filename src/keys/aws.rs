@@ -540,7 +540,8 @@ pub struct Sealed {
     pub passphrase_bytes: usize,
 }
 
-/// KMS-encrypts `pass` under `kms_key` and stores the blob at `to`.
+/// Has KMS wrap `plain` under `kms_key` (encrypt a given passphrase, or
+/// generate one inside KMS) and stores the blob at `to`.
 pub async fn seal(
     plain: Plain<'_>,
     kms_key: &str,
