@@ -38,6 +38,9 @@ pub enum Outcome {
 pub struct StepReport {
     pub step: &'static str,
     pub result: Outcome,
+    /// Wall-clock seconds the step took (0 when already done): where the
+    /// time to mounted goes, per step.
+    pub seconds: f64,
 }
 
 /// Undo actions for partial work, run in reverse on drop unless committed.
@@ -142,6 +145,7 @@ pub fn run(plan: &Plan, key: Option<Key>) -> Result<Vec<StepReport>> {
         .iter()
         .rposition(|p| p.todo != Todo::AlreadyDone && p.step.needs_key());
     for (i, p) in plan.steps.iter().enumerate() {
+        let started = std::time::Instant::now();
         let outcome = if p.todo == Todo::AlreadyDone {
             Outcome::AlreadyDone
         } else {
@@ -157,6 +161,7 @@ pub fn run(plan: &Plan, key: Option<Key>) -> Result<Vec<StepReport>> {
         reports.push(StepReport {
             step: p.step.name(),
             result: outcome,
+            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         });
     }
     signals::check()?;

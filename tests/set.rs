@@ -207,6 +207,26 @@ check two_sets_named grep -q "different sets" /run/two.err
     let run1 = boot("set-1", &aws, s, nvme(&a, &["a0", "a1", "a2", "a3"]));
     run1.assert_checks(&expected.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(run1.exit_code, Some(0), "{}", run1.console_tail(60));
+    // Where the time to mounted goes: seconds per step, and for the key.
+    let up = read_json(&run1, "up.json");
+    assert!(up["key_seconds"].as_f64().is_some_and(|k| k > 0.0), "{up}");
+    let steps = up["steps"].as_array().expect("steps");
+    for st in steps {
+        assert!(st["seconds"].as_f64().is_some_and(|t| t >= 0.0), "{st}");
+    }
+    let format = steps
+        .iter()
+        .find(|st| st["step"] == "format_members")
+        .expect("a format_members step");
+    assert!(format["seconds"].as_f64().unwrap() > 0.0, "{format}");
+    eprintln!(
+        "set: up over 4 members, seconds per step: {}",
+        steps
+            .iter()
+            .map(|st| format!("{} {}", st["step"].as_str().unwrap(), st["seconds"]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let st = read_json(&run1, "status.json");
     let set_id = st["set"]["id"]
         .as_str()

@@ -623,12 +623,8 @@ check argon2id_down_again "$SECRETFS" down --name typed
         .unwrap()
         .iter()
         .find(|s| s["step"] == "wipe")
-        .cloned();
-    assert_eq!(
-        wipe_step,
-        Some(serde_json::json!({"step": "wipe", "result": "done"})),
-        "{wipe}"
-    );
+        .map(|s| s["result"].clone());
+    assert_eq!(wipe_step, Some(serde_json::json!("done")), "{wipe}");
     // A wiped volume is fully allocated on the host: every block was written.
     use std::os::unix::fs::MetadataExt;
     let allocated = std::fs::metadata(&wiped).unwrap().blocks() * 512;

@@ -54,6 +54,8 @@ struct UpReport {
     members: Option<Vec<PathBuf>>,
     mount: PathBuf,
     first_format: bool,
+    /// Seconds spent getting the key (None: no key was needed).
+    key_seconds: Option<f64>,
     steps: Vec<StepReport>,
 }
 
@@ -141,6 +143,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
         members: members_in_order(&plan),
         mount: s.mount.clone(),
         first_format: plan.first_format,
+        key_seconds: None,
         steps: Vec::new(),
     };
     if plan.is_noop() {
@@ -156,6 +159,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
             .map(|p| StepReport {
                 step: p.step.name(),
                 result: Outcome::AlreadyDone,
+                seconds: 0.0,
             })
             .collect();
         return if s.json { print_json(&report) } else { Ok(()) };
@@ -174,8 +178,11 @@ pub fn run(args: &UpArgs) -> Result<()> {
             describe_state(&s, &seen, &plan),
             source.describe()
         );
+        let started = std::time::Instant::now();
+        let pass = source.fetch(plan.first_format)?;
+        report.key_seconds = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
         Some(Key {
-            pass: source.fetch(plan.first_format)?,
+            pass,
             origin: source.origin(),
             from: source.describe(),
         })
