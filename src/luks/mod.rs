@@ -2,8 +2,8 @@
 //!
 //! libcryptsetup is not thread-safe: libcryptsetup-rs's `mutex` feature
 //! serialises every call (as stratisd does), so observation and the unit
-//! tests may call it from any thread. Device work still happens on the
-//! main thread, after the key was fetched. Each operation acquires a fresh
+//! tests may call it from any thread; a set's members are formatted from
+//! one thread each, and their libcryptsetup calls take turns. Each operation acquires a fresh
 //! `CryptDevice` context and lets it go.
 //! [`header`] only reads; everything that writes a header is here.
 
@@ -15,7 +15,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey};
-use libcryptsetup_rs::consts::vals::{CryptKdf, CryptLogLevel, EncryptionFormat};
+use libcryptsetup_rs::consts::vals::{
+    CryptKdf, CryptLogLevel, EncryptionFormat, KeyslotsSize, MetadataSize,
+};
 use libcryptsetup_rs::{
     CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either, TokenInput,
 };
@@ -34,6 +36,14 @@ pub const CIPHER: (&str, &str) = ("aes", "xts-plain64");
 pub const VOLUME_KEY_BYTES: usize = 64;
 /// PBKDF2 iterations for high-entropy keys (libcryptsetup's minimum).
 pub const PBKDF2_ITERATIONS: u32 = 1000;
+/// Size of the LUKS2 key-slot area of new volumes: room for four key
+/// slots of a 512-bit key (252 KiB each with libcryptsetup's 4000 AF
+/// stripes), so a rotation can add a slot before it removes one.
+/// libcryptsetup's default is 16 MiB - 32 KiB, which it fills with random
+/// bytes at format after zeroing the whole 16 MiB header area: 32 MiB of
+/// writes and 16 MiB of /dev/urandom per disk. With 1 MiB the data starts
+/// at 2 MiB and a format writes 3 MiB (bench/RESULTS.md, "time to mounted").
+pub const KEYSLOTS_AREA_BYTES: u64 = 1 << 20;
 
 /// The key-slot PBKDF to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -69,6 +79,12 @@ pub fn set_up_logging() {
         // the duration of the call.
         let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy();
         let text = text.trim_end();
+        // A small key-slot area is our choice (KEYSLOTS_AREA_BYTES), not
+        // news for the operator.
+        if text.starts_with("WARNING: keyslots area (") {
+            debug!(target: "libcryptsetup", "{text}");
+            return;
+        }
         match CryptLogLevel::try_from(level) {
             Ok(CryptLogLevel::Error) => warn!(target: "libcryptsetup", "{text}"),
             Ok(CryptLogLevel::Normal) => info!(target: "libcryptsetup", "{text}"),
@@ -92,6 +108,12 @@ pub fn format(
 ) -> Result<String> {
     let what = || format!("formatting LUKS2 on {}", dev.display());
     let mut cd = CryptInit::init(dev).with_context(what)?;
+    cd.settings_handle()
+        .set_metadata_size(
+            MetadataSize::Kb16,
+            KeyslotsSize::try_from(KEYSLOTS_AREA_BYTES).with_context(what)?,
+        )
+        .with_context(what)?;
     let pbkdf = match o.kdf {
         Kdf::Pbkdf2 => Some(CryptPbkdfType {
             type_: CryptKdf::Pbkdf2,
@@ -364,6 +386,31 @@ mod tests {
             no_workqueues: true,
             discard: false,
         }
+    }
+
+    #[test]
+    fn the_key_slot_area_holds_four_slots_and_data_starts_at_2_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("v.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        let pass = Passphrase::generate(64).unwrap();
+        format(&img, &pass, &options(), None).unwrap();
+        let info = header::inspect(&img).unwrap().expect("a LUKS header");
+        assert_eq!(info.data_offset_bytes, 2 << 20);
+        // Three more slots fit beside the first (a rotation needs one).
+        let mut cd = header::load(&img).unwrap().expect("a header");
+        for _ in 0..3 {
+            cd.keyslot_handle()
+                .add_by_passphrase(None, pass.expose(), pass.expose())
+                .unwrap();
+        }
+        let full = cd
+            .keyslot_handle()
+            .add_by_passphrase(None, pass.expose(), pass.expose());
+        assert!(full.is_err(), "a fifth key slot fitted in the area");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::observe::{Mapping, MountState, Observed, TargetState};
 use crate::parse::MountOptions;
 use crate::settings::{PbkdfChoice, Target};
 
-/// Smallest volume: the LUKS2 header (16 MiB) plus a small ext4.
+/// Smallest volume: the LUKS2 header (2 MiB; 16 MiB for volumes made
+/// before [`crate::luks::KEYSLOTS_AREA_BYTES`]) plus a small ext4.
 pub const MIN_SIZE: u64 = 32 << 20;
 
 /// What the planner needs from the settings.
