@@ -240,33 +240,18 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
             let count = members.len() as u32;
             // One thread per member: each examines its disk again and
             // writes its header.
-            let uuids = std::thread::scope(|sc| {
-                let threads: Vec<_> = members
-                    .iter()
-                    .zip(&devs)
-                    .map(|(m, dev)| {
-                        let opts = &opts;
-                        sc.spawn(move || -> Result<String> {
-                            if check {
-                                unchanged(dev, m.again)?;
-                            }
-                            let place = Place {
-                                set: set.clone(),
-                                member: m.member,
-                                members: count,
-                                chunk: *chunk,
-                            };
-                            luks::format(dev, &key.pass, opts, Some(&place))
-                        })
-                    })
-                    .collect();
-                threads
-                    .into_iter()
-                    .map(|t| {
-                        t.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("a format thread panicked")))
-                    })
-                    .collect::<Result<Vec<_>>>()
+            let work: Vec<_> = members.iter().zip(&devs).collect();
+            let uuids = crate::parallel::each(&work, "formatting a member", |(m, dev)| {
+                if check {
+                    unchanged(dev, m.again)?;
+                }
+                let place = Place {
+                    set: set.clone(),
+                    member: m.member,
+                    members: count,
+                    chunk: *chunk,
+                };
+                luks::format(dev, &key.pass, &opts, Some(&place))
             })?;
             for (dev, uuid) in devs.iter().zip(&uuids) {
                 info!(

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod luks;
 pub mod names;
 pub mod observe;
+pub mod parallel;
 pub mod parse;
 pub mod plan;
 pub mod settings;

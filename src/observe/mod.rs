@@ -135,10 +135,14 @@ pub fn observe_set(
         .map(|i| sys::mapping(root, &names::member_name(name, i)))
         .collect();
     let ours: Vec<DevNo> = members.iter().filter_map(Mapping::devno).collect();
-    let disks = disks
-        .iter()
-        .map(|d| observe_device(root, &Target::Disk(d.clone()), &mounts, &swaps, &ours))
-        .collect::<Result<Vec<_>>>()?;
+    // One thread per disk: most of a look is reading the disk (libblkid's
+    // probers, the zero check), which overlaps across disks; the
+    // libcryptsetup header read takes turns (see `luks`).
+    // Disk by disk at once: a look is mostly reading the disk (libblkid's
+    // probers, the zero check); libcryptsetup's header read takes turns.
+    let disks = crate::parallel::each(disks, "examining a disk", |d| {
+        observe_device(root, &Target::Disk(d.clone()), &mounts, &swaps, &ours)
+    })?;
     let stripe = sys::mapping(root, name);
     let inner = inner_of(root, name, stripe.is_set())?;
     Ok(SetObserved {
