@@ -607,6 +607,96 @@ fn fio_median(out: &Path, case: &str, rw: &str, jobs: u32, rounds: usize) -> f64
     v[v.len() / 2]
 }
 
+/// The set cases' time to mounted split by `up --json`: the key, each kind
+/// of step (summed over the members), and the rest (process start,
+/// observation, planning), each the median over the rounds.
+fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<String> {
+    const COLUMNS: [&str; 6] = [
+        "format",
+        "format_members",
+        "mark_ready",
+        "open",
+        "create_stripe",
+        "make_filesystem",
+    ];
+    let mut lines = vec![
+        String::new(),
+        format!(
+            "| seconds (median) | total | key | {} | mount | other |",
+            COLUMNS.join(" | ")
+        ),
+        format!("|---|---|---|{}---|---|", "---|".repeat(COLUMNS.len())),
+    ];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for c in ["1", "4", "8", "small", "big"] {
+        for step in ["format", "reopen"] {
+            let case = format!("set_{c}_{step}");
+            let mut cols: Vec<Vec<f64>> = vec![Vec::new(); COLUMNS.len() + 4];
+            for r in 1..=rounds {
+                let path = out.join("json").join(format!("{case}-r{r}.json"));
+                let up: Value = serde_json::from_slice(
+                    &fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let total = samples
+                    .iter()
+                    .find(|x| {
+                        x["kind"] == "time"
+                            && x["case"] == case.as_str()
+                            && x["step"] == "total"
+                            && x["round"] == r
+                    })
+                    .and_then(|x| x["seconds"].as_f64())
+                    .unwrap_or_else(|| panic!("no total of {case} round {r}"));
+                let key = up["key_seconds"].as_f64().unwrap_or(0.0);
+                let of = |name: &str| -> f64 {
+                    up["steps"]
+                        .as_array()
+                        .expect("steps")
+                        .iter()
+                        .filter(|s| s["step"] == name)
+                        .filter_map(|s| s["seconds"].as_f64())
+                        .sum()
+                };
+                let all: f64 = up["steps"]
+                    .as_array()
+                    .expect("steps")
+                    .iter()
+                    .filter_map(|s| s["seconds"].as_f64())
+                    .sum();
+                cols[0].push(total);
+                cols[1].push(key);
+                for (i, name) in COLUMNS.iter().enumerate() {
+                    cols[i + 2].push(of(name));
+                }
+                cols[COLUMNS.len() + 2].push(of("mount"));
+                cols[COLUMNS.len() + 3].push(total - key - all);
+            }
+            let label = match c {
+                "big" => "1 member of 8 TiB".to_string(),
+                "small" => "1 member of 1 GiB".to_string(),
+                n => format!("{n} member{}", if n == "1" { "" } else { "s" }),
+            };
+            lines.push(format!(
+                "| {label}, {} | {} |",
+                if step == "format" {
+                    "first format"
+                } else {
+                    "re-open"
+                },
+                cols.into_iter()
+                    .map(|v| format!("{:.2}", median(v)))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+        }
+    }
+    lines
+}
+
 #[test]
 #[ignore = "a benchmark: run by scripts/bench"]
 fn bench_5_set() {
@@ -649,6 +739,7 @@ fn bench_5_set() {
         }
         lines.push(row);
     }
+    lines.extend(where_the_time_goes(&run.out_dir, &samples, rounds));
     lines.extend([
         String::new(),
         "| fio (MiB/s) | sfs1 | sfs4 | sfs4/sfs1 | raw4 (layout b) | raw4/sfs4 | chunk 64K/512K | chunk 2M/512K |".into(),

@@ -49,10 +49,12 @@ up_set() {
   for d in "$@"; do args+=(--disk "$d"); done
   mark
   "$SECRETFS" up --passphrase-file "$PASS" --pbkdf pbkdf2 "${args[@]}" --name "$name" \
-    --mount "$dir" --json >"$B/json/$tag.json" || return
+    --mount "$dir" --json >"$VM_OUT/json/$tag.json" || return
   mark
 }
 
+# Each up's --json (seconds per step) goes to $VM_OUT/json/CASE-rROUND.json.
+mkdir -p "$VM_OUT/json"
 for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then order="1 4 8 big small"; else order="small big 8 4 1"; fi
   for c in $order; do
@@ -63,9 +65,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     esac
     name=s$c$r
     mkdir -p "/mnt/$name"
-    measure "set_${c}_format" "$r" up up_set "$name" "/mnt/$name" "$name-format" "${LOOPS[@]}"
+    measure "set_${c}_format" "$r" up up_set "$name" "/mnt/$name" "set_${c}_format-r$r" "${LOOPS[@]}"
     "$SECRETFS" down --name "$name" >>"$B/log/set_down.log" 2>&1 || fail "down $name"
-    measure "set_${c}_reopen" "$r" up up_set "$name" "/mnt/$name" "$name-reopen" "${LOOPS[@]}"
+    measure "set_${c}_reopen" "$r" up up_set "$name" "/mnt/$name" "set_${c}_reopen-r$r" "${LOOPS[@]}"
     "$SECRETFS" down --name "$name" >>"$B/log/set_down.log" 2>&1 || fail "down $name"
     drop_loops
   done
