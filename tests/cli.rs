@@ -459,3 +459,46 @@ fn shred_without_yes_and_without_a_terminal_refuses_with_exit_2() {
         "{line}"
     );
 }
+
+#[test]
+fn the_binary_stays_on_the_supported_symbol_floor() {
+    // scripts/check-floor passes on the built binary, and fails, naming the
+    // symbol version, when a floor is set one step below what it needs.
+    let check = |env: &[(&str, &str)]| {
+        let mut c = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check-floor"));
+        c.arg(env!("CARGO_BIN_EXE_secretfs"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("running scripts/check-floor")
+    };
+    let ok = check(&[]);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        stderr(&ok)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains("GLIBC: newest needed") && out.contains("libcryptsetup.so.12"),
+        "{out}"
+    );
+    for (var, floor, needs) in [
+        ("SECRETFS_FLOOR_GLIBC", "2.33", "needs GLIBC_2.34"),
+        ("SECRETFS_FLOOR_CRYPTSETUP", "2.3", "needs CRYPTSETUP_2.4"),
+    ] {
+        let low = check(&[(var, floor)]);
+        assert_eq!(
+            low.status.code(),
+            Some(1),
+            "{var}={floor}: {}",
+            stderr(&low)
+        );
+        assert!(
+            stderr(&low).contains(needs),
+            "{var}={floor}: {}",
+            stderr(&low)
+        );
+    }
+}
