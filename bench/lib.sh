@@ -118,7 +118,7 @@ floor_up() {
     --key-size 512 --sector-size 4096 --label secretfs --subsystem secretfs "$1" || return
   mark; cryptsetup open --key-file "$PASS" --perf-no_read_workqueue \
     --perf-no_write_workqueue --persistent "$1" "$2" || return
-  mark; mkfs.ext4 -q -E lazy_itable_init=1,lazy_journal_init=1,nodiscard "/dev/mapper/$2" || return
+  mark; mkfs.ext4 -q -O sparse_super2 -E lazy_itable_init=1,lazy_journal_init=1,nodiscard "/dev/mapper/$2" || return
   mark; mount -t ext4 -o nodev,nosuid,noatime "/dev/mapper/$2" "$3" || return
   mark
 }

@@ -78,6 +78,7 @@ check dump_iterations grep -Eq 'Iterations:[[:space:]]*1000$' "$VM_OUT/luksdump.
 check dump_label grep -Eq '^Label:[[:space:]]*secretfs$' "$VM_OUT/luksdump.txt"
 check dump_subsystem grep -Eq '^Subsystem:[[:space:]]*secretfs$' "$VM_OUT/luksdump.txt"
 check dump_flags grep -Eq 'Flags:.*no-read-workqueue.*no-write-workqueue' "$VM_OUT/luksdump.txt"
+check fs_two_backups sh -c 'dumpe2fs -h /dev/mapper/secretfs 2>/dev/null | grep -Eq "^Filesystem features:.* sparse_super2( |$)"'
 check table_flags sh -c 'dmsetup table secretfs 2>/dev/null | grep -q no_read_workqueue || cryptsetup status secretfs | grep -q no_read_workqueue'
 check down to "$VM_OUT/down.json" "$SECRETFS" down --json
 check unmounted_after_down sh -c '! grep -q " /mnt/secretfs " /proc/mounts'
@@ -115,6 +116,7 @@ check control_write sh -c 'for i in $(seq 64); do echo "$CANARY"; done | dd of=/
         "dump_label",
         "dump_subsystem",
         "dump_flags",
+        "fs_two_backups",
         "table_flags",
         "down",
         "unmounted_after_down",
