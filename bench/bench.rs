@@ -634,7 +634,8 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
     for c in ["1", "4", "8", "small", "big"] {
         for step in ["format", "reopen"] {
             let case = format!("set_{c}_{step}");
-            let mut cols: Vec<Vec<f64>> = vec![Vec::new(); COLUMNS.len() + 4];
+            // One column of rounds per table column; None: no such step.
+            let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::new(); COLUMNS.len() + 4];
             for r in 1..=rounds {
                 let path = out.join("json").join(format!("{case}-r{r}.json"));
                 let up: Value = serde_json::from_slice(
@@ -652,14 +653,16 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
                     .and_then(|x| x["seconds"].as_f64())
                     .unwrap_or_else(|| panic!("no total of {case} round {r}"));
                 let key = up["key_seconds"].as_f64().unwrap_or(0.0);
-                let of = |name: &str| -> f64 {
-                    up["steps"]
+                // The seconds of every step of that name; None without one.
+                let of = |name: &str| -> Option<f64> {
+                    let times: Vec<f64> = up["steps"]
                         .as_array()
                         .expect("steps")
                         .iter()
                         .filter(|s| s["step"] == name)
                         .filter_map(|s| s["seconds"].as_f64())
-                        .sum()
+                        .collect();
+                    (!times.is_empty()).then(|| times.iter().sum())
                 };
                 let all: f64 = up["steps"]
                     .as_array()
@@ -667,13 +670,13 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
                     .iter()
                     .filter_map(|s| s["seconds"].as_f64())
                     .sum();
-                cols[0].push(total);
-                cols[1].push(key);
+                cols[0].push(Some(total));
+                cols[1].push(Some(key));
                 for (i, name) in COLUMNS.iter().enumerate() {
                     cols[i + 2].push(of(name));
                 }
                 cols[COLUMNS.len() + 2].push(of("mount"));
-                cols[COLUMNS.len() + 3].push(total - key - all);
+                cols[COLUMNS.len() + 3].push(Some(total - key - all));
             }
             let label = match c {
                 "big" => "1 member of 8 TiB".to_string(),
@@ -688,7 +691,10 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
                     "re-open"
                 },
                 cols.into_iter()
-                    .map(|v| format!("{:.2}", median(v)))
+                    .map(|v| match v.into_iter().collect::<Option<Vec<f64>>>() {
+                        Some(v) => format!("{:.2}", median(v)),
+                        None => "–".to_string(),
+                    })
                     .collect::<Vec<_>>()
                     .join(" | ")
             ));
