@@ -388,8 +388,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_key_slot_area_holds_four_slots_and_data_starts_at_2_mib() {
+    /// A 32 MiB image file in a fresh directory and a random passphrase.
+    fn image_and_pass() -> (tempfile::TempDir, std::path::PathBuf, Passphrase) {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("v.img");
         std::fs::File::create(&img)
@@ -397,6 +397,12 @@ mod tests {
             .set_len(32 << 20)
             .unwrap();
         let pass = Passphrase::generate(64).unwrap();
+        (dir, img, pass)
+    }
+
+    #[test]
+    fn the_key_slot_area_holds_four_slots_and_data_starts_at_2_mib() {
+        let (_dir, img, pass) = image_and_pass();
         format(&img, &pass, &options(), None).unwrap();
         let info = header::inspect(&img).unwrap().expect("a LUKS header");
         assert_eq!(info.data_offset_bytes, 2 << 20);
@@ -416,13 +422,7 @@ mod tests {
     #[test]
     fn format_writes_a_ready_token_and_inspect_reads_it() {
         // LUKS2 formatting needs no device-mapper: it runs on any machine.
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("v.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(32 << 20)
-            .unwrap();
-        let pass = Passphrase::generate(64).unwrap();
+        let (dir, img, pass) = image_and_pass();
         let uuid = format(&img, &pass, &options(), None).unwrap();
         let h = header::read(&img).unwrap().expect("a LUKS2 header");
         assert_eq!(h.uuid, uuid);
