@@ -43,6 +43,12 @@ pub struct StepReport {
     pub seconds: f64,
 }
 
+/// Seconds since `started`, to the millisecond: the times `up --json`
+/// reports.
+pub fn seconds_since(started: std::time::Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 /// Undo actions for partial work, run in reverse on drop unless committed.
 /// Stops at the first undo that fails: nothing beneath a still-mounted
 /// filesystem is torn down.
@@ -161,7 +167,7 @@ pub fn run(plan: &Plan, key: Option<Key>) -> Result<Vec<StepReport>> {
         reports.push(StepReport {
             step: p.step.name(),
             result: outcome,
-            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            seconds: seconds_since(started),
         });
     }
     signals::check()?;

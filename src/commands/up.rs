@@ -180,7 +180,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
         );
         let started = std::time::Instant::now();
         let pass = source.fetch(plan.first_format)?;
-        report.key_seconds = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+        report.key_seconds = Some(exec::seconds_since(started));
         Some(Key {
             pass,
             origin: source.origin(),

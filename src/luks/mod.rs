@@ -3,8 +3,8 @@
 //! libcryptsetup is not thread-safe: libcryptsetup-rs's `mutex` feature
 //! serialises every call (as stratisd does), so observation and the unit
 //! tests may call it from any thread; a set's members are formatted from
-//! one thread each, and their libcryptsetup calls take turns. Each operation acquires a fresh
-//! `CryptDevice` context and lets it go.
+//! one thread each, and their libcryptsetup calls take turns. Each
+//! operation acquires a fresh `CryptDevice` context and lets it go.
 //! [`header`] only reads; everything that writes a header is here.
 
 pub mod header;

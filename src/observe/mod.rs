@@ -138,8 +138,6 @@ pub fn observe_set(
     // One thread per disk: most of a look is reading the disk (libblkid's
     // probers, the zero check), which overlaps across disks; the
     // libcryptsetup header read takes turns (see `luks`).
-    // Disk by disk at once: a look is mostly reading the disk (libblkid's
-    // probers, the zero check); libcryptsetup's header read takes turns.
     let disks = crate::parallel::each(disks, "examining a disk", |d| {
         observe_device(root, &Target::Disk(d.clone()), &mounts, &swaps, &ours)
     })?;
