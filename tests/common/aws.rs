@@ -28,8 +28,9 @@ use tempfile::TempDir;
 const MOTO_READY: Duration = Duration::from_secs(15);
 /// How long any helper may take to print its port.
 const HELPER_READY: Duration = Duration::from_secs(15);
-/// Upper bound on the life of every helper process (seconds).
-const HELPER_MAX_SECONDS: &str = "900";
+/// Upper bound on the life of every helper process (seconds): a real-guest
+/// instance (tests/real_guest.rs) boots several times under one moto.
+const HELPER_MAX_SECONDS: &str = "1800";
 
 /// The crate's root directory.
 pub fn manifest_dir() -> PathBuf {
@@ -404,6 +405,11 @@ impl Moto {
         let bytes = fs::read(&out).expect("reading a fetched object");
         let _ = fs::remove_file(&out);
         Some(bytes)
+    }
+
+    /// Deletes the object at `key` in the bucket.
+    pub fn delete_object(&self, key: &str) {
+        self.tool(&["delete", "--bucket", &self.bucket, "--key", key]);
     }
 
     /// Stores `body` at `key` in the bucket.

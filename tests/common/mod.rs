@@ -2,7 +2,12 @@
 //! Helpers shared by the integration tests.
 
 pub mod aws;
+pub mod guest;
 pub mod vm;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use aws::{FakeImds, Moto};
 use vm::VmSpec;
@@ -60,4 +65,39 @@ impl LocalAws {
         spec.env
             .push(("AWS_ENDPOINT_URL".into(), GUEST_ENDPOINT.into()));
     }
+}
+
+/// The binary of the release archive for `arch` (x86_64 or aarch64, from
+/// scripts/release, which scripts/test runs before the VM tiers), written
+/// into `dir`; and its SHA-256.
+pub fn release_binary(arch: &str, dir: &Path) -> (PathBuf, String) {
+    let name = format!("secretfs-{}-{arch}-linux-gnu", env!("CARGO_PKG_VERSION"));
+    let archive = vm::project_dir().join(format!("dist/{name}.tar.gz"));
+    assert!(
+        archive.is_file(),
+        "{} missing: run scripts/release first (scripts/test does)",
+        archive.display()
+    );
+    let out = Command::new("tar")
+        .arg("-xzOf")
+        .arg(&archive)
+        .arg(format!("{name}/secretfs"))
+        .output()
+        .expect("running tar");
+    assert!(
+        out.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = dir.join(format!("secretfs-{arch}"));
+    fs::write(&bin, &out.stdout).unwrap_or_else(|e| panic!("writing {}: {e}", bin.display()));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let sum = {
+        use sha2::Digest;
+        aws::hex(&sha2::Sha256::digest(&out.stdout))
+    };
+    (bin, sum)
 }

@@ -34,6 +34,9 @@
 //! stderr (shown when the test fails, or with `--nocapture`) and to
 //! `<case dir>/console.log`.
 //!
+//! [`VmSpec::arch`] `Aarch64` boots Debian's arm64 kernel instead, over an
+//! arm64 root in place of the host's (see [`Arch`]).
+//!
 //! Needs what `scripts/setup` installs: qemu-system-x86_64, busybox-static,
 //! cpio, kmod, and the guest kernel under `.cache/vm/kernel/`. The initramfs
 //! (tests/vm/build-initramfs.sh) and the uncompressed kernel
@@ -54,7 +57,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The script prelude (`check`, `check_fails`).
-const PRELUDE: &str = include_str!("../vm/prelude.sh");
+pub const PRELUDE: &str = include_str!("../vm/prelude.sh");
 
 /// Guest addresses; see the module documentation.
 pub const IMDS_URL: &str = "http://169.254.169.254";
@@ -62,11 +65,32 @@ pub const ENDPOINT_URL: &str = "http://169.254.170.100:4566";
 /// The writable share, inside the guest.
 pub const GUEST_OUT: &str = "/run/out";
 
-const QEMU: &str = "qemu-system-x86_64";
+pub const QEMU: &str = "qemu-system-x86_64";
 /// The emulated CPU (`$SECRETFS_VM_CPU` overrides): has AES-NI and PCLMUL,
 /// and boots faster under TCG than `max`.
-const DEFAULT_CPU: &str = "Westmere";
-const BUSYBOX: &str = "/bin/busybox";
+pub const DEFAULT_CPU: &str = "Westmere";
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// The guest's architecture. x86_64 runs the host's own root (and the
+/// freshly built binary); aarch64 boots Debian's arm64 kernel under
+/// `qemu-system-aarch64` (machine `virt`, CPU cortex-a57) and shares the
+/// arm64 root that scripts/setup extracts into `.cache/vm/arm64/root/`
+/// instead of the host's; the script and the binary ([`VmSpec::binary`],
+/// required) then go through the output share (`/run/out/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => QEMU,
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+}
 
 /// How a disk image is attached.
 #[derive(Clone, Debug)]
@@ -130,6 +154,10 @@ pub struct VmSpec {
     /// line), so neither a program nor the kernel's autoloader can load
     /// them. Names as modprobe takes them; `-` and `_` are the same.
     pub skip_modules: Vec<String>,
+    pub arch: Arch,
+    /// The secretfs binary `$SECRETFS` names (default: this build, or
+    /// `$SECRETFS_VM_BINARY`); required for aarch64.
+    pub binary: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -145,6 +173,8 @@ impl VmSpec {
             mem_mib: 1536,
             timeout: Duration::from_secs(180),
             skip_modules: Vec::new(),
+            arch: Arch::X86_64,
+            binary: None,
         }
     }
 }
@@ -173,19 +203,7 @@ pub struct VmRun {
 impl VmRun {
     /// The `CHECK` lines, in order: (name, passed).
     pub fn checks(&self) -> Vec<(String, bool)> {
-        self.console
-            .lines()
-            .filter_map(|line| {
-                let rest = line.strip_prefix("CHECK ")?;
-                let (passed, rest) = if let Some(r) = rest.strip_prefix("ok ") {
-                    (true, r)
-                } else {
-                    (false, rest.strip_prefix("FAIL ")?)
-                };
-                let name = rest.split_whitespace().next()?;
-                Some((name.to_owned(), passed))
-            })
-            .collect()
+        parse_checks(&self.console)
     }
 
     /// Whether `CHECK ok NAME` was printed and `CHECK FAIL NAME` was not.
@@ -243,8 +261,25 @@ impl VmRun {
     }
 }
 
+/// The `CHECK ok NAME` / `CHECK FAIL NAME` lines of `text` (what
+/// tests/vm/prelude.sh prints), in order: (name, passed).
+pub fn parse_checks(text: &str) -> Vec<(String, bool)> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("CHECK ")?;
+            let (passed, rest) = if let Some(r) = rest.strip_prefix("ok ") {
+                (true, r)
+            } else {
+                (false, rest.strip_prefix("FAIL ")?)
+            };
+            let name = rest.split_whitespace().next()?;
+            Some((name.to_owned(), passed))
+        })
+        .collect()
+}
+
 /// The crate's root directory.
-fn project_dir() -> PathBuf {
+pub fn project_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -302,9 +337,13 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The guest kernel: (version, unpacked package root).
-fn kernel() -> (String, PathBuf) {
-    let kdir = project_dir().join(".cache/vm/kernel");
+/// The guest kernel: (version, unpacked package root). For aarch64 the
+/// root is the whole arm64 root (kernel package included).
+fn kernel(arch: Arch) -> (String, PathBuf) {
+    let kdir = project_dir().join(match arch {
+        Arch::X86_64 => ".cache/vm/kernel",
+        Arch::Aarch64 => ".cache/vm/arm64",
+    });
     let version = fs::read_to_string(kdir.join("version"))
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|e| {
@@ -332,8 +371,9 @@ fn in_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn preflight() {
-    assert!(in_path(QEMU), "{QEMU} not found: run scripts/setup");
+fn preflight(arch: Arch) {
+    let qemu = arch.qemu();
+    assert!(in_path(qemu), "{qemu} not found: run scripts/setup");
     assert!(
         Path::new(BUSYBOX).is_file(),
         "{BUSYBOX} not found: run scripts/setup (busybox-static)"
@@ -349,10 +389,10 @@ fn preflight() {
 }
 
 /// Holds the lock that serializes VMs (and initramfs builds).
-struct VmLock(File);
+pub struct VmLock(File);
 
 impl VmLock {
-    fn acquire(dir: &Path) -> VmLock {
+    pub fn acquire(dir: &Path) -> VmLock {
         let path = dir.join(".vm.lock");
         let file = File::options()
             .create(true)
@@ -374,7 +414,7 @@ impl Drop for VmLock {
 
 /// The cached initramfs for this kernel and these init files; built by
 /// tests/vm/build-initramfs.sh when missing. Call with the lock held.
-fn initramfs(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
+fn initramfs(dir: &Path, kver: &str, kroot: &Path, arch: Arch) -> PathBuf {
     let vm_src = project_dir().join("tests/vm");
     let builder = vm_src.join("build-initramfs.sh");
     let mut hasher = DefaultHasher::new();
@@ -394,6 +434,10 @@ fn initramfs(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
         .arg(kroot)
         .arg(kver)
         .arg(&path)
+        .arg(match arch {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        })
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", builder.display()));
@@ -409,7 +453,8 @@ fn initramfs(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("initramfs-") && n.ends_with(".cpio.gz") && n != name {
+            if n.starts_with(&format!("initramfs-{kver}-")) && n.ends_with(".cpio.gz") && n != name
+            {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -452,7 +497,7 @@ fn kernel_image(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
 }
 
 /// Escapes a value for a QEMU option list (commas are doubled).
-fn qemu_opt(s: &str) -> String {
+pub fn qemu_opt(s: &str) -> String {
     s.replace(',', ",,")
 }
 
@@ -471,8 +516,32 @@ fn plain_path(p: &Path, what: &str) -> String {
     s.to_owned()
 }
 
+/// QEMU arguments for the fenced network (see the module documentation):
+/// user networking with `restrict=on`, so the guest reaches nothing but
+/// the guestfwd targets, each forwarded to the host's 127.0.0.1.
+pub fn fenced_network(imds_port: Option<u16>, endpoint_port: Option<u16>) -> Vec<String> {
+    let mut netdev =
+        "user,id=n0,restrict=on,ipv6=off,net=169.254.0.0/16,host=169.254.0.2".to_owned();
+    if let Some(port) = imds_port {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:169.254.169.254:80-cmd:{BUSYBOX} nc 127.0.0.1 {port}"
+        ));
+    }
+    if let Some(port) = endpoint_port {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:169.254.170.100:4566-cmd:{BUSYBOX} nc 127.0.0.1 {port}"
+        ));
+    }
+    vec![
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ]
+}
+
 /// Kills QEMU (by its PID, via `Child::kill`) if still running when dropped.
-struct QemuChild(Child);
+pub struct QemuChild(pub Child);
 
 impl Drop for QemuChild {
     fn drop(&mut self) {
@@ -488,16 +557,32 @@ impl Drop for QemuChild {
 /// or the guest kernel ("run scripts/setup"), when QEMU cannot start, and
 /// when the guest's /init fails (not a test outcome).
 pub fn run(spec: &VmSpec) -> VmRun {
-    preflight();
-    let (kver, kroot) = kernel();
+    preflight(spec.arch);
+    let qemu = spec.arch.qemu();
+    let (kver, kroot) = kernel(spec.arch);
     let vmtest = vmtest_dir();
     let case_dir = case_dir(&spec.name);
     let asked = Instant::now();
     let _lock = VmLock::acquire(&vmtest);
     let lock_wait = asked.elapsed();
-    let initrd = initramfs(&vmtest, &kver, &kroot);
-    let kernel_image = kernel_image(&vmtest, &kver, &kroot);
-    let cpu = std::env::var("SECRETFS_VM_CPU").unwrap_or_else(|_| DEFAULT_CPU.to_owned());
+    let initrd = initramfs(&vmtest, &kver, &kroot, spec.arch);
+    let (kernel_image, machine, cpu, console, shared_root) = match spec.arch {
+        Arch::X86_64 => (
+            kernel_image(&vmtest, &kver, &kroot),
+            "pc",
+            std::env::var("SECRETFS_VM_CPU").unwrap_or_else(|_| DEFAULT_CPU.to_owned()),
+            "ttyS0",
+            PathBuf::from("/"),
+        ),
+        // Debian's arm64 vmlinuz is an uncompressed Image already.
+        Arch::Aarch64 => (
+            kroot.join(format!("boot/vmlinuz-{kver}")),
+            "virt",
+            "cortex-a57".to_owned(),
+            "ttyAMA0",
+            kroot.clone(),
+        ),
+    };
 
     fs::create_dir_all(&case_dir)
         .unwrap_or_else(|e| panic!("creating {}: {e}", case_dir.display()));
@@ -508,16 +593,31 @@ pub fn run(spec: &VmSpec) -> VmRun {
     }
     fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("creating {}: {e}", out_dir.display()));
 
-    // The script: prelude, environment, body.
-    let script_path = case_dir.join("script.sh");
+    // The script: prelude, environment, body. The x86_64 guest sees the
+    // host's files; the aarch64 guest only the output share.
+    let script_path = match spec.arch {
+        Arch::X86_64 => case_dir.join("script.sh"),
+        Arch::Aarch64 => out_dir.join("script.sh"),
+    };
+    let guest_script = match spec.arch {
+        Arch::X86_64 => script_path.clone(),
+        Arch::Aarch64 => Path::new(GUEST_OUT).join("script.sh"),
+    };
+    let binary = match (spec.arch, &spec.binary) {
+        (Arch::X86_64, Some(b)) => b.to_string_lossy().into_owned(),
+        (Arch::X86_64, None) => std::env::var("SECRETFS_VM_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secretfs").into()),
+        (Arch::Aarch64, Some(b)) => {
+            let copy = out_dir.join("secretfs");
+            fs::copy(b, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", b.display()));
+            format!("{GUEST_OUT}/secretfs")
+        }
+        (Arch::Aarch64, None) => panic!("an aarch64 guest needs VmSpec::binary"),
+    };
     let mut script = String::from(PRELUDE);
     script.push_str("\n# --- environment ---\n");
     let mut env: Vec<(String, String)> = vec![
-        (
-            "SECRETFS".into(),
-            std::env::var("SECRETFS_VM_BINARY")
-                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secretfs").into()),
-        ),
+        ("SECRETFS".into(), binary),
         ("VM_OUT".into(), GUEST_OUT.into()),
     ];
     if spec.imds_port.is_some() {
@@ -583,9 +683,12 @@ pub fn run(spec: &VmSpec) -> VmRun {
     }
 
     let mut append = format!(
-        "console=ttyS0 panic=-1 quiet cryptomgr.notests=1 mitigations=off secretfs.script={} secretfs.kmods={}",
-        plain_path(&script_path, "case directory"),
-        plain_path(&kroot.join("lib"), "kernel directory"),
+        "console={console} panic=-1 quiet cryptomgr.notests=1 mitigations=off secretfs.script={} secretfs.kmods={}",
+        plain_path(&guest_script, "case directory"),
+        match spec.arch {
+            Arch::X86_64 => plain_path(&kroot.join("lib"), "kernel directory"),
+            Arch::Aarch64 => "/lib".to_owned(),
+        },
     );
     if !wait.is_empty() {
         append.push_str(&format!(" secretfs.wait={}", wait.join(",")));
@@ -626,7 +729,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
         "-monitor",
         "none",
         "-machine",
-        "pc",
+        machine,
         "-accel",
         "tcg",
         "-cpu",
@@ -653,7 +756,10 @@ pub fn run(spec: &VmSpec) -> VmRun {
         "-device".into(),
         "virtio-rng-pci".into(),
         "-virtfs".into(),
-        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap".into(),
+        format!(
+            "local,path={},mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            plain_path(&shared_root, "shared root")
+        ),
         "-virtfs".into(),
         format!(
             "local,path={},mount_tag=out,security_model=none,multidevs=remap",
@@ -661,24 +767,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
         ),
     ]);
     if spec.imds_port.is_some() || spec.endpoint_port.is_some() {
-        // restrict=on: the guest reaches nothing but the guestfwd targets.
-        let mut netdev = "user,id=n0,restrict=on,net=169.254.0.0/16,host=169.254.0.2".to_owned();
-        if let Some(port) = spec.imds_port {
-            netdev.push_str(&format!(
-                ",guestfwd=tcp:169.254.169.254:80-cmd:{BUSYBOX} nc 127.0.0.1 {port}"
-            ));
-        }
-        if let Some(port) = spec.endpoint_port {
-            netdev.push_str(&format!(
-                ",guestfwd=tcp:169.254.170.100:4566-cmd:{BUSYBOX} nc 127.0.0.1 {port}"
-            ));
-        }
-        args.extend([
-            "-netdev".into(),
-            netdev,
-            "-device".into(),
-            "virtio-net-pci,netdev=n0".into(),
-        ]);
+        args.extend(fenced_network(spec.imds_port, spec.endpoint_port));
     }
     args.extend(disk_args);
 
@@ -690,13 +779,13 @@ pub fn run(spec: &VmSpec) -> VmRun {
 
     let started = Instant::now();
     let mut child = QemuChild(
-        Command::new(QEMU)
+        Command::new(qemu)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(qemu_stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {QEMU}: {e}")),
+            .unwrap_or_else(|e| panic!("starting {qemu}: {e}")),
     );
 
     // Console reader: into memory, console.log and the test's stderr.
@@ -739,7 +828,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
         match child.0.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) => {}
-            Err(e) => panic!("waiting for {QEMU}: {e}"),
+            Err(e) => panic!("waiting for {qemu}: {e}"),
         }
         if Instant::now() >= deadline {
             timed_out = true;
@@ -785,7 +874,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
     if let Some(status) = status {
         if !status.success() && exit_code.is_none() {
             panic!(
-                "{QEMU} failed ({status}); its log ({}):\n{}\n{}",
+                "{qemu} failed ({status}); its log ({}):\n{}\n{}",
                 qemu_log.display(),
                 fs::read_to_string(&qemu_log).unwrap_or_default(),
                 vm_run.console_tail(40)

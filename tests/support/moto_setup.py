@@ -20,6 +20,7 @@
   moto_setup.py --endpoint URL get --bucket B --key K --out PATH
   moto_setup.py --endpoint URL put --bucket B --key K --file PATH
   moto_setup.py --endpoint URL head --bucket B --key K
+  moto_setup.py --endpoint URL delete --bucket B --key K
       S3 object helpers; head prints {"exists": bool, "size": n}.
 
 Only ever talks to the given endpoint, which must be on 127.0.0.1/localhost,
@@ -157,6 +158,11 @@ def cmd_head(args):
             raise
 
 
+def cmd_delete(args):
+    client("s3", args.endpoint).delete_object(Bucket=args.bucket, Key=args.key)
+    print(json.dumps({"deleted": args.key}))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoint", required=True)
@@ -185,6 +191,9 @@ def main():
     h = sub.add_parser("head")
     h.add_argument("--bucket", default=BUCKET)
     h.add_argument("--key", required=True)
+    x = sub.add_parser("delete")
+    x.add_argument("--bucket", default=BUCKET)
+    x.add_argument("--key", required=True)
     args = p.parse_args()
 
     host = urllib.parse.urlsplit(args.endpoint).hostname
@@ -199,6 +208,7 @@ def main():
         "get": cmd_get,
         "put": cmd_put,
         "head": cmd_head,
+        "delete": cmd_delete,
     }[args.cmd](args)
 
 

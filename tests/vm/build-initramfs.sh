@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the initramfs of the real-kernel test guest.
 #
-#   tests/vm/build-initramfs.sh KERNEL_ROOT KVER OUT.cpio.gz
+#   tests/vm/build-initramfs.sh KERNEL_ROOT KVER OUT.cpio.gz [ARCH]
 #
 # KERNEL_ROOT is an unpacked Debian linux-image package (lib/modules/KVER
-# with modules.dep, as scripts/setup leaves it). The image holds a static
+# with modules.dep, as scripts/setup leaves it). ARCH is x86_64 (the
+# default: the host's static busybox) or aarch64 (KERNEL_ROOT is then the
+# arm64 root scripts/setup extracts, whose /bin/busybox is taken). The image holds a static
 # busybox, the kernel modules the guest needs (decompressed, in load order,
 # listed in /etc/modules.load) and tests/vm/init as /init. The guest runs
 # nothing else from the image: /init mounts the host's root over virtio-9p
@@ -14,19 +16,27 @@
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 
-if (($# != 3)); then
-  echo "usage: $0 KERNEL_ROOT KVER OUT.cpio.gz" >&2
+if (($# != 3 && $# != 4)); then
+  echo "usage: $0 KERNEL_ROOT KVER OUT.cpio.gz [ARCH]" >&2
   exit 2
 fi
 kroot=$(realpath "$1")
 kver=$2
 out=$3
+arch=${4:-x86_64}
 here=$(cd "$(dirname "$0")" && pwd)
 moddir=$kroot/lib/modules/$kver
 
 [[ -f $moddir/modules.dep ]] || { echo "build-initramfs: no modules.dep in $moddir (run scripts/setup)" >&2; exit 1; }
-busybox=$(command -v busybox || true)
-[[ -n $busybox ]] || busybox=/bin/busybox
+# The host's busybox lists the applets (the same Debian release's as the
+# guest's, whichever architecture that is).
+host_busybox=$(command -v busybox || true)
+[[ -n $host_busybox ]] || host_busybox=/bin/busybox
+case $arch in
+  x86_64) busybox=$host_busybox ;;
+  aarch64) busybox=$kroot/bin/busybox ;;
+  *) echo "build-initramfs: unknown ARCH $arch (x86_64 or aarch64)" >&2; exit 2 ;;
+esac
 file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || \
   ldd "$busybox" 2>&1 | grep -q 'not a dynamic executable' || \
   { echo "build-initramfs: $busybox is not a static busybox (install busybox-static)" >&2; exit 1; }
@@ -49,6 +59,18 @@ MODULES=(
   "?aesni-intel" "?crc32c-intel"
   ext4
 )
+if [[ $arch == aarch64 ]]; then
+  # The same on arm64: AES from the ARMv8 crypto extensions (QEMU's
+  # cortex-a57 has them) instead of AES-NI.
+  MODULES=(
+    virtio_pci virtio_blk virtio_net virtio-rng nvme
+    9pnet_virtio 9p overlay
+    loop dm-mod dm-crypt ecb xts
+    af_alg algif_skcipher algif_hash
+    "?aes-ce-blk" "?aes-neon-blk"
+    ext4
+  )
+fi
 # Everything else (xfs, ...) is loaded on demand from the chroot, where
 # /lib/modules is the kernel package's (see init), by modprobe or by the
 # kernel's own autoloading through /sbin/modprobe below.
@@ -61,7 +83,7 @@ mkdir -p "$img"/{bin,dev,etc,lib/modules,proc,sys,newroot,run,tmp}
 
 # busybox and its applets
 cp "$busybox" "$img/bin/busybox"
-for applet in $("$img/bin/busybox" --list); do
+for applet in $("$host_busybox" --list); do
   [[ $applet == busybox ]] || ln -sf busybox "$img/bin/$applet"
 done
 

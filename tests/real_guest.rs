@@ -1,0 +1,444 @@
+//! Real-guest tier: the shipped user data (`userdata/user-data.sh`,
+//! `userdata/cloud-config.yaml`) run by a real cloud-init, and the unit it
+//! installs run by a real systemd, in a Debian 12 image built from Debian's
+//! packages (tests/common/guest.rs, tests/guest/). Each test is one EC2
+//! instance booted several times: first boot, reboot, stop/start, and a
+//! boot without its key.
+//!
+//! What differs from a user's instance, and why (the stand-ins):
+//! - the user data's settings lines name the local emulator's bucket, key
+//!   and the release binary's checksum; nothing else in the files changes
+//!   (checked below);
+//! - S3 and KMS are moto at 169.254.170.100:4566 (`AWS_ENDPOINT_URL` for
+//!   every unit; the image's `/usr/local/bin/aws` passes it to Debian 12's
+//!   AWS CLI 2.9.19, which does not read it); IMDSv2 at 169.254.169.254 is
+//!   the project's fake (moto's lacks the token TTL header), serving the
+//!   region and role credentials as EC2 does;
+//! - the instance store is QEMU NVMe, whose model string reaches secretfs
+//!   through its test seam (`SECRETFS_INSTANCE_STORE_MODEL`);
+//! - cloud-init reads its user data from a NoCloud seed, not from EC2's
+//!   datasource; the instance id stays across boots, as on EC2.
+//!
+//! The binary the user data installs is the release build
+//! (`dist/secretfs-VERSION-x86_64-linux-gnu.tar.gz`, from scripts/release,
+//! which scripts/test runs first).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::aws::{hex, random_bytes};
+use common::guest::{Boot, Instance, QEMU_NVME_MODEL};
+use common::vm::image_contains;
+use common::{LocalAws, GUEST_ENDPOINT};
+
+const BINARY_KEY: &str = "release/secretfs-x86_64";
+const WRAPPED_KEY: &str = "secretfs/volume-key.bin";
+/// The context `userdata/` configures (`purpose = "secretfs"`).
+const CONTEXT: &str = "purpose=secretfs";
+const GIB: u64 = 1 << 30;
+/// The PostgreSQL unit Debian runs for the default cluster.
+const PG_UNIT: &str = "postgresql@15-main.service";
+
+/// Bash functions for every scenario (after tests/vm/prelude.sh).
+const COMMON: &str = r#"
+fact() { echo "FACT $1=$2"; }
+volume_id() {
+  secretfs status --json | python3 -c 'import json, sys
+r = json.load(sys.stdin)
+print((r.get("set") or {}).get("id") or (r.get("luks") or {}).get("uuid") or "none")'
+}
+boot_facts() {
+  fact system "$(systemctl is-system-running)"
+  fact startup "$(systemd-analyze time 2>/dev/null | head -1)"
+  fact unit_exit "$(systemctl show -p ExecMainStatus --value secretfs.service)"
+  # The user data installs the binary and the config: a re-run would
+  # change these.
+  fact installed "$(stat -c %i:%Y /usr/local/bin/secretfs /etc/secretfs/secretfs.toml | tr '\n' ' ')"
+  fact cloud_init "$(cloud-init status 2>&1 | tr '\n' ' ')"
+  systemd-analyze blame --no-pager | head -n 12
+  cat /var/log/cloud-init-output.log
+}
+volume_up() {
+  check unit_active systemctl is-active --quiet secretfs.service
+  check unit_enabled systemctl is-enabled --quiet secretfs.service
+  check status_exit_0 secretfs status
+  check mounted mountpoint -q /mnt/secretfs
+  fact volume "$(volume_id)"
+  journalctl -b -u secretfs.service --no-pager | tail -n 20
+}
+write_canary() {
+  printf '%s' "$CANARY" > /mnt/secretfs/canary && sync
+}
+canary_hash() {
+  sha256sum < /mnt/secretfs/canary | cut -d' ' -f1
+}
+"#;
+
+/// `text` with each `(from, to)` replaced; each `from` must occur exactly
+/// `count` times, so a reworded file fails here rather than in the guest.
+fn substitute(text: &str, edits: &[(&str, &str, usize)]) -> String {
+    let mut out = text.to_owned();
+    for (from, to, count) in edits {
+        assert_eq!(
+            out.matches(from).count(),
+            *count,
+            "expected {count} × {from:?} in the shipped user data"
+        );
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// The shipped user-data.sh with its settings lines set: only those lines
+/// differ from the file.
+fn user_data_sh(binary_sum: &str, aws: &LocalAws) -> String {
+    let shipped = fs::read_to_string(common::vm::project_dir().join("userdata/user-data.sh"))
+        .expect("reading userdata/user-data.sh");
+    let settings = [
+        (
+            "SECRETFS_BINARY",
+            format!("s3://{}/{BINARY_KEY}", aws.moto.bucket),
+        ),
+        ("SECRETFS_SHA256", binary_sum.to_owned()),
+        ("WRAPPED_KEY", aws.moto.s3_uri(WRAPPED_KEY)),
+        ("KMS_KEY_ID", aws.moto.alias.clone()),
+        ("BUCKET_OWNER", "123456789012".to_owned()),
+    ];
+    let mut changed = 0;
+    let lines: Vec<String> = shipped
+        .lines()
+        .map(|line| {
+            for (name, value) in &settings {
+                if line.starts_with(&format!("{name}=")) {
+                    changed += 1;
+                    return format!("{name}={value}");
+                }
+            }
+            line.to_owned()
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        settings.len(),
+        "user-data.sh: one line per setting"
+    );
+    lines.join("\n") + "\n"
+}
+
+/// The shipped cloud-config.yaml with its settings (bucket, keys, checksum)
+/// set in place.
+fn cloud_config(binary_sum: &str, aws: &LocalAws) -> String {
+    let shipped = fs::read_to_string(common::vm::project_dir().join("userdata/cloud-config.yaml"))
+        .expect("reading userdata/cloud-config.yaml");
+    let bucket = format!("--bucket {} --key {BINARY_KEY}", aws.moto.bucket);
+    let wrapped = aws.moto.s3_uri(WRAPPED_KEY);
+    let alias = format!("\"{}\"", aws.moto.alias);
+    substitute(
+        &shipped,
+        &[
+            (
+                "--bucket my-artifacts --key secretfs/secretfs-x86_64",
+                &bucket,
+                1,
+            ),
+            ("s3://my-secrets/secretfs/volume-key.bin", &wrapped, 1),
+            ("\"alias/secretfs\"", &alias, 1),
+            (&"0".repeat(64), binary_sum, 1),
+        ],
+    )
+}
+
+/// moto + fake IMDS with the release binary and a freshly sealed key in S3.
+fn local_aws(dir: &Path) -> (LocalAws, String) {
+    let aws = LocalAws::start();
+    let (bin, sum) = common::release_binary("x86_64", dir);
+    aws.moto.put_object(BINARY_KEY, &fs::read(&bin).unwrap());
+    aws.seal(WRAPPED_KEY, CONTEXT);
+    (aws, sum)
+}
+
+fn stand_ins() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ENDPOINT_URL", GUEST_ENDPOINT),
+        ("SECRETFS_INSTANCE_STORE_MODEL", QEMU_NVME_MODEL),
+    ]
+}
+
+fn boot(instance: &mut Instance, aws: &LocalAws, label: &str, body: &str) -> Boot {
+    let script = format!("{COMMON}\n{body}");
+    let b = instance.boot(label, &stand_ins(), &script, aws.imds.port, aws.moto.port);
+    eprintln!(
+        "[guest {}] {} | system {} | cloud-init {}",
+        b.label,
+        b.facts().get("startup").map_or("", |s| s.as_str()),
+        b.facts().get("system").map_or("", |s| s.as_str()),
+        b.facts().get("cloud_init").map_or("", |s| s.as_str()),
+    );
+    b
+}
+
+/// Neither the canary nor the rows' marker is on any disk of the instance
+/// (instance store and root), read raw after power-off.
+fn assert_nothing_in_the_clear(instance: &Instance, needles: &[&str]) {
+    let mut images: Vec<&Path> = instance.disks.iter().map(PathBuf::as_path).collect();
+    images.push(&instance.root);
+    for img in images {
+        for n in needles {
+            assert!(
+                !image_contains(img, n),
+                "a plaintext marker is readable in {}",
+                img.display()
+            );
+        }
+    }
+}
+
+/// `userdata/user-data.sh` on a 2-disk instance with PostgreSQL on the
+/// volume: first boot, reboot, stop/start, and a reboot whose key object is
+/// gone.
+#[test]
+fn user_data_script_first_boot_reboot_stop_start_and_a_missing_key() {
+    let dir = common::vm::work_dir("real-guest-user-data-host");
+    let (aws, sum) = local_aws(&dir);
+    let canary = format!("secretfs-canary-{}", hex(&random_bytes(16)));
+    let pg_marker = format!("secretfs-row-{}", hex(&random_bytes(12)));
+    let mut instance = Instance::launch(
+        "real-guest-user-data",
+        &user_data_sh(&sum, &aws),
+        2,
+        2 * GIB,
+    );
+
+    // First boot: cloud-init runs the user data, which installs the unit
+    // and brings the volume up; then PostgreSQL moves onto the volume with
+    // the drop-in (`install-unit --requires`).
+    let first = boot(
+        &mut instance,
+        &aws,
+        "first-boot",
+        &format!(
+            r#"
+CANARY='{canary}'
+boot_facts
+check cloud_init_done bash -c 'cloud-init status | grep -q "status: done"'
+volume_up
+check members_striped bash -c 'secretfs status --json | python3 -c "import json,sys; r=json.load(sys.stdin); assert len(r[\"set\"][\"members\"]) == 2"'
+check canary_written write_canary
+fact canary "$(canary_hash)"
+pg_move() {{
+  systemctl stop {PG_UNIT} &&
+  secretfs install-unit --requires {PG_UNIT} &&
+  install -d -o postgres -g postgres -m 0700 /mnt/secretfs/postgresql &&
+  cp -a /var/lib/postgresql/15/main /mnt/secretfs/postgresql/main &&
+  sed -i "s|^data_directory = .*|data_directory = '/mnt/secretfs/postgresql/main'|" /etc/postgresql/15/main/postgresql.conf &&
+  systemctl daemon-reload &&
+  systemctl start {PG_UNIT}
+}}
+check pg_on_volume pg_move
+pg_write() {{
+  runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 <<SQL
+CREATE TABLE canary (n int, v text);
+INSERT INTO canary SELECT n, '{pg_marker}-' || n FROM generate_series(1, 1000) n;
+CHECKPOINT;
+SQL
+}}
+check pg_rows_written pg_write
+fact rows "$(runuser -u postgres -- psql -tA <<< "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY n)) FROM canary")"
+"#
+        ),
+    );
+    first.assert_checks(&[
+        "cloud_init_done",
+        "unit_active",
+        "unit_enabled",
+        "status_exit_0",
+        "mounted",
+        "members_striped",
+        "canary_written",
+        "pg_on_volume",
+        "pg_rows_written",
+    ]);
+    assert_eq!(first.fact("unit_exit"), "0");
+    assert!(
+        first.fact("rows").starts_with("1000:"),
+        "{}",
+        first.fact("rows")
+    );
+
+    // Reboot: the instance store keeps its bytes; the unit re-opens the
+    // volume, PostgreSQL starts after it and finds its rows; cloud-init
+    // does not run the user data again.
+    let reboot = boot(
+        &mut instance,
+        &aws,
+        "reboot",
+        &format!(
+            r#"
+boot_facts
+volume_up
+check canary_there test -f /mnt/secretfs/canary
+fact canary "$(canary_hash)"
+check pg_active systemctl is-active --quiet {PG_UNIT}
+check pg_ordered_after_secretfs bash -c 'systemctl show -p After -p Requires {PG_UNIT} | grep -c secretfs.service | grep -qx 2'
+fact rows "$(runuser -u postgres -- psql -tA <<< "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY n)) FROM canary")"
+"#
+        ),
+    );
+    reboot.assert_checks(&[
+        "unit_active",
+        "status_exit_0",
+        "mounted",
+        "canary_there",
+        "pg_active",
+        "pg_ordered_after_secretfs",
+    ]);
+    assert_eq!(
+        reboot.fact("volume"),
+        first.fact("volume"),
+        "reboot: the same volume"
+    );
+    assert_eq!(
+        reboot.fact("canary"),
+        first.fact("canary"),
+        "reboot: the canary intact"
+    );
+    assert_eq!(
+        reboot.fact("rows"),
+        first.fact("rows"),
+        "reboot: PostgreSQL's rows back"
+    );
+    assert_eq!(
+        reboot.fact("installed"),
+        first.fact("installed"),
+        "reboot: cloud-init ran the user data again"
+    );
+    assert_nothing_in_the_clear(&instance, &[&canary, &pg_marker]);
+
+    // Stop/start: blank instance store; the unit makes a new volume.
+    instance.stop_start();
+    let restarted = boot(
+        &mut instance,
+        &aws,
+        "stop-start",
+        r#"
+boot_facts
+volume_up
+check_fails canary_gone test -e /mnt/secretfs/canary
+"#,
+    );
+    restarted.assert_checks(&["unit_active", "status_exit_0", "mounted", "canary_gone"]);
+    assert_ne!(
+        restarted.fact("volume"),
+        first.fact("volume"),
+        "stop/start: a new volume"
+    );
+    assert_eq!(restarted.fact("installed"), first.fact("installed"));
+
+    // The key is gone (object deleted): the unit fails with exit 4, the
+    // service that requires it does not start, nothing lands under the
+    // bare mount point, and the boot still reaches multi-user.
+    aws.moto.delete_object(WRAPPED_KEY);
+    let no_key = boot(
+        &mut instance,
+        &aws,
+        "no-key",
+        &format!(
+            r#"
+boot_facts
+journalctl -b -u secretfs.service --no-pager | tail -n 20
+check unit_failed systemctl is-failed --quiet secretfs.service
+check_fails not_mounted mountpoint -q /mnt/secretfs
+check bare_mount_point_empty test -z "$(ls -A /mnt/secretfs)"
+check_fails pg_not_started systemctl is-active --quiet {PG_UNIT}
+check pg_held_back bash -c 'journalctl -b -u {PG_UNIT} --no-pager | grep -q "Dependency failed"'
+check multi_user_reached systemctl is-active --quiet multi-user.target
+"#
+        ),
+    );
+    no_key.assert_checks(&[
+        "unit_failed",
+        "not_mounted",
+        "bare_mount_point_empty",
+        "pg_not_started",
+        "pg_held_back",
+        "multi_user_reached",
+    ]);
+    assert_eq!(
+        no_key.fact("unit_exit"),
+        "4",
+        "no key: exit 4 (key unavailable)"
+    );
+    assert_eq!(no_key.fact("system"), "degraded");
+}
+
+/// `userdata/cloud-config.yaml` on a 1-disk instance: first boot, reboot,
+/// stop/start.
+#[test]
+fn cloud_config_first_boot_reboot_and_stop_start() {
+    let dir = common::vm::work_dir("real-guest-cloud-config-host");
+    let (aws, sum) = local_aws(&dir);
+    let canary = format!("secretfs-canary-{}", hex(&random_bytes(16)));
+    let mut instance = Instance::launch(
+        "real-guest-cloud-config",
+        &cloud_config(&sum, &aws),
+        1,
+        2 * GIB,
+    );
+
+    let first = boot(
+        &mut instance,
+        &aws,
+        "first-boot",
+        &format!(
+            r#"
+CANARY='{canary}'
+boot_facts
+check cloud_init_done bash -c 'cloud-init status | grep -q "status: done"'
+volume_up
+check canary_written write_canary
+fact canary "$(canary_hash)"
+"#
+        ),
+    );
+    first.assert_checks(&[
+        "cloud_init_done",
+        "unit_active",
+        "unit_enabled",
+        "status_exit_0",
+        "mounted",
+        "canary_written",
+    ]);
+
+    let reboot = boot(
+        &mut instance,
+        &aws,
+        "reboot",
+        r#"
+boot_facts
+volume_up
+check canary_there test -f /mnt/secretfs/canary
+fact canary "$(canary_hash)"
+"#,
+    );
+    reboot.assert_checks(&["unit_active", "status_exit_0", "mounted", "canary_there"]);
+    assert_eq!(reboot.fact("volume"), first.fact("volume"));
+    assert_eq!(reboot.fact("canary"), first.fact("canary"));
+    assert_eq!(reboot.fact("installed"), first.fact("installed"));
+    assert_nothing_in_the_clear(&instance, &[&canary]);
+
+    instance.stop_start();
+    let restarted = boot(
+        &mut instance,
+        &aws,
+        "stop-start",
+        r#"
+boot_facts
+volume_up
+check_fails canary_gone test -e /mnt/secretfs/canary
+"#,
+    );
+    restarted.assert_checks(&["unit_active", "status_exit_0", "mounted", "canary_gone"]);
+    assert_ne!(restarted.fact("volume"), first.fact("volume"));
+}
