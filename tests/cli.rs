@@ -502,3 +502,131 @@ fn the_binary_stays_on_the_supported_symbol_floor() {
         );
     }
 }
+
+/// What `userdata/` reads from S3 and decrypts, and with which context, is
+/// what `examples/iam-policy.json` grants and nothing more; the key policy
+/// keeps the account's root statement, without which no IAM policy takes
+/// effect for the key. (moto does not enforce IAM or key policies, so this
+/// is checked on the files.)
+#[test]
+fn the_example_policies_grant_what_the_shipped_user_data_does() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let json = |p: &str| -> serde_json::Value { serde_json::from_str(&read(p)).unwrap() };
+    let arn = |uri: &str| format!("arn:aws:s3:::{}", uri.trim_start_matches("s3://"));
+
+    // user-data.sh: its settings lines.
+    let script = read("userdata/user-data.sh");
+    let setting = |name: &str| -> String {
+        let line = script
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("user-data.sh has no {name}= line"));
+        line[name.len() + 1..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let mut from_script = vec![
+        arn(&setting("SECRETFS_BINARY")),
+        arn(&setting("WRAPPED_KEY")),
+    ];
+    from_script.sort();
+    let owner = setting("BUCKET_OWNER");
+
+    // cloud-config.yaml: the download's bucket and key, the config's key.
+    let cc = read("userdata/cloud-config.yaml");
+    let word_after = |text: &str, marker: &str| -> String {
+        let at = text.find(marker).unwrap_or_else(|| panic!("no {marker:?}")) + marker.len();
+        text[at..]
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '\\')
+            .find(|w| !w.is_empty())
+            .unwrap()
+            .to_owned()
+    };
+    let mut from_cc = vec![
+        format!(
+            "arn:aws:s3:::{}/{}",
+            word_after(&cc, "--bucket "),
+            word_after(&cc, "--key ")
+        ),
+        arn(&word_after(&cc, "wrapped-key = ")),
+    ];
+    from_cc.sort();
+    assert_eq!(
+        from_cc, from_script,
+        "cloud-config.yaml and user-data.sh read other objects"
+    );
+    for text in [&script, &cc] {
+        assert!(
+            text.contains("encryption-context = { purpose = \"secretfs\" }"),
+            "the user data's encryption context changed: update examples/iam-policy.json"
+        );
+    }
+
+    let iam = json("examples/iam-policy.json");
+    let statements = iam["Statement"].as_array().unwrap();
+    let mut granted: Vec<String> = statements
+        .iter()
+        .map(|s| {
+            s["Action"]
+                .as_str()
+                .expect("one action per statement")
+                .to_owned()
+        })
+        .collect();
+    granted.sort();
+    assert_eq!(
+        granted,
+        ["kms:Decrypt", "s3:GetObject"],
+        "the role may do exactly these"
+    );
+    let get = statements
+        .iter()
+        .find(|s| s["Action"] == "s3:GetObject")
+        .unwrap();
+    let mut objects: Vec<String> = get["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    objects.sort();
+    assert_eq!(
+        objects, from_script,
+        "s3:GetObject must name exactly the objects the user data reads"
+    );
+    assert_eq!(
+        get["Condition"]["StringEquals"]["s3:ResourceAccount"],
+        owner.as_str()
+    );
+    let decrypt = statements
+        .iter()
+        .find(|s| s["Action"] == "kms:Decrypt")
+        .unwrap();
+    assert_eq!(
+        decrypt["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"],
+        "secretfs"
+    );
+    assert!(
+        decrypt["Resource"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:kms:"),
+        "kms:Decrypt on one key, not *"
+    );
+
+    let key = json("examples/kms-key-policy.json");
+    let account_root = format!("arn:aws:iam::{owner}:root");
+    assert!(
+        key["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["Effect"] == "Allow"
+                && s["Principal"]["AWS"] == account_root.as_str()
+                && s["Action"] == "kms:*"),
+        "the key policy must keep the statement allowing {account_root} kms:*"
+    );
+}
