@@ -74,7 +74,37 @@ write_canary() {
 canary_hash() {
   sha256sum < /mnt/secretfs/canary | cut -d' ' -f1
 }
+# The three boots every instance has; FIRST_BOOT, REBOOT and STOP_START
+# name the checks each must pass.
+first_boot() {
+  boot_facts
+  check cloud_init_done bash -c 'cloud-init status | grep -q "status: done"'
+  volume_up
+  check canary_written write_canary
+  fact canary "$(canary_hash)"
+}
+after_reboot() {
+  boot_facts
+  volume_up
+  check canary_there test -f /mnt/secretfs/canary
+  fact canary "$(canary_hash)"
+}
+after_stop_start() {
+  boot_facts
+  volume_up
+  check_fails canary_gone test -e /mnt/secretfs/canary
+}
 "#;
+const FIRST_BOOT: &[&str] = &[
+    "cloud_init_done",
+    "unit_active",
+    "unit_enabled",
+    "status_exit_0",
+    "mounted",
+    "canary_written",
+];
+const REBOOT: &[&str] = &["unit_active", "status_exit_0", "mounted", "canary_there"];
+const STOP_START: &[&str] = &["unit_active", "status_exit_0", "mounted", "canary_gone"];
 
 /// `text` with each `(from, to)` replaced; each `from` must occur exactly
 /// `count` times, so a reworded file fails here rather than in the guest.
@@ -195,6 +225,40 @@ fn assert_nothing_in_the_clear(instance: &Instance, needles: &[&str]) {
     }
 }
 
+/// A reboot: the same volume with the canary intact, and cloud-init did not
+/// run the user data again (it would reinstall the binary and the config).
+fn assert_same_volume(first: &Boot, reboot: &Boot) {
+    assert_eq!(
+        reboot.fact("volume"),
+        first.fact("volume"),
+        "reboot: the same volume"
+    );
+    assert_eq!(
+        reboot.fact("canary"),
+        first.fact("canary"),
+        "reboot: the canary intact"
+    );
+    assert_eq!(
+        reboot.fact("installed"),
+        first.fact("installed"),
+        "reboot: cloud-init ran the user data again"
+    );
+}
+
+/// A stop/start: a new volume, and still no second run of the user data.
+fn assert_new_volume(first: &Boot, restarted: &Boot) {
+    assert_ne!(
+        restarted.fact("volume"),
+        first.fact("volume"),
+        "stop/start: a new volume"
+    );
+    assert_eq!(
+        restarted.fact("installed"),
+        first.fact("installed"),
+        "stop/start: cloud-init ran the user data again"
+    );
+}
+
 /// `userdata/user-data.sh` on a 2-disk instance with PostgreSQL on the
 /// volume: first boot, reboot, stop/start, and a reboot whose key object is
 /// gone.
@@ -210,6 +274,7 @@ fn user_data_script_first_boot_reboot_stop_start_and_a_missing_key() {
         2,
         2 * GIB,
     );
+    let rows = r#"fact rows "$(runuser -u postgres -- psql -tA <<< "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY n)) FROM canary")""#;
 
     // First boot: cloud-init runs the user data, which installs the unit
     // and brings the volume up; then PostgreSQL moves onto the volume with
@@ -221,12 +286,8 @@ fn user_data_script_first_boot_reboot_stop_start_and_a_missing_key() {
         &format!(
             r#"
 CANARY='{canary}'
-boot_facts
-check cloud_init_done bash -c 'cloud-init status | grep -q "status: done"'
-volume_up
+first_boot
 check members_striped bash -c 'secretfs status --json | python3 -c "import json,sys; r=json.load(sys.stdin); assert len(r[\"set\"][\"members\"]) == 2"'
-check canary_written write_canary
-fact canary "$(canary_hash)"
 pg_move() {{
   systemctl stop {PG_UNIT} &&
   secretfs install-unit --requires {PG_UNIT} &&
@@ -245,21 +306,17 @@ CHECKPOINT;
 SQL
 }}
 check pg_rows_written pg_write
-fact rows "$(runuser -u postgres -- psql -tA <<< "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY n)) FROM canary")"
+{rows}
 "#
         ),
     );
-    first.assert_checks(&[
-        "cloud_init_done",
-        "unit_active",
-        "unit_enabled",
-        "status_exit_0",
-        "mounted",
-        "members_striped",
-        "canary_written",
-        "pg_on_volume",
-        "pg_rows_written",
-    ]);
+    first.assert_checks(
+        &[
+            FIRST_BOOT,
+            &["members_striped", "pg_on_volume", "pg_rows_written"],
+        ]
+        .concat(),
+    );
     assert_eq!(first.fact("unit_exit"), "0");
     assert!(
         first.fact("rows").starts_with("1000:"),
@@ -268,73 +325,34 @@ fact rows "$(runuser -u postgres -- psql -tA <<< "SELECT count(*) || ':' || md5(
     );
 
     // Reboot: the instance store keeps its bytes; the unit re-opens the
-    // volume, PostgreSQL starts after it and finds its rows; cloud-init
-    // does not run the user data again.
+    // volume, PostgreSQL starts after it and finds its rows.
     let reboot = boot(
         &mut instance,
         &aws,
         "reboot",
         &format!(
             r#"
-boot_facts
-volume_up
-check canary_there test -f /mnt/secretfs/canary
-fact canary "$(canary_hash)"
+after_reboot
 check pg_active systemctl is-active --quiet {PG_UNIT}
 check pg_ordered_after_secretfs bash -c 'systemctl show -p After -p Requires {PG_UNIT} | grep -c secretfs.service | grep -qx 2'
-fact rows "$(runuser -u postgres -- psql -tA <<< "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY n)) FROM canary")"
+{rows}
 "#
         ),
     );
-    reboot.assert_checks(&[
-        "unit_active",
-        "status_exit_0",
-        "mounted",
-        "canary_there",
-        "pg_active",
-        "pg_ordered_after_secretfs",
-    ]);
-    assert_eq!(
-        reboot.fact("volume"),
-        first.fact("volume"),
-        "reboot: the same volume"
-    );
-    assert_eq!(
-        reboot.fact("canary"),
-        first.fact("canary"),
-        "reboot: the canary intact"
-    );
+    reboot.assert_checks(&[REBOOT, &["pg_active", "pg_ordered_after_secretfs"]].concat());
+    assert_same_volume(&first, &reboot);
     assert_eq!(
         reboot.fact("rows"),
         first.fact("rows"),
         "reboot: PostgreSQL's rows back"
     );
-    assert_eq!(
-        reboot.fact("installed"),
-        first.fact("installed"),
-        "reboot: cloud-init ran the user data again"
-    );
     assert_nothing_in_the_clear(&instance, &[&canary, &pg_marker]);
 
     // Stop/start: blank instance store; the unit makes a new volume.
     instance.stop_start();
-    let restarted = boot(
-        &mut instance,
-        &aws,
-        "stop-start",
-        r#"
-boot_facts
-volume_up
-check_fails canary_gone test -e /mnt/secretfs/canary
-"#,
-    );
-    restarted.assert_checks(&["unit_active", "status_exit_0", "mounted", "canary_gone"]);
-    assert_ne!(
-        restarted.fact("volume"),
-        first.fact("volume"),
-        "stop/start: a new volume"
-    );
-    assert_eq!(restarted.fact("installed"), first.fact("installed"));
+    let restarted = boot(&mut instance, &aws, "stop-start", "after_stop_start");
+    restarted.assert_checks(STOP_START);
+    assert_new_volume(&first, &restarted);
 
     // The key is gone (object deleted): the unit fails with exit 4, the
     // service that requires it does not start, nothing lands under the
@@ -391,54 +409,17 @@ fn cloud_config_first_boot_reboot_and_stop_start() {
         &mut instance,
         &aws,
         "first-boot",
-        &format!(
-            r#"
-CANARY='{canary}'
-boot_facts
-check cloud_init_done bash -c 'cloud-init status | grep -q "status: done"'
-volume_up
-check canary_written write_canary
-fact canary "$(canary_hash)"
-"#
-        ),
+        &format!("CANARY='{canary}'\nfirst_boot"),
     );
-    first.assert_checks(&[
-        "cloud_init_done",
-        "unit_active",
-        "unit_enabled",
-        "status_exit_0",
-        "mounted",
-        "canary_written",
-    ]);
+    first.assert_checks(FIRST_BOOT);
 
-    let reboot = boot(
-        &mut instance,
-        &aws,
-        "reboot",
-        r#"
-boot_facts
-volume_up
-check canary_there test -f /mnt/secretfs/canary
-fact canary "$(canary_hash)"
-"#,
-    );
-    reboot.assert_checks(&["unit_active", "status_exit_0", "mounted", "canary_there"]);
-    assert_eq!(reboot.fact("volume"), first.fact("volume"));
-    assert_eq!(reboot.fact("canary"), first.fact("canary"));
-    assert_eq!(reboot.fact("installed"), first.fact("installed"));
+    let reboot = boot(&mut instance, &aws, "reboot", "after_reboot");
+    reboot.assert_checks(REBOOT);
+    assert_same_volume(&first, &reboot);
     assert_nothing_in_the_clear(&instance, &[&canary]);
 
     instance.stop_start();
-    let restarted = boot(
-        &mut instance,
-        &aws,
-        "stop-start",
-        r#"
-boot_facts
-volume_up
-check_fails canary_gone test -e /mnt/secretfs/canary
-"#,
-    );
-    restarted.assert_checks(&["unit_active", "status_exit_0", "mounted", "canary_gone"]);
-    assert_ne!(restarted.fact("volume"), first.fact("volume"));
+    let restarted = boot(&mut instance, &aws, "stop-start", "after_stop_start");
+    restarted.assert_checks(STOP_START);
+    assert_new_volume(&first, &restarted);
 }

@@ -30,7 +30,6 @@ use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
@@ -249,35 +248,15 @@ impl Instance {
         let qemu_log = self.dir.join(format!("{tag}.qemu.log"));
         let path = |p: &Path| vm::qemu_opt(p.to_str().expect("UTF-8 path"));
 
-        let mut args: Vec<String> = [
-            "-no-user-config",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-machine",
+        let mut args = vm::qemu_boot_args(
             "pc",
-            "-accel",
-            "tcg",
-            "-cpu",
             vm::DEFAULT_CPU,
-            "-smp",
-            "2",
-            "-no-reboot",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+            MEM_MIB,
+            &self.image.kernel,
+            &self.image.initrd,
+            "root=/dev/vda rw console=ttyS0 panic=-1 mitigations=off",
+        );
         args.extend([
-            "-m".into(),
-            MEM_MIB.to_string(),
-            "-kernel".into(),
-            path(&self.image.kernel),
-            "-initrd".into(),
-            path(&self.image.initrd),
-            "-append".into(),
-            "root=/dev/vda rw console=ttyS0 panic=-1 mitigations=off".into(),
             "-serial".into(),
             format!("file:{}", path(&console_log)),
             "-serial".into(),
@@ -332,21 +311,8 @@ impl Instance {
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting {}: {e}", vm::QEMU)),
         );
-        let mut timed_out = false;
-        let status = loop {
-            match child.0.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) => {}
-                Err(e) => panic!("waiting for {}: {e}", vm::QEMU),
-            }
-            if started.elapsed() >= BOOT_TIMEOUT {
-                timed_out = true;
-                let _ = child.0.kill();
-                let _ = child.0.wait();
-                break None;
-            }
-            thread::sleep(Duration::from_millis(200));
-        };
+        let status = child.wait_until(started + BOOT_TIMEOUT);
+        let timed_out = status.is_none();
         let elapsed = started.elapsed();
         let read = |p: &Path| fs::read_to_string(p).unwrap_or_default().replace('\r', "");
         let output = read(&output_log);
@@ -405,27 +371,12 @@ impl Boot {
     /// Asserts the scenario ran to its end with exit 0, no check failed,
     /// and every check in `expected` passed.
     pub fn assert_checks(&self, expected: &[&str]) {
-        let checks = vm::parse_checks(&self.output);
-        let mut problems = Vec::new();
-        if self.timed_out {
-            problems.push(format!("timed out after {:?}", self.elapsed));
-        }
-        if self.exit_code != Some(0) {
-            problems.push(format!(
-                "scenario exit code {:?}, expected Some(0)",
-                self.exit_code
-            ));
-        }
-        for (name, ok) in &checks {
-            if !ok {
-                problems.push(format!("CHECK FAIL {name}"));
-            }
-        }
-        for name in expected {
-            if !checks.iter().any(|(n, ok)| n == name && *ok) {
-                problems.push(format!("missing CHECK ok {name}"));
-            }
-        }
+        let problems = vm::check_problems(
+            &self.output,
+            self.exit_code,
+            self.timed_out.then_some(self.elapsed),
+            expected,
+        );
         assert!(
             problems.is_empty(),
             "{}:\n  {}\n{}",

@@ -217,27 +217,12 @@ impl VmRun {
     /// `expected` passed. The panic message names what is wrong and ends with
     /// the tail of the console.
     pub fn assert_checks(&self, expected: &[&str]) {
-        let checks = self.checks();
-        let mut problems = Vec::new();
-        if self.timed_out {
-            problems.push(format!("timed out after {:?}", self.elapsed));
-        }
-        if self.exit_code != Some(0) {
-            problems.push(format!(
-                "script exit code {:?}, expected Some(0)",
-                self.exit_code
-            ));
-        }
-        for (name, ok) in &checks {
-            if !ok {
-                problems.push(format!("CHECK FAIL {name}"));
-            }
-        }
-        for name in expected {
-            if !checks.iter().any(|(n, ok)| n == name && *ok) {
-                problems.push(format!("missing CHECK ok {name}"));
-            }
-        }
+        let problems = check_problems(
+            &self.console,
+            self.exit_code,
+            self.timed_out.then_some(self.elapsed),
+            expected,
+        );
         if !problems.is_empty() {
             panic!(
                 "VM run failed:\n  {}\n{}",
@@ -276,6 +261,36 @@ pub fn parse_checks(text: &str) -> Vec<(String, bool)> {
             Some((name.to_owned(), passed))
         })
         .collect()
+}
+
+/// What is wrong with a guest script's run, one line each: a timeout
+/// (`timed_out_after`), an exit code other than 0, every `CHECK FAIL`, and
+/// every name of `expected` without its `CHECK ok`. Empty when all is well.
+pub fn check_problems(
+    output: &str,
+    exit_code: Option<i32>,
+    timed_out_after: Option<Duration>,
+    expected: &[&str],
+) -> Vec<String> {
+    let checks = parse_checks(output);
+    let mut problems = Vec::new();
+    if let Some(after) = timed_out_after {
+        problems.push(format!("timed out after {after:?}"));
+    }
+    if exit_code != Some(0) {
+        problems.push(format!("script exit code {exit_code:?}, expected Some(0)"));
+    }
+    for (name, ok) in &checks {
+        if !ok {
+            problems.push(format!("CHECK FAIL {name}"));
+        }
+    }
+    for name in expected {
+        if !checks.iter().any(|(n, ok)| n == name && *ok) {
+            problems.push(format!("missing CHECK ok {name}"));
+        }
+    }
+    problems
 }
 
 /// The crate's root directory.
@@ -516,6 +531,48 @@ fn plain_path(p: &Path, what: &str) -> String {
     s.to_owned()
 }
 
+/// QEMU arguments every test guest starts with: no defaults, no display or
+/// monitor, software emulation with 2 vCPUs, no reboot (a guest reboot
+/// ends QEMU), and a direct kernel boot.
+pub fn qemu_boot_args(
+    machine: &str,
+    cpu: &str,
+    mem_mib: u32,
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+) -> Vec<String> {
+    let utf8 = |p: &Path| p.to_str().expect("path is not UTF-8").to_owned();
+    [
+        "-no-user-config",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-machine",
+        machine,
+        "-accel",
+        "tcg",
+        "-cpu",
+        cpu,
+        "-smp",
+        "2",
+        "-no-reboot",
+        "-m",
+        &mem_mib.to_string(),
+        "-kernel",
+        &utf8(kernel),
+        "-initrd",
+        &utf8(initrd),
+        "-append",
+        append,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// QEMU arguments for the fenced network (see the module documentation):
 /// user networking with `restrict=on`, so the guest reaches nothing but
 /// the guestfwd targets, each forwarded to the host's 127.0.0.1.
@@ -542,6 +599,25 @@ pub fn fenced_network(imds_port: Option<u16>, endpoint_port: Option<u16>) -> Vec
 
 /// Kills QEMU (by its PID, via `Child::kill`) if still running when dropped.
 pub struct QemuChild(pub Child);
+
+impl QemuChild {
+    /// Waits for QEMU to exit; at `deadline` kills it and returns `None`.
+    pub fn wait_until(&mut self, deadline: Instant) -> Option<std::process::ExitStatus> {
+        loop {
+            match self.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => {}
+                Err(e) => panic!("waiting for QEMU: {e}"),
+            }
+            if Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 impl Drop for QemuChild {
     fn drop(&mut self) {
@@ -719,40 +795,10 @@ pub fn run(spec: &VmSpec) -> VmRun {
         spec.timeout.as_secs().max(1)
     ));
 
-    let mut args: Vec<String> = [
-        "-no-user-config",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-        "-machine",
-        machine,
-        "-accel",
-        "tcg",
-        "-cpu",
-        &cpu,
-        "-smp",
-        "2",
-        "-no-reboot",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = qemu_boot_args(machine, &cpu, spec.mem_mib, &kernel_image, &initrd, &append);
     args.extend([
-        "-m".into(),
-        spec.mem_mib.to_string(),
-        "-kernel".into(),
-        kernel_image
-            .to_str()
-            .expect("kernel path is not UTF-8")
-            .into(),
-        "-initrd".into(),
-        initrd.to_str().expect("initramfs path is not UTF-8").into(),
-        "-append".into(),
-        append,
+        "-serial".into(),
+        "stdio".into(),
         "-device".into(),
         "virtio-rng-pci".into(),
         "-virtfs".into(),
@@ -822,22 +868,8 @@ pub fn run(spec: &VmSpec) -> VmRun {
         })
     };
 
-    let deadline = started + spec.timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.0.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) => {}
-            Err(e) => panic!("waiting for {qemu}: {e}"),
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            let _ = child.0.kill();
-            let _ = child.0.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = child.wait_until(started + spec.timeout);
+    let timed_out = status.is_none();
     let elapsed = started.elapsed();
     let _ = reader.join();
     let console = std::mem::take(&mut *console.lock().unwrap_or_else(|e| e.into_inner()));
