@@ -61,7 +61,7 @@ const BUILDER_FILES: &[&str] = &[
     "secretfs-test-observe.service",
 ];
 
-/// The cached base image, built when missing (about 5 minutes). Serialized
+/// The cached base image, built when missing (about 3 minutes). Serialized
 /// with the VMs by their lock.
 pub fn image() -> Image {
     let src = vm::project_dir().join("tests/guest");
