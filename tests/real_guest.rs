@@ -107,14 +107,14 @@ const REBOOT: &[&str] = &["unit_active", "status_exit_0", "mounted", "canary_the
 const STOP_START: &[&str] = &["unit_active", "status_exit_0", "mounted", "canary_gone"];
 
 /// `text` with each `(from, to)` replaced; each `from` must occur exactly
-/// `count` times, so a reworded file fails here rather than in the guest.
-fn substitute(text: &str, edits: &[(&str, &str, usize)]) -> String {
+/// once, so a reworded file fails here rather than in the guest.
+fn substitute(text: &str, edits: &[(&str, &str)]) -> String {
     let mut out = text.to_owned();
-    for (from, to, count) in edits {
+    for (from, to) in edits {
         assert_eq!(
             out.matches(from).count(),
-            *count,
-            "expected {count} × {from:?} in the shipped user data"
+            1,
+            "expected {from:?} once in the shipped user data"
         );
         out = out.replace(from, to);
     }
@@ -124,7 +124,7 @@ fn substitute(text: &str, edits: &[(&str, &str, usize)]) -> String {
 /// The shipped user-data.sh with its settings lines set: only those lines
 /// differ from the file.
 fn user_data_sh(binary_sum: &str, aws: &LocalAws) -> String {
-    let shipped = fs::read_to_string(common::vm::project_dir().join("userdata/user-data.sh"))
+    let shipped = fs::read_to_string(common::aws::manifest_dir().join("userdata/user-data.sh"))
         .expect("reading userdata/user-data.sh");
     let settings = [
         (
@@ -160,8 +160,9 @@ fn user_data_sh(binary_sum: &str, aws: &LocalAws) -> String {
 /// The shipped cloud-config.yaml with its settings (bucket, keys, checksum)
 /// set in place.
 fn cloud_config(binary_sum: &str, aws: &LocalAws) -> String {
-    let shipped = fs::read_to_string(common::vm::project_dir().join("userdata/cloud-config.yaml"))
-        .expect("reading userdata/cloud-config.yaml");
+    let shipped =
+        fs::read_to_string(common::aws::manifest_dir().join("userdata/cloud-config.yaml"))
+            .expect("reading userdata/cloud-config.yaml");
     let bucket = format!("--bucket {} --key {BINARY_KEY}", aws.moto.bucket);
     let wrapped = aws.moto.s3_uri(WRAPPED_KEY);
     let alias = format!("\"{}\"", aws.moto.alias);
@@ -171,11 +172,10 @@ fn cloud_config(binary_sum: &str, aws: &LocalAws) -> String {
             (
                 "--bucket my-artifacts --key secretfs/secretfs-x86_64",
                 &bucket,
-                1,
             ),
-            ("s3://my-secrets/secretfs/volume-key.bin", &wrapped, 1),
-            ("\"alias/secretfs\"", &alias, 1),
-            (&"0".repeat(64), binary_sum, 1),
+            ("s3://my-secrets/secretfs/volume-key.bin", &wrapped),
+            ("\"alias/secretfs\"", &alias),
+            (&"0".repeat(64), binary_sum),
         ],
     )
 }
@@ -199,12 +199,14 @@ fn stand_ins() -> Vec<(&'static str, &'static str)> {
 fn boot(instance: &mut Instance, aws: &LocalAws, label: &str, body: &str) -> Boot {
     let script = format!("{COMMON}\n{body}");
     let b = instance.boot(label, &stand_ins(), &script, aws.imds.port, aws.moto.port);
+    let facts = b.facts();
+    let fact = |name: &str| facts.get(name).map_or("", |s| s.as_str());
     eprintln!(
         "[guest {}] {} | system {} | cloud-init {}",
         b.label,
-        b.facts().get("startup").map_or("", |s| s.as_str()),
-        b.facts().get("system").map_or("", |s| s.as_str()),
-        b.facts().get("cloud_init").map_or("", |s| s.as_str()),
+        fact("startup"),
+        fact("system"),
+        fact("cloud_init"),
     );
     b
 }

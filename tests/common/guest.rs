@@ -24,16 +24,15 @@
 //! The base image is built on first use into `.cache/guest/<hash>/`,
 //! keyed by the builder's files, and reused by later runs.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
+use super::aws::{hex, manifest_dir};
 use super::vm::{self, QemuChild, VmLock};
 
 /// The base image's files (tests/guest/build-image.sh).
@@ -64,7 +63,7 @@ const BUILDER_FILES: &[&str] = &[
 /// The cached base image, built when missing (about 3 minutes). Serialized
 /// with the VMs by their lock.
 pub fn image() -> Image {
-    let src = vm::project_dir().join("tests/guest");
+    let src = manifest_dir().join("tests/guest");
     // The first 16 hex digits of the SHA-256 of the files, concatenated in
     // this order (`cat FILES | sha256sum` in tests/guest/).
     let mut hasher = sha2::Sha256::new();
@@ -72,8 +71,8 @@ pub fn image() -> Image {
         let p = src.join(f);
         hasher.update(fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())));
     }
-    let cache = vm::project_dir().join(".cache/guest");
-    let dir = cache.join(&super::aws::hex(&hasher.finalize())[..16]);
+    let cache = manifest_dir().join(".cache/guest");
+    let dir = cache.join(&hex(&hasher.finalize())[..16]);
     let image = Image {
         root: dir.join("root.img"),
         kernel: dir.join("vmlinuz"),
@@ -163,11 +162,10 @@ impl Instance {
         fs::write(seed_dir.join("user-data"), user_data).unwrap();
         fs::write(
             seed_dir.join("meta-data"),
-            format!("instance-id: i-0{:016x}\nlocal-hostname: {name}\n", {
-                let mut h = DefaultHasher::new();
-                name.hash(&mut h);
-                h.finish()
-            }),
+            format!(
+                "instance-id: i-0{}\nlocal-hostname: {name}\n",
+                &hex(&sha2::Sha256::digest(name.as_bytes()))[..16]
+            ),
         )
         .unwrap();
         let seed = dir.join("seed.img");
@@ -233,10 +231,7 @@ impl Instance {
         let env_file = self.dir.join(format!("{tag}.env"));
         let mut env_text = String::new();
         for (k, v) in env {
-            assert!(
-                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "bad environment variable name {k:?}"
-            );
+            vm::assert_env_name(k);
             assert!(!v.contains('\n'), "{k}: no newlines in a stand-in value");
             env_text.push_str(&format!("{k}={v}\n"));
         }
@@ -317,11 +312,8 @@ impl Instance {
         let read = |p: &Path| fs::read_to_string(p).unwrap_or_default().replace('\r', "");
         let output = read(&output_log);
         let console = read(&console_log);
-        let exit_code = output
-            .lines()
-            .filter_map(|l| l.strip_prefix("SECRETFS-GUEST-EXIT "))
-            .next_back()
-            .and_then(|s| s.trim().parse().ok());
+        let exit_code =
+            vm::last_marker(&output, "SECRETFS-GUEST-EXIT ").and_then(|s| s.parse().ok());
         if let Some(status) = status {
             assert!(
                 status.success() || exit_code.is_some(),

@@ -72,7 +72,7 @@ impl LocalAws {
 /// into `dir`; and its SHA-256.
 pub fn release_binary(arch: &str, dir: &Path) -> (PathBuf, String) {
     let name = format!("secretfs-{}-{arch}-linux-gnu", env!("CARGO_PKG_VERSION"));
-    let archive = vm::project_dir().join(format!("dist/{name}.tar.gz"));
+    let archive = aws::manifest_dir().join(format!("dist/{name}.tar.gz"));
     assert!(
         archive.is_file(),
         "{} missing: run scripts/release first (scripts/test does)",

@@ -263,6 +263,23 @@ pub fn parse_checks(text: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The rest of the last line of `text` that starts with `prefix`, trimmed
+/// (the guests' `SECRETFS-...` marker lines).
+pub fn last_marker(text: &str, prefix: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .next_back()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Panics unless `name` can be an environment variable of a guest script.
+pub fn assert_env_name(name: &str) {
+    assert!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "bad environment variable name {name:?}"
+    );
+}
+
 /// What is wrong with a guest script's run, one line each: a timeout
 /// (`timed_out_after`), an exit code other than 0, every `CHECK FAIL`, and
 /// every name of `expected` without its `CHECK ok`. Empty when all is well.
@@ -291,11 +308,6 @@ pub fn check_problems(
         }
     }
     problems
-}
-
-/// The crate's root directory.
-pub fn project_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// `<target>/vmtest`: where disk images, scripts and outputs of VM runs live.
@@ -355,7 +367,7 @@ pub fn shell_quote(s: &str) -> String {
 /// The guest kernel: (version, unpacked package root). For aarch64 the
 /// root is the whole arm64 root (kernel package included).
 fn kernel(arch: Arch) -> (String, PathBuf) {
-    let kdir = project_dir().join(match arch {
+    let kdir = super::aws::manifest_dir().join(match arch {
         Arch::X86_64 => ".cache/vm/kernel",
         Arch::Aarch64 => ".cache/vm/arm64",
     });
@@ -430,7 +442,7 @@ impl Drop for VmLock {
 /// The cached initramfs for this kernel and these init files; built by
 /// tests/vm/build-initramfs.sh when missing. Call with the lock held.
 fn initramfs(dir: &Path, kver: &str, kroot: &Path, arch: Arch) -> PathBuf {
-    let vm_src = project_dir().join("tests/vm");
+    let vm_src = super::aws::manifest_dir().join("tests/vm");
     let builder = vm_src.join("build-initramfs.sh");
     let mut hasher = DefaultHasher::new();
     kver.hash(&mut hasher);
@@ -491,7 +503,7 @@ fn kernel_image(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
     if unusable.exists() {
         return vmlinuz;
     }
-    let script = project_dir().join("tests/vm/extract-vmlinux.sh");
+    let script = super::aws::manifest_dir().join("tests/vm/extract-vmlinux.sh");
     let out = Command::new("bash")
         .arg(&script)
         .arg(&vmlinuz)
@@ -671,13 +683,12 @@ pub fn run(spec: &VmSpec) -> VmRun {
 
     // The script: prelude, environment, body. The x86_64 guest sees the
     // host's files; the aarch64 guest only the output share.
-    let script_path = match spec.arch {
-        Arch::X86_64 => case_dir.join("script.sh"),
-        Arch::Aarch64 => out_dir.join("script.sh"),
-    };
-    let guest_script = match spec.arch {
-        Arch::X86_64 => script_path.clone(),
-        Arch::Aarch64 => Path::new(GUEST_OUT).join("script.sh"),
+    let (script_path, guest_script) = match spec.arch {
+        Arch::X86_64 => (case_dir.join("script.sh"), case_dir.join("script.sh")),
+        Arch::Aarch64 => (
+            out_dir.join("script.sh"),
+            Path::new(GUEST_OUT).join("script.sh"),
+        ),
     };
     let binary = match (spec.arch, &spec.binary) {
         (Arch::X86_64, Some(b)) => b.to_string_lossy().into_owned(),
@@ -704,10 +715,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
     }
     env.extend(spec.env.iter().cloned());
     for (k, v) in &env {
-        assert!(
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "bad environment variable name {k:?}"
-        );
+        assert_env_name(k);
         script.push_str(&format!("export {k}={}\n", shell_quote(v)));
     }
     script.push_str("\n# --- test ---\n");
@@ -874,13 +882,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
     let _ = reader.join();
     let console = std::mem::take(&mut *console.lock().unwrap_or_else(|e| e.into_inner()));
 
-    let marker = |prefix: &str| -> Option<String> {
-        console
-            .lines()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .next_back()
-            .map(|s| s.trim().to_owned())
-    };
+    let marker = |prefix: &str| last_marker(&console, prefix);
     let exit_code = marker("SECRETFS-VM-EXIT ").and_then(|s| s.parse().ok());
     let boot_time = script_started
         .lock()
