@@ -47,30 +47,25 @@ done
 # Modules to load, in this order; dependencies are resolved with modprobe and
 # loaded first. "?" marks modules allowed to fail at load time (CPU-specific
 # accelerations: they refuse to load when the emulated CPU lacks the feature).
+# The CPU-specific ones: before nvme (its CRC) and before ext4 (AES, CRC32C);
+# on arm64 AES comes from the ARMv8 crypto extensions (QEMU's cortex-a57
+# has them) instead of AES-NI.
+case $arch in
+  x86_64) accel_crc=("?crct10dif-pclmul") accel_aes=("?aesni-intel" "?crc32c-intel") ;;
+  aarch64) accel_crc=() accel_aes=("?aes-ce-blk" "?aes-neon-blk") ;;
+esac
 MODULES=(
   # devices: virtio PCI, disks, network, entropy, NVMe (instance store stand-in)
   virtio_pci virtio_blk virtio_net virtio-rng
-  "?crct10dif-pclmul" nvme
+  "${accel_crc[@]}" nvme
   # host root and the output share; overlay adds /lib/modules to the host root
   9pnet_virtio 9p overlay
   # what secretfs and cryptsetup use
   loop dm-mod dm-crypt ecb xts
   af_alg algif_skcipher algif_hash
-  "?aesni-intel" "?crc32c-intel"
+  "${accel_aes[@]}"
   ext4
 )
-if [[ $arch == aarch64 ]]; then
-  # The same on arm64: AES from the ARMv8 crypto extensions (QEMU's
-  # cortex-a57 has them) instead of AES-NI.
-  MODULES=(
-    virtio_pci virtio_blk virtio_net virtio-rng nvme
-    9pnet_virtio 9p overlay
-    loop dm-mod dm-crypt ecb xts
-    af_alg algif_skcipher algif_hash
-    "?aes-ce-blk" "?aes-neon-blk"
-    ext4
-  )
-fi
 # Everything else (xfs, ...) is loaded on demand from the chroot, where
 # /lib/modules is the kernel package's (see init), by modprobe or by the
 # kernel's own autoloading through /sbin/modprobe below.
