@@ -121,6 +121,16 @@ pub struct UpArgs {
     /// dropped)
     #[arg(long, value_name = "PATH|-")]
     pub passphrase_file: Option<PathBuf>,
+    /// Give each volume its own data key, made by KMS under this key (key
+    /// id, ARN or alias/NAME) and kept wrapped in the volume's header: no
+    /// S3 object
+    #[arg(long, value_name = "KEY", value_parser = parse::kms_key,
+          conflicts_with_all = ["wrapped_key", "passphrase_file"])]
+    pub kms_key: Option<String>,
+    /// With --kms-key: bind new volumes' data keys to this instance (its id,
+    /// from instance metadata, joins the encryption context)
+    #[arg(long)]
+    pub bind_instance: bool,
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Raw block device to use (several times: one volume striped over

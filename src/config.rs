@@ -23,6 +23,7 @@ use tracing::info;
 use crate::cli::{self, AwsArgs, UpArgs};
 use crate::error::usage;
 use crate::keys::aws::AwsOptions;
+use crate::keys::data_key;
 use crate::names;
 use crate::parse;
 use crate::settings::{KeySpec, NoDisks, PbkdfChoice, Target, Up, Volume};
@@ -36,6 +37,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct FileConfig {
     wrapped_key: Option<String>,
     passphrase_file: Option<PathBuf>,
+    kms_key: Option<String>,
+    bind_instance: Option<bool>,
     kms_key_id: Option<String>,
     encryption_context: Option<BTreeMap<String, String>>,
     expected_bucket_owner: Option<String>,
@@ -292,24 +295,43 @@ fn pbkdf(c: cli::PbkdfChoice) -> PbkdfChoice {
     }
 }
 
+/// Where `up`'s key comes from: the flags, else the config file; one of
+/// wrapped-key, passphrase-file and kms-key.
+fn key_spec(args: &UpArgs, f: &FileConfig) -> Result<KeySpec> {
+    let bind_instance = args.bind_instance || f.bind_instance == Some(true);
+    let key = match (&args.wrapped_key, &args.passphrase_file, &args.kms_key) {
+        (Some(l), _, _) => KeySpec::Wrapped(l.clone()),
+        (None, Some(p), _) => KeySpec::PassphraseFile(p.clone()),
+        (None, None, Some(k)) => KeySpec::DataKey {
+            kms_key: k.clone(),
+            bind_instance,
+        },
+        (None, None, None) => match (&f.wrapped_key, &f.passphrase_file, &f.kms_key) {
+            (Some(s), None, None) => KeySpec::Wrapped(
+                parse::blob_location(s).or_else(|e| usage(format!("config wrapped-key: {e}")))?,
+            ),
+            (None, Some(p), None) => KeySpec::PassphraseFile(p.clone()),
+            (None, None, Some(k)) => KeySpec::DataKey {
+                kms_key: parse::kms_key(k).or_else(|e| usage(format!("config kms-key: {e}")))?,
+                bind_instance,
+            },
+            (None, None, None) => KeySpec::Prompt,
+            _ => return usage(
+                "config sets more than one of wrapped-key, passphrase-file and kms-key: keep one",
+            ),
+        },
+    };
+    if bind_instance && !matches!(key, KeySpec::DataKey { .. }) {
+        return usage("--bind-instance needs --kms-key (it binds the data keys in the header)");
+    }
+    Ok(key)
+}
+
 /// Resolves `up`'s settings from the flags and the config file. `config`
 /// is the parsed file, if one was read.
 pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
     let f = file.unwrap_or_default();
-    let key = match (&args.wrapped_key, &args.passphrase_file) {
-        (Some(l), _) => KeySpec::Wrapped(l.clone()),
-        (None, Some(p)) => KeySpec::PassphraseFile(p.clone()),
-        (None, None) => match (&f.wrapped_key, &f.passphrase_file) {
-            (Some(_), Some(_)) => {
-                return usage("config sets both wrapped-key and passphrase-file: keep one")
-            }
-            (Some(s), None) => KeySpec::Wrapped(
-                parse::blob_location(s).or_else(|e| usage(format!("config wrapped-key: {e}")))?,
-            ),
-            (None, Some(p)) => KeySpec::PassphraseFile(p.clone()),
-            (None, None) => KeySpec::Prompt,
-        },
-    };
+    let key = key_spec(args, &f)?;
     let target_from_flags = !args.disk.is_empty() || args.file.is_some();
     let target = if !args.disk.is_empty() {
         disk_target(args.disk.clone())?
@@ -390,9 +412,20 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
         Some(cli::NoDisks::Ok) => NoDisks::Ok,
         None => f.no_disks.unwrap_or(NoDisks::Error),
     };
+    let aws = merge_aws(&args.aws, &f)?;
+    if let Some(k) = aws
+        .encryption_context
+        .keys()
+        .find(|k| k.starts_with(data_key::CONTEXT_RESERVED))
+    {
+        return usage(format!(
+            "encryption-context key {k} is reserved: secretfs sets the {}* keys itself",
+            data_key::CONTEXT_RESERVED
+        ));
+    }
     Ok(Up {
         key,
-        aws: merge_aws(&args.aws, &f)?,
+        aws,
         target,
         no_disks,
         name,
@@ -516,6 +549,61 @@ pbkdf = "pbkdf2"
             Some("y")
         );
         assert_eq!(c.aws.encryption_context.len(), 1);
+    }
+
+    #[test]
+    fn kms_key_keeps_data_keys_in_the_header() {
+        let disk = vec![PathBuf::from("/dev/xvdb")];
+        let args = UpArgs {
+            disk: disk.clone(),
+            kms_key: Some("alias/secretfs".into()),
+            bind_instance: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve_up(&args, None).unwrap().key,
+            KeySpec::DataKey {
+                kms_key: "alias/secretfs".into(),
+                bind_instance: true
+            }
+        );
+        let file = parse_file("kms-key = \"alias/k\"\nbind-instance = true\n").unwrap();
+        let from_file = UpArgs {
+            disk: disk.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve_up(&from_file, Some(file)).unwrap().key,
+            KeySpec::DataKey {
+                kms_key: "alias/k".into(),
+                bind_instance: true
+            }
+        );
+        // Refused: two key modes in the file, --bind-instance without
+        // --kms-key, a context key secretfs sets itself.
+        let two = parse_file("kms-key = \"alias/k\"\nwrapped-key = \"s3://b/k\"\n").unwrap();
+        let e = resolve_up(&from_file, Some(two)).unwrap_err();
+        assert!(format!("{e}").contains("more than one of"), "{e}");
+        let bind_alone = UpArgs {
+            disk: disk.clone(),
+            passphrase_file: Some("-".into()),
+            bind_instance: true,
+            ..Default::default()
+        };
+        let e = resolve_up(&bind_alone, None).unwrap_err();
+        assert!(
+            format!("{e}").contains("--bind-instance needs --kms-key"),
+            "{e}"
+        );
+        let reserved = UpArgs {
+            aws: AwsArgs {
+                encryption_context: vec![("secretfs:volume".into(), "x".into())],
+                ..Default::default()
+            },
+            ..args
+        };
+        let e = resolve_up(&reserved, None).unwrap_err();
+        assert!(format!("{e}").contains("is reserved"), "{e}");
     }
 
     #[test]

@@ -14,9 +14,10 @@ use crate::device;
 use crate::error::refused;
 use crate::fault;
 use crate::fs;
+use crate::keys::data_key::{DataKeys, DATA_KEY_BYTES};
 use crate::keys::{KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
 use crate::luks::token::Place;
-use crate::luks::{self, FormatOptions, Kdf};
+use crate::luks::{self, FormatOptions, Kdf, SlotKey};
 use crate::observe::{content, sys};
 use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
 use crate::settings::PbkdfChoice;
@@ -91,11 +92,34 @@ impl Drop for Rollback {
 }
 
 /// The key for the steps that need one.
-pub struct Key {
-    pub pass: Passphrase,
-    pub origin: KeyOrigin,
-    /// Where it came from, for messages.
-    pub from: String,
+pub enum Key {
+    /// One passphrase for every volume the plan formats or opens.
+    Shared {
+        pass: Passphrase,
+        origin: KeyOrigin,
+        /// Where it came from, for messages.
+        from: String,
+    },
+    /// Each volume's own data key, made on format and kept in its header.
+    DataKeys(DataKeys),
+}
+
+impl Key {
+    fn slot(&self) -> SlotKey<'_> {
+        match self {
+            Key::Shared { pass, from, .. } => SlotKey::Given { pass, from },
+            Key::DataKeys(k) => SlotKey::DataKey(k),
+        }
+    }
+
+    /// Where the key slot's passphrase comes from and its length: what
+    /// `--pbkdf auto` decides on.
+    fn strength(&self) -> (KeyOrigin, usize) {
+        match self {
+            Key::Shared { pass, origin, .. } => (*origin, pass.len()),
+            Key::DataKeys(_) => (KeyOrigin::Kms, DATA_KEY_BYTES),
+        }
+    }
 }
 
 /// The KDF for a new key slot: PBKDF2 only for a KMS key of high entropy.
@@ -217,7 +241,7 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
             }
             let key = r.key()?;
             let opts = format_options(header, key);
-            let uuid = luks::format(&dev, &key.pass, &opts, None)?;
+            let uuid = luks::format(&dev, key.slot(), &opts, None)?;
             info!(
                 "formatted {} as LUKS2 {uuid} (aes-xts-plain64, 512-bit key, {}-byte sectors, {:?}{})",
                 dev.display(),
@@ -257,7 +281,7 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                     members: count,
                     chunk: *chunk,
                 };
-                luks::format(dev, &key.pass, &opts, Some(&place))
+                luks::format(dev, key.slot(), &opts, Some(&place))
             })?;
             for (dev, uuid) in devs.iter().zip(&uuids) {
                 info!(
@@ -302,7 +326,7 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         Step::Open { dev, name, discard } => {
             let dev = r.dev(dev)?;
             let key = r.key()?;
-            luks::open(&dev, name, &key.pass, *discard, &key.from)?;
+            luks::open(&dev, name, key.slot(), *discard)?;
             let mapper = crate::names::mapper_path(name);
             info!("opened {} as {}", dev.display(), mapper.display());
             let name = name.clone();
@@ -439,7 +463,10 @@ fn format_options(h: &NewHeader, key: &Key) -> FormatOptions {
     FormatOptions {
         label: h.label.clone(),
         sector_size: h.sector_size,
-        kdf: kdf_for(h.pbkdf, key.origin, key.pass.len()),
+        kdf: {
+            let (origin, len) = key.strength();
+            kdf_for(h.pbkdf, origin, len)
+        },
         no_workqueues: h.no_workqueues,
         discard: h.discard,
     }

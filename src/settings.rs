@@ -15,6 +15,12 @@ pub enum KeySpec {
     Wrapped(BlobLocation),
     /// A plaintext passphrase file, or `-` for stdin.
     PassphraseFile(PathBuf),
+    /// A data key per volume in its header, wrapped by this KMS key
+    /// (`--kms-key`), bound to the instance with `bind_instance`.
+    DataKey {
+        kms_key: String,
+        bind_instance: bool,
+    },
     /// Nothing given: prompt on the terminal if there is one.
     Prompt,
 }

@@ -39,6 +39,7 @@ complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "install-unit" -d 
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "generate" -d 'Write the man pages and shell completions under DIR'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l wrapped-key -d 'KMS-wrapped passphrase: s3://BUCKET/KEY or a file (raw or base64)' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l passphrase-file -d 'Plaintext passphrase file, or - for stdin (one trailing newline is dropped)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l kms-key -d 'Give each volume its own data key, made by KMS under this key (key id, ARN or alias/NAME) and kept wrapped in the volume\'s header: no S3 object' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l kms-key-id -d 'Pin the KMS key Decrypt may use (key id, ARN or alias/NAME)' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l encryption-context -d 'KMS encryption context pair (repeatable); must match the one sealed' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l expected-bucket-owner -d 'Refuse the S3 object unless this account owns the bucket' -r
@@ -57,6 +58,7 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l pbkdf -d 'Key-s
 pbkdf2\t'PBKDF2-SHA256 with 1000 iterations (for high-entropy keys)'
 argon2id\t'argon2id, benchmarked by cryptsetup (for human passphrases)'"
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l config -d 'TOML file with the same settings; flags override it [default: /etc/secretfs/secretfs.toml if it exists]' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l bind-instance -d 'With --kms-key: bind new volumes\' data keys to this instance (its id, from instance metadata, joins the encryption context)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l allow-http -d 'Accept http:// endpoints on hosts other than loopback and link-local addresses (keys and credentials cross in the clear)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l mount-nonempty -d 'Mount even over a directory that is not empty (its files are hidden)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l force -d 'Allow formatting a device that holds foreign data (its signatures are erased first; never a mounted or held device)'

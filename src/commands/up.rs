@@ -20,6 +20,7 @@ use crate::error::Failure;
 use crate::exec::{self, Key, Outcome, StepReport};
 use crate::fault;
 use crate::keys::aws::KmsWrappedKey;
+use crate::keys::data_key::DataKeys;
 use crate::keys::{KeySource, PassphraseFile, Prompt};
 use crate::lock;
 use crate::luks;
@@ -29,15 +30,39 @@ use crate::plan::{self, Class, Plan, PlanInput, Refusal, Step, Todo};
 use crate::settings::{KeySpec, NoDisks, Target, Up};
 use crate::signals;
 
-/// The key source named by the settings.
-pub fn key_source(s: &Up) -> Box<dyn KeySource> {
-    match &s.key {
-        KeySpec::Wrapped(l) => Box::new(KmsWrappedKey {
-            location: l.clone(),
-            opts: s.aws.clone(),
-        }),
-        KeySpec::PassphraseFile(p) => Box::new(PassphraseFile(p.clone())),
-        KeySpec::Prompt => Box::new(Prompt),
+/// Where the settings say the key comes from.
+enum Keying {
+    /// One passphrase, fetched before the plan runs.
+    Source(Box<dyn KeySource>),
+    /// Each volume's data key, made or opened as the plan reaches it.
+    DataKeys(DataKeys),
+}
+
+impl Keying {
+    fn of(s: &Up) -> Keying {
+        match &s.key {
+            KeySpec::Wrapped(l) => Keying::Source(Box::new(KmsWrappedKey {
+                location: l.clone(),
+                opts: s.aws.clone(),
+            })),
+            KeySpec::PassphraseFile(p) => Keying::Source(Box::new(PassphraseFile(p.clone()))),
+            KeySpec::Prompt => Keying::Source(Box::new(Prompt)),
+            KeySpec::DataKey {
+                kms_key,
+                bind_instance,
+            } => Keying::DataKeys(DataKeys::new(
+                kms_key.clone(),
+                *bind_instance,
+                s.aws.clone(),
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Keying::Source(k) => k.describe(),
+            Keying::DataKeys(k) => k.describe(),
+        }
     }
 }
 
@@ -54,7 +79,8 @@ struct UpReport {
     members: Option<Vec<PathBuf>>,
     mount: PathBuf,
     first_format: bool,
-    /// Seconds spent getting the key (None: no key was needed).
+    /// Seconds spent getting the key before the steps ran (None: no key
+    /// was needed, or each volume's data key is got in its step).
     key_seconds: Option<f64>,
     steps: Vec<StepReport>,
 }
@@ -172,20 +198,31 @@ pub fn run(args: &UpArgs) -> Result<()> {
         ensure_dm_crypt(seen.mapping())?;
     }
     let key = if plan.needs_key() {
-        let source = key_source(&s);
-        info!(
-            "{}; fetching the key from {}",
-            describe_state(&s, &seen, &plan),
-            source.describe()
-        );
-        let started = std::time::Instant::now();
-        let pass = source.fetch(plan.first_format)?;
-        report.key_seconds = Some(exec::seconds_since(started));
-        Some(Key {
-            pass,
-            origin: source.origin(),
-            from: source.describe(),
-        })
+        match Keying::of(&s) {
+            Keying::Source(source) => {
+                info!(
+                    "{}; fetching the key from {}",
+                    describe_state(&s, &seen, &plan),
+                    source.describe()
+                );
+                let started = std::time::Instant::now();
+                let pass = source.fetch(plan.first_format)?;
+                report.key_seconds = Some(exec::seconds_since(started));
+                Some(Key::Shared {
+                    pass,
+                    origin: source.origin(),
+                    from: source.describe(),
+                })
+            }
+            Keying::DataKeys(keys) => {
+                info!(
+                    "{}; the key: {}",
+                    describe_state(&s, &seen, &plan),
+                    keys.describe()
+                );
+                Some(Key::DataKeys(keys))
+            }
+        }
     } else {
         None
     };
@@ -376,7 +413,7 @@ fn print_plan(s: &Up, obs: &Seen, plan: &Result<Plan, Refusal>) -> Result<()> {
                 writeln!(
                     out,
                     "  key: {} (not fetched in a dry run)",
-                    key_source(s).describe()
+                    Keying::of(s).describe()
                 )?;
             }
         }

@@ -8,7 +8,7 @@
 //! answer that cannot change (access denied, no such key, wrong encryption
 //! context) fails at once with exit 4.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io::Read;
@@ -176,7 +176,18 @@ impl<'a> Sdk<'a> {
 
     async fn decrypt(&self, ciphertext: &[u8], from: &BlobLocation) -> Result<Passphrase, Attempt> {
         let cfg = self.config().await?;
-        self.check(decrypt(&cfg, self.opts, ciphertext, from).await)
+        let what = from.to_string();
+        let o = self.opts;
+        self.check(
+            decrypt(
+                &cfg,
+                o.kms_key_id.as_deref(),
+                &o.encryption_context,
+                ciphertext,
+                &what,
+            )
+            .await,
+        )
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> Result<bool, Attempt> {
@@ -285,16 +296,20 @@ where
     ))
 }
 
-/// Loads the SDK configuration: region, credentials chain, endpoint.
-async fn sdk_config(opts: &AwsOptions) -> Result<SdkConfig, Attempt> {
+/// The HTTP client of every call: rustls with ring, no system OpenSSL.
+fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
+    aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
-        .build_https();
+        .build_https()
+}
+
+/// Loads the SDK configuration: region, credentials chain, endpoint.
+async fn sdk_config(opts: &AwsOptions) -> Result<SdkConfig, Attempt> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
+        .http_client(http_client())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -368,20 +383,21 @@ async fn get_object(
 
 async fn decrypt(
     cfg: &SdkConfig,
-    opts: &AwsOptions,
+    key_id: Option<&str>,
+    ctx: &BTreeMap<String, String>,
     ciphertext: &[u8],
-    from: &BlobLocation,
+    what: &str,
 ) -> Result<Passphrase, Attempt> {
     let kms = aws_sdk_kms::Client::new(cfg);
-    let ctx: HashMap<String, String> = opts.encryption_context.clone().into_iter().collect();
+    let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
     let mut out = kms
         .decrypt()
         .ciphertext_blob(Blob::new(ciphertext))
         .set_encryption_context((!ctx.is_empty()).then_some(ctx))
-        .set_key_id(opts.kms_key_id.clone())
+        .set_key_id(key_id.map(str::to_owned))
         .send()
         .await
-        .map_err(|e| classify(&e, &from.to_string(), Service::Kms))?;
+        .map_err(|e| classify(&e, what, Service::Kms))?;
     let mut plain = out
         .plaintext
         .take()
@@ -389,6 +405,10 @@ async fn decrypt(
         .into_inner();
     let p = Passphrase::from_slice(&plain);
     plain.zeroize();
+    check_plaintext_len(p)
+}
+
+fn check_plaintext_len(p: Passphrase) -> Result<Passphrase, Attempt> {
     if p.is_empty() || p.len() > super::MAX_PASSPHRASE {
         return Err(Attempt::Fatal(format!(
             "KMS returned a {}-byte plaintext; expected 1 to {}",
@@ -397,6 +417,127 @@ async fn decrypt(
         )));
     }
     Ok(p)
+}
+
+async fn generate_data_key(
+    cfg: &SdkConfig,
+    kms_key: &str,
+    bytes: usize,
+    ctx: &BTreeMap<String, String>,
+) -> Result<DataKey, Attempt> {
+    let kms = aws_sdk_kms::Client::new(cfg);
+    let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
+    let mut out = kms
+        .generate_data_key()
+        .key_id(kms_key)
+        .number_of_bytes(bytes as i32)
+        .set_encryption_context((!ctx.is_empty()).then_some(ctx))
+        .send()
+        .await
+        .map_err(|e| classify(&e, kms_key, Service::Kms))?;
+    let mut plain = out
+        .plaintext
+        .take()
+        .ok_or_else(|| Attempt::Fatal("KMS returned no plaintext".into()))?
+        .into_inner();
+    let pass = Passphrase::from_slice(&plain);
+    plain.zeroize();
+    let pass = check_plaintext_len(pass)?;
+    let ciphertext = out
+        .ciphertext_blob
+        .take()
+        .ok_or_else(|| Attempt::Fatal("KMS returned no ciphertext".into()))?
+        .into_inner();
+    Ok(DataKey {
+        pass,
+        ciphertext,
+        key_arn: out.key_id.unwrap_or_else(|| kms_key.to_string()),
+    })
+}
+
+/// A data key KMS made: the plaintext (locked), its ciphertext, and the
+/// ARN of the KMS key that wraps it.
+pub struct DataKey {
+    pub pass: Passphrase,
+    pub ciphertext: Vec<u8>,
+    pub key_arn: String,
+}
+
+/// Has KMS make a data key of `bytes` random bytes under `kms_key`, bound
+/// to `ctx`, within `opts.timeout`.
+pub async fn new_data_key(
+    opts: &AwsOptions,
+    kms_key: &str,
+    bytes: usize,
+    ctx: &BTreeMap<String, String>,
+) -> Result<DataKey> {
+    let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
+    retry(
+        deadline,
+        opts.timeout,
+        &format!("generating a data key with KMS key {kms_key}"),
+        || async {
+            let cfg = sdk.config().await?;
+            sdk.check(generate_data_key(&cfg, kms_key, bytes, ctx).await)
+        },
+    )
+    .await
+}
+
+/// Has KMS decrypt a data key's `ciphertext` (wrapped by `key_id`, bound
+/// to `ctx`; `what` names it in messages), within `opts.timeout`.
+pub async fn open_data_key(
+    opts: &AwsOptions,
+    key_id: &str,
+    ciphertext: &[u8],
+    ctx: &BTreeMap<String, String>,
+    what: &str,
+) -> Result<Passphrase> {
+    let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
+    retry(
+        deadline,
+        opts.timeout,
+        &format!("decrypting {what} with KMS"),
+        || async {
+            let cfg = sdk.config().await?;
+            sdk.check(decrypt(&cfg, Some(key_id), ctx, ciphertext, what).await)
+        },
+    )
+    .await
+}
+
+/// This instance's id, from instance metadata (IMDSv2), within
+/// `opts.timeout`.
+pub async fn instance_id(opts: &AwsOptions) -> Result<String> {
+    let deadline = Instant::now() + opts.timeout;
+    let provider = aws_config::provider_config::ProviderConfig::without_region()
+        .with_http_client(http_client());
+    let imds = aws_config::imds::Client::builder()
+        .configure(&provider)
+        .build();
+    retry(
+        deadline,
+        opts.timeout,
+        "reading the instance id from instance metadata",
+        || async {
+            match imds.get("/latest/meta-data/instance-id").await {
+                Ok(id) => {
+                    let id: String = id.into();
+                    if id.starts_with("i-") && id.len() <= 32 {
+                        Ok(id)
+                    } else {
+                        Err(Attempt::Fatal(format!(
+                            "instance metadata says the instance id is {id:?}, not i-..."
+                        )))
+                    }
+                }
+                Err(e) => Err(Attempt::Retry(format!("instance metadata: {}", chain(&e)))),
+            }
+        },
+    )
+    .await
 }
 
 /// Which service an error came from, for the operator's hint.

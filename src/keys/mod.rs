@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod blob;
+pub mod data_key;
 
 use std::fmt;
 use std::io::{Read, Write};

@@ -27,6 +27,7 @@ use self::header::{errno, TokenFound};
 use self::token::{Place, Token, TokenState};
 use crate::error::{refused, Failure};
 use crate::fault;
+use crate::keys::data_key::DataKeys;
 use crate::keys::Passphrase;
 use crate::names;
 
@@ -95,14 +96,24 @@ pub fn set_up_logging() {
     libcryptsetup_rs::set_log_callback::<()>(Some(cb), None);
 }
 
-/// Writes a new LUKS2 header with our token and one key slot for `pass`;
+/// The passphrase of a key slot to add or to open with.
+#[derive(Clone, Copy)]
+pub enum SlotKey<'a> {
+    /// One passphrase for every volume (`from` names it in messages).
+    Given { pass: &'a Passphrase, from: &'a str },
+    /// Each volume's own data key, kept wrapped in its token.
+    DataKey(&'a DataKeys),
+}
+
+/// Writes a new LUKS2 header with our token and one key slot for `key`
+/// (a data key is made for the new UUID and recorded in the token);
 /// returns the volume's UUID. The token says `formatting` until the key
 /// slot exists, so a crash in between leaves a header that `up` knows to
 /// format again. A member of a set (`place`) stays `formatting` until
 /// every member has its key slot ([`mark_ready`]).
 pub fn format(
     dev: &Path,
-    pass: &Passphrase,
+    key: SlotKey<'_>,
     o: &FormatOptions,
     place: Option<&Place>,
 ) -> Result<String> {
@@ -157,6 +168,16 @@ pub fn format(
     let mut token = match place {
         Some(p) => Token::member(&uuid, p),
         None => Token::formatting(&uuid),
+    };
+    let made;
+    let pass = match key {
+        SlotKey::Given { pass, .. } => pass,
+        SlotKey::DataKey(keys) => {
+            let (p, wrapped) = keys.make(&uuid)?;
+            token = token.with_data_key(wrapped);
+            made = p;
+            &made
+        }
     };
     let id = cd
         .token_handle()
@@ -235,15 +256,42 @@ pub fn update_token(dev: &Path, change: impl FnOnce(&mut Token)) -> Result<Token
 ///
 /// A passphrase that opens no key slot is [`Failure::KeyUnavailable`]
 /// (exit 4); the header is not written to.
-pub fn open(
-    dev: &Path,
-    name: &str,
-    pass: &Passphrase,
-    discard: bool,
-    key_from: &str,
-) -> Result<()> {
+pub fn open(dev: &Path, name: &str, key: SlotKey<'_>, discard: bool) -> Result<()> {
     let mut cd = header::load(dev)?
         .with_context(|| format!("{} has no LUKS2 header to open", dev.display()))?;
+    let data_key = match header::find_token(&mut cd) {
+        TokenFound::Present { token, .. } => token.data_key,
+        _ => None,
+    };
+    let made;
+    let (pass, key_from) = match (key, data_key) {
+        (SlotKey::Given { pass, from }, None) => (pass, from.to_string()),
+        (SlotKey::Given { from, .. }, Some(_)) => {
+            return Err(Failure::KeyUnavailable(format!(
+                "the volume on {} keeps its own data key in its header (it was made with --kms-key): \
+                 run up with --kms-key, not the {from}; the header was not changed",
+                dev.display()
+            ))
+            .into())
+        }
+        (SlotKey::DataKey(keys), Some(w)) => {
+            let uuid = cd
+                .status_handle()
+                .get_uuid()
+                .map(|u| u.to_string())
+                .with_context(|| format!("reading the UUID of {}", dev.display()))?;
+            made = keys.open(&uuid, &w)?;
+            (&made, "data key in its header".to_string())
+        }
+        (SlotKey::DataKey(_), None) => {
+            return Err(Failure::KeyUnavailable(format!(
+                "the volume on {} has no data key in its header: it opens with the passphrase it was \
+                 made with (--wrapped-key or --passphrase-file), not --kms-key; the header was not changed",
+                dev.display()
+            ))
+            .into())
+        }
+    };
     let flags = if discard {
         CryptActivate::ALLOW_DISCARDS
     } else {
@@ -369,6 +417,13 @@ pub fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
 mod tests {
     use super::*;
 
+    fn given(pass: &Passphrase) -> SlotKey<'_> {
+        SlotKey::Given {
+            pass,
+            from: "test passphrase",
+        }
+    }
+
     #[test]
     fn kernel_versions() {
         assert!(kernel_at_least("6.1.0-56-amd64", 5, 9));
@@ -403,7 +458,7 @@ mod tests {
     #[test]
     fn the_key_slot_area_holds_four_slots_and_data_starts_at_2_mib() {
         let (_dir, img, pass) = image_and_pass();
-        format(&img, &pass, &options(), None).unwrap();
+        format(&img, given(&pass), &options(), None).unwrap();
         let info = header::inspect(&img).unwrap().expect("a LUKS header");
         assert_eq!(info.data_offset_bytes, 2 << 20);
         // Three more slots fit beside the first (a rotation needs one).
@@ -423,7 +478,7 @@ mod tests {
     fn format_writes_a_ready_token_and_inspect_reads_it() {
         // LUKS2 formatting needs no device-mapper: it runs on any machine.
         let (dir, img, pass) = image_and_pass();
-        let uuid = format(&img, &pass, &options(), None).unwrap();
+        let uuid = format(&img, given(&pass), &options(), None).unwrap();
         let h = header::read(&img).unwrap().expect("a LUKS2 header");
         assert_eq!(h.uuid, uuid);
         assert_eq!(h.active_keyslots, 1);
@@ -472,7 +527,13 @@ mod tests {
             .unwrap()
             .set_len(32 << 20)
             .unwrap();
-        format(&img, &Passphrase::generate(64).unwrap(), &options(), None).unwrap();
+        format(
+            &img,
+            given(&Passphrase::generate(64).unwrap()),
+            &options(),
+            None,
+        )
+        .unwrap();
         let mut cd = header::load(&img).unwrap().unwrap();
         let TokenFound::Present { id, .. } = header::find_token(&mut cd) else {
             panic!("no token")

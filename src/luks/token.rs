@@ -19,16 +19,23 @@
 //!   2, so a secretfs that knows no sets refuses it rather than opening one
 //!   member alone; while the set is being made every member stays
 //!   `formatting` until all of them have a key slot.
+//! - `data_key` holds the volume's own KMS-wrapped passphrase
+//!   (`up --kms-key`, [`crate::keys::data_key`]); such a token is version
+//!   3, so a secretfs without data keys refuses the volume instead of
+//!   trying another key on it.
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::data_key::WrappedKey;
 use crate::names;
 
 /// The token format of a single volume.
 pub const TOKEN_VERSION: u32 = 1;
-/// The token format of a member of a striped set (the newest this build
-/// understands).
+/// The token format of a member of a striped set.
 pub const TOKEN_VERSION_SET: u32 = 2;
+/// The token format of a volume (or member) with its data key in the
+/// header (the newest this build understands).
+pub const TOKEN_VERSION_DATA_KEY: u32 = 3;
 
 /// A set's layout: one LUKS2 per member, dm-stripe over the open members.
 pub const LAYOUT_LUKS_PER_MEMBER: &str = "luks-per-member";
@@ -68,6 +75,9 @@ pub struct Token {
     /// How the set is built ([`LAYOUT_LUKS_PER_MEMBER`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<String>,
+    /// The volume's KMS-wrapped data key (`up --kms-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key: Option<WrappedKey>,
 }
 
 /// Where a volume sits in a striped set.
@@ -95,6 +105,16 @@ impl Token {
             members: None,
             chunk: None,
             layout: None,
+            data_key: None,
+        }
+    }
+
+    /// The same token carrying the volume's wrapped data key.
+    pub fn with_data_key(self, w: WrappedKey) -> Token {
+        Token {
+            version: TOKEN_VERSION_DATA_KEY,
+            data_key: Some(w),
+            ..self
         }
     }
 
@@ -141,9 +161,9 @@ impl Token {
         }
         let version = v.get("version").and_then(|n| n.as_u64());
         match version {
-            Some(n) if n > u64::from(TOKEN_VERSION_SET) => {
+            Some(n) if n > u64::from(TOKEN_VERSION_DATA_KEY) => {
                 return Err(format!(
-                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION_SET}): upgrade secretfs"
+                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION_DATA_KEY}): upgrade secretfs"
                 ))
             }
             None => return Err("token has no version".into()),
@@ -188,6 +208,29 @@ mod tests {
         assert_eq!(Token::formatting("u").place(), None);
         // A single volume's token has no set fields beyond the nulls v1 had.
         assert!(Token::formatting("u").to_json().get("chunk").is_none());
+    }
+
+    #[test]
+    fn a_data_key_token_is_version_3_and_keeps_its_place() {
+        let p = Place {
+            set: "s1".into(),
+            member: 1,
+            members: 2,
+            chunk: 512 << 10,
+        };
+        let w = WrappedKey {
+            kms_key: "arn:k".into(),
+            ciphertext: "AAEC".into(),
+            instance: false,
+        };
+        let t = Token::member("u", &p).with_data_key(w.clone());
+        let v = t.to_json();
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["data_key"]["ciphertext"], "AAEC");
+        let back = Token::from_json(&v).unwrap();
+        assert_eq!(back.data_key, Some(w));
+        assert_eq!(back.place(), Some(p));
+        assert!(Token::formatting("u").to_json().get("data_key").is_none());
     }
 
     #[test]

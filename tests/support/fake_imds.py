@@ -43,7 +43,7 @@ import threading
 
 ROLE = "secretfs-test-role"
 ACCOUNT = "123456789012"
-INSTANCE_ID = "i-0123456789abcdef0"
+INSTANCE_ID = "i-0123456789abcdef0"  # the default of --instance-id
 
 LOG_LOCK = threading.Lock()
 COUNTS = {"requests": 0, "token": 0, "credentials": 0, "denied": 0, "dropped": 0, "not_found": 0}
@@ -181,7 +181,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == "/latest/meta-data/placement/availability-zone":
             return self._send(200, ARGS.region + "a")
         if path == "/latest/meta-data/instance-id":
-            return self._send(200, INSTANCE_ID)
+            return self._send(200, ARGS.instance_id)
         if path == "/latest/meta-data/iam/info":
             return self._send(200, json.dumps({
                 "Code": "Success",
@@ -208,7 +208,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "architecture": "x86_64",
                 "availabilityZone": ARGS.region + "a",
                 "imageId": "ami-0123456789abcdef0",
-                "instanceId": INSTANCE_ID,
+                "instanceId": ARGS.instance_id,
                 "instanceType": "i4i.large",
                 "region": ARGS.region,
                 "version": "2017-09-30",
@@ -236,6 +236,7 @@ def main():
     p.add_argument("--mode", choices=["ok", "refuse-token", "drop"], default="ok")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--region", default="us-east-1")
+    p.add_argument("--instance-id", default=INSTANCE_ID)
     p.add_argument("--access-key", default=None, help="default: a fresh fake ASIA... id")
     p.add_argument("--secret-key", default=None, help="default: a fresh fake secret")
     p.add_argument("--session-token", default=None, help="default: a fresh fake token")

@@ -1,0 +1,231 @@
+//! Data keys in the header (`up --kms-key`), in a real kernel against the
+//! local KMS: no S3 object exists in this test at all; every volume's key
+//! is made by KMS GenerateDataKey and kept wrapped in its own token.
+//!
+//! Boot 1 (instance A): first format (token version 3 with the wrapped key,
+//! PBKDF2 slot); data written; down and up again from the token alone; a
+//! wrong encryption context and a passphrase file are refused with exit 4
+//! and the header untouched; a second volume's token replaced by a copy of
+//! the first's (with the second's UUID) does not decrypt (exit 4); a
+//! two-member set gets one data key per member; a volume bound to the
+//! instance (`--bind-instance`) re-opens; a blanked disk (stop/start) gets
+//! a new volume and a new wrapped key.
+//! Boot 2 (instance B, the same disk images): the bound volume is refused
+//! (exit 4: the instance id is in its context); the unbound one opens with
+//! its data intact.
+//! After each power-off the canary is searched for in every raw image.
+
+mod common;
+
+use std::time::Duration;
+
+use common::aws::{self, FakeImds};
+use common::vm::{self, image_contains, report, Disk, VmRun, VmSpec};
+use common::LocalAws;
+
+const CONTEXT: &str = "team=db";
+const OTHER_INSTANCE: &str = "i-0fedcba9876543210";
+
+fn guest_lib(alias: &str, canary: &str) -> String {
+    format!(
+        r#"
+export CANARY={canary}
+up() {{ "$SECRETFS" up --kms-key {alias} --encryption-context {CONTEXT} --timeout 60s "$@"; }}
+token() {{ for i in 0 1 2 3; do cryptsetup token export --token-id $i "$1" 2>/dev/null; done | grep '"secretfs"'; }}
+field() {{ token "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"; }}
+uuid() {{ cryptsetup luksUUID "$1"; }}
+hdr() {{ head -c 2M "$1" | sha256sum; }}
+"#
+    )
+}
+
+fn boot(
+    name: &str,
+    aws: &LocalAws,
+    imds: Option<&FakeImds>,
+    script: String,
+    disks: Vec<Disk>,
+) -> VmRun {
+    let mut spec = VmSpec::new(name, &script);
+    spec.disks = disks;
+    aws.attach(&mut spec);
+    if let Some(i) = imds {
+        spec.imds_port = Some(i.port);
+    }
+    spec.timeout = Duration::from_secs(900);
+    let run = vm::run(&spec);
+    report(&run);
+    run
+}
+
+#[test]
+fn vm_data_keys_in_the_header() {
+    let aws = LocalAws::start();
+    let dir = vm::work_dir("data-key");
+    let imgs: Vec<_> = ["a", "b", "c", "d", "m0", "m1"]
+        .iter()
+        .map(|n| {
+            let p = dir.join(format!("{n}.img"));
+            vm::sparse_file(&p, 256 << 20);
+            p
+        })
+        .collect();
+    let disks = || imgs.iter().map(Disk::virtio).collect::<Vec<_>>();
+    let canary = aws::hex(&aws::random_bytes(16));
+    let lib = guest_lib(&aws.moto.alias, &canary);
+
+    // Boot 1: vda (A), vdb (B), vdc (bound), vdd (stop/start), vde+vdf (set).
+    let s1 = lib.clone()
+        + r#"
+check up_first to "$VM_OUT/up.json" up --disk /dev/vda --json
+check first_format python3 -c 'import json; assert json.load(open("/run/out/up.json"))["first_format"]'
+check token_v3 test "$(field /dev/vda 'd["version"]')" = 3
+check token_has_key test -n "$(field /dev/vda 'd["data_key"]["ciphertext"]')"
+check token_key_arn test "$(field /dev/vda 'd["data_key"]["kms_key"]' | grep -c '^arn:aws:kms:')" = 1
+check token_unbound test "$(field /dev/vda 'd["data_key"]["instance"]')" = False
+check slot_pbkdf2 sh -c 'cryptsetup luksDump /dev/vda | grep -q "PBKDF: *pbkdf2"'
+check write sh -c 'for i in $(seq 2048); do echo "$CANARY"; done > /mnt/secretfs/canary.txt && head -c 16M /dev/urandom > /mnt/secretfs/data && sha256sum /mnt/secretfs/data | cut -d" " -f1 > /run/out/data.sum && sync'
+check down "$SECRETFS" down
+check reopen up --disk /dev/vda
+check reopen_intact sh -c 'test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/out/data.sum)"'
+check down2 "$SECRETFS" down
+H=$(hdr /dev/vda)
+to2 /dev/null /run/ctx.err "$SECRETFS" up --disk /dev/vda --kms-key ALIAS --encryption-context team=web --timeout 20s; echo $? > /run/ctx.rc
+cat /run/ctx.err
+check wrong_context_exit_4 test "$(cat /run/ctx.rc)" = 4
+check wrong_context_one_error test "$(grep -c '^secretfs: error:' /run/ctx.err)" = 1
+check wrong_context_names_it grep -q 'encryption-context differs' /run/ctx.err
+check wrong_context_not_mounted sh -c '! grep -q " /mnt/secretfs " /proc/mounts'
+check wrong_context_header_same test "$(hdr /dev/vda)" = "$H"
+head -c 64 /dev/urandom > /run/other.key
+to2 /dev/null /run/pf.err "$SECRETFS" up --disk /dev/vda --passphrase-file /run/other.key; echo $? > /run/pf.rc
+cat /run/pf.err
+check passphrase_refused_exit_4 test "$(cat /run/pf.rc)" = 4
+check passphrase_refused_says_why grep -q "keeps its own data key" /run/pf.err
+check passphrase_header_same test "$(hdr /dev/vda)" = "$H"
+check up_b up --disk /dev/vdb --name b --mount /mnt/b
+check b_own_key test "$(field /dev/vda 'd["data_key"]["ciphertext"]')" != "$(field /dev/vdb 'd["data_key"]["ciphertext"]')"
+check down_b "$SECRETFS" down --name b
+# B's token replaced by A's, with B's UUID: the wrapped key is A's.
+token /dev/vda | python3 -c 'import json,sys; d=json.load(sys.stdin); d["volume"]=sys.argv[1]; print(json.dumps(d))' "$(uuid /dev/vdb)" > /run/copied.json
+for i in 0 1 2 3; do cryptsetup token export --token-id $i /dev/vdb 2>/dev/null | grep -q '"secretfs"' && cryptsetup token remove --token-id $i /dev/vdb; done
+check token_copied cryptsetup token import --json-file /run/copied.json /dev/vdb
+HB=$(hdr /dev/vdb)
+to2 /dev/null /run/copy.err up --disk /dev/vdb --name b --mount /mnt/b; echo $? > /run/copy.rc
+cat /run/copy.err
+check copied_token_exit_4 test "$(cat /run/copy.rc)" = 4
+check copied_token_kms_says_no grep -q -i "ciphertext\|context" /run/copy.err
+check copied_token_header_same test "$(hdr /dev/vdb)" = "$HB"
+check up_set to "$VM_OUT/set.json" up --disk /dev/vde --disk /dev/vdf --name s --mount /mnt/s --json
+check set_keys_differ test "$(field /dev/vde 'd["data_key"]["ciphertext"]')" != "$(field /dev/vdf 'd["data_key"]["ciphertext"]')"
+check set_write sh -c 'echo "$CANARY" > /mnt/s/canary && sync'
+check set_down "$SECRETFS" down --name s
+check set_reopen up --disk /dev/vdf --disk /dev/vde --name s --mount /mnt/s
+check set_intact grep -q "$CANARY" /mnt/s/canary
+check set_down2 "$SECRETFS" down --name s
+check up_bound up --disk /dev/vdc --name c --mount /mnt/c --bind-instance
+check bound_token test "$(field /dev/vdc 'd["data_key"]["instance"]')" = True
+check bound_write sh -c 'echo "$CANARY" > /mnt/c/canary && sync'
+check bound_down "$SECRETFS" down --name c
+check bound_reopen up --disk /dev/vdc --name c --mount /mnt/c
+check bound_down2 "$SECRETFS" down --name c
+check up_d up --disk /dev/vdd --name d --mount /mnt/d
+U1=$(uuid /dev/vdd); K1=$(field /dev/vdd 'd["data_key"]["ciphertext"]')
+check down_d "$SECRETFS" down --name d
+# Stop/start: the instance-store disk comes back blank.
+check blank_d dd if=/dev/zero of=/dev/vdd bs=1M count=256 conv=fsync status=none
+check restart_d up --disk /dev/vdd --name d --mount /mnt/d
+check restart_new_volume test "$(uuid /dev/vdd)" != "$U1"
+check restart_new_key test "$(field /dev/vdd 'd["data_key"]["ciphertext"]')" != "$K1"
+check down_d2 "$SECRETFS" down --name d
+"#;
+    let s1 = s1.replace("ALIAS", &aws.moto.alias);
+    let run1 = boot("data-key-1", &aws, None, s1, disks());
+    run1.assert_checks(&[
+        "up_first",
+        "first_format",
+        "token_v3",
+        "token_has_key",
+        "token_key_arn",
+        "token_unbound",
+        "slot_pbkdf2",
+        "write",
+        "down",
+        "reopen",
+        "reopen_intact",
+        "down2",
+        "wrong_context_exit_4",
+        "wrong_context_one_error",
+        "wrong_context_names_it",
+        "wrong_context_not_mounted",
+        "wrong_context_header_same",
+        "passphrase_refused_exit_4",
+        "passphrase_refused_says_why",
+        "passphrase_header_same",
+        "up_b",
+        "b_own_key",
+        "down_b",
+        "token_copied",
+        "copied_token_exit_4",
+        "copied_token_kms_says_no",
+        "copied_token_header_same",
+        "up_set",
+        "set_keys_differ",
+        "set_write",
+        "set_down",
+        "set_reopen",
+        "set_intact",
+        "set_down2",
+        "up_bound",
+        "bound_token",
+        "bound_write",
+        "bound_down",
+        "bound_reopen",
+        "bound_down2",
+        "up_d",
+        "down_d",
+        "blank_d",
+        "restart_d",
+        "restart_new_volume",
+        "restart_new_key",
+        "down_d2",
+    ]);
+    assert_eq!(run1.exit_code, Some(0), "{}", run1.console_tail(60));
+    for img in &imgs {
+        assert!(
+            !image_contains(img, &canary),
+            "canary in the clear in {}",
+            img.display()
+        );
+    }
+
+    // Boot 2: another instance (another instance id), the same disks.
+    let other = FakeImds::start_with("ok", &["--instance-id", OTHER_INSTANCE]);
+    let sum = std::fs::read_to_string(run1.out_dir.join("data.sum")).expect("boot 1's data.sum");
+    assert_eq!(sum.trim().len(), 64, "data.sum: {sum:?}");
+    let s2 = lib
+        + &format!("echo {} > /run/out/data.sum\n", sum.trim())
+        + r#"
+to2 /dev/null /run/bound.err up --disk /dev/vdc --name c --mount /mnt/c; echo $? > /run/bound.rc
+cat /run/bound.err
+check bound_elsewhere_exit_4 test "$(cat /run/bound.rc)" = 4
+check bound_elsewhere_not_mounted sh -c '! grep -q " /mnt/c " /proc/mounts'
+check unbound_opens up --disk /dev/vda
+check unbound_intact sh -c 'test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/out/data.sum)"'
+check unbound_down "$SECRETFS" down
+"#;
+    let run2 = boot("data-key-2", &aws, Some(&other), s2, disks());
+    run2.assert_checks(&[
+        "bound_elsewhere_exit_4",
+        "bound_elsewhere_not_mounted",
+        "unbound_opens",
+        "unbound_intact",
+        "unbound_down",
+    ]);
+    assert_eq!(run2.exit_code, Some(0), "{}", run2.console_tail(60));
+    assert!(
+        other.log().contains("/latest/meta-data/instance-id"),
+        "boot 2 never asked for the instance id:\n{}",
+        other.log()
+    );
+}
