@@ -127,8 +127,8 @@ pub struct UpArgs {
     #[arg(long, value_name = "KEY", value_parser = parse::kms_key,
           conflicts_with_all = ["wrapped_key", "passphrase_file"])]
     pub kms_key: Option<String>,
-    /// With --kms-key: bind new volumes' data keys to this instance (its id,
-    /// from instance metadata, joins the encryption context)
+    /// With --kms-key: bind new volumes' data keys to this instance (its
+    /// ARN, from instance metadata, joins the encryption context)
     #[arg(long)]
     pub bind_instance: bool,
     #[command(flatten)]

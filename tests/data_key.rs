@@ -11,7 +11,7 @@
 //! instance (`--bind-instance`) re-opens; a blanked disk (stop/start) gets
 //! a new volume and a new wrapped key.
 //! Boot 2 (instance B, the same disk images): the bound volume is refused
-//! (exit 4: the instance id is in its context); the unbound one opens with
+//! (exit 4: the instance ARN is in its context); the unbound one opens with
 //! its data intact.
 //! After each power-off the canary is searched for in every raw image.
 
@@ -83,6 +83,8 @@ check token_v3 test "$(field /dev/vda 'd["version"]')" = 3
 check token_has_key test -n "$(field /dev/vda 'd["data_key"]["ciphertext"]')"
 check token_key_arn test "$(field /dev/vda 'd["data_key"]["kms_key"]' | grep -c '^arn:aws:kms:')" = 1
 check token_unbound test "$(field /dev/vda 'd["data_key"]["instance"]')" = False
+check status_human to /run/status.txt "$SECRETFS" status
+check status_names_the_key grep -q "its own data key in the header, wrapped by arn:aws:kms:" /run/status.txt
 check slot_pbkdf2 sh -c 'cryptsetup luksDump /dev/vda | grep -q "PBKDF: *pbkdf2"'
 check write sh -c 'for i in $(seq 2048); do echo "$CANARY"; done > /mnt/secretfs/canary.txt && head -c 16M /dev/urandom > /mnt/secretfs/data && sha256sum /mnt/secretfs/data | cut -d" " -f1 > /run/out/data.sum && sync'
 check down "$SECRETFS" down
@@ -125,6 +127,7 @@ check set_intact grep -q "$CANARY" /mnt/s/canary
 check set_down2 "$SECRETFS" down --name s
 check up_bound up --disk /dev/vdc --name c --mount /mnt/c --bind-instance
 check bound_token test "$(field /dev/vdc 'd["data_key"]["instance"]')" = True
+check bound_token_no_arn sh -c '! cryptsetup token export --token-id 0 /dev/vdc | grep -q i-0123456789abcdef0'
 check bound_write sh -c 'echo "$CANARY" > /mnt/c/canary && sync'
 check bound_down "$SECRETFS" down --name c
 check bound_reopen up --disk /dev/vdc --name c --mount /mnt/c
@@ -148,6 +151,8 @@ check down_d2 "$SECRETFS" down --name d
         "token_has_key",
         "token_key_arn",
         "token_unbound",
+        "status_human",
+        "status_names_the_key",
         "slot_pbkdf2",
         "write",
         "down",
@@ -178,6 +183,7 @@ check down_d2 "$SECRETFS" down --name d
         "set_down2",
         "up_bound",
         "bound_token",
+        "bound_token_no_arn",
         "bound_write",
         "bound_down",
         "bound_reopen",
@@ -224,8 +230,10 @@ check unbound_down "$SECRETFS" down
     ]);
     assert_eq!(run2.exit_code, Some(0), "{}", run2.console_tail(60));
     assert!(
-        other.log().contains("/latest/meta-data/instance-id"),
-        "boot 2 never asked for the instance id:\n{}",
+        other
+            .log()
+            .contains("/latest/dynamic/instance-identity/document"),
+        "boot 2 never asked for the instance identity:\n{}",
         other.log()
     );
 }

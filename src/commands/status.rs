@@ -266,6 +266,18 @@ pub fn run(args: &StatusArgs) -> Result<()> {
                 "volume:  no secretfs token (made before tokens; `up` adds one)"
             )?,
         }
+        if let Some(k) = l.token.as_ref().and_then(|t| t.data_key.as_ref()) {
+            writeln!(
+                out,
+                "key:     its own data key in the header, wrapped by {}{}",
+                k.kms_key,
+                if k.instance {
+                    ", bound to the instance that made it"
+                } else {
+                    ""
+                }
+            )?;
+        }
     }
     for m in &r.mounts {
         writeln!(

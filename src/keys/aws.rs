@@ -138,20 +138,20 @@ pub async fn unwrap_key(location: &BlobLocation, opts: &AwsOptions) -> Result<Pa
 /// The SDK configuration, loaded once and shared by the S3 and KMS calls
 /// (one region and credentials lookup), and loaded again after a failure
 /// that may have come from it (instance metadata not answering yet).
-struct Sdk<'a> {
+pub(super) struct Sdk<'a> {
     opts: &'a AwsOptions,
     cfg: std::sync::Mutex<Option<SdkConfig>>,
 }
 
 impl<'a> Sdk<'a> {
-    fn new(opts: &'a AwsOptions) -> Self {
+    pub(super) fn new(opts: &'a AwsOptions) -> Self {
         Sdk {
             opts,
             cfg: std::sync::Mutex::new(None),
         }
     }
 
-    async fn config(&self) -> Result<SdkConfig, Attempt> {
+    pub(super) async fn config(&self) -> Result<SdkConfig, Attempt> {
         if let Some(c) = self.cfg.lock().expect("sdk config lock").clone() {
             return Ok(c);
         }
@@ -162,7 +162,7 @@ impl<'a> Sdk<'a> {
 
     /// Passes a result through, forgetting the configuration on a
     /// retryable failure so the next attempt resolves it afresh.
-    fn check<T>(&self, r: Result<T, Attempt>) -> Result<T, Attempt> {
+    pub(super) fn check<T>(&self, r: Result<T, Attempt>) -> Result<T, Attempt> {
         if matches!(r, Err(Attempt::Retry(_))) {
             *self.cfg.lock().expect("sdk config lock") = None;
         }
@@ -297,7 +297,7 @@ where
 }
 
 /// The HTTP client of every call: rustls with ring, no system OpenSSL.
-fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+pub(super) fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     use aws_smithy_http_client::tls;
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -381,7 +381,7 @@ async fn get_object(
     Ok(bytes.to_vec())
 }
 
-async fn decrypt(
+pub(super) async fn decrypt(
     cfg: &SdkConfig,
     key_id: Option<&str>,
     ctx: &BTreeMap<String, String>,
@@ -398,17 +398,16 @@ async fn decrypt(
         .send()
         .await
         .map_err(|e| classify(&e, what, Service::Kms))?;
-    let mut plain = out
-        .plaintext
-        .take()
+    take_plaintext(out.plaintext.take())
+}
+
+/// KMS's plaintext, moved into a locked buffer; the SDK's copy is zeroed.
+pub(super) fn take_plaintext(blob: Option<Blob>) -> Result<Passphrase, Attempt> {
+    let mut plain = blob
         .ok_or_else(|| Attempt::Fatal("KMS returned no plaintext".into()))?
         .into_inner();
     let p = Passphrase::from_slice(&plain);
     plain.zeroize();
-    check_plaintext_len(p)
-}
-
-fn check_plaintext_len(p: Passphrase) -> Result<Passphrase, Attempt> {
     if p.is_empty() || p.len() > super::MAX_PASSPHRASE {
         return Err(Attempt::Fatal(format!(
             "KMS returned a {}-byte plaintext; expected 1 to {}",
@@ -419,130 +418,9 @@ fn check_plaintext_len(p: Passphrase) -> Result<Passphrase, Attempt> {
     Ok(p)
 }
 
-async fn generate_data_key(
-    cfg: &SdkConfig,
-    kms_key: &str,
-    bytes: usize,
-    ctx: &BTreeMap<String, String>,
-) -> Result<DataKey, Attempt> {
-    let kms = aws_sdk_kms::Client::new(cfg);
-    let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
-    let mut out = kms
-        .generate_data_key()
-        .key_id(kms_key)
-        .number_of_bytes(bytes as i32)
-        .set_encryption_context((!ctx.is_empty()).then_some(ctx))
-        .send()
-        .await
-        .map_err(|e| classify(&e, kms_key, Service::Kms))?;
-    let mut plain = out
-        .plaintext
-        .take()
-        .ok_or_else(|| Attempt::Fatal("KMS returned no plaintext".into()))?
-        .into_inner();
-    let pass = Passphrase::from_slice(&plain);
-    plain.zeroize();
-    let pass = check_plaintext_len(pass)?;
-    let ciphertext = out
-        .ciphertext_blob
-        .take()
-        .ok_or_else(|| Attempt::Fatal("KMS returned no ciphertext".into()))?
-        .into_inner();
-    Ok(DataKey {
-        pass,
-        ciphertext,
-        key_arn: out.key_id.unwrap_or_else(|| kms_key.to_string()),
-    })
-}
-
-/// A data key KMS made: the plaintext (locked), its ciphertext, and the
-/// ARN of the KMS key that wraps it.
-pub struct DataKey {
-    pub pass: Passphrase,
-    pub ciphertext: Vec<u8>,
-    pub key_arn: String,
-}
-
-/// Has KMS make a data key of `bytes` random bytes under `kms_key`, bound
-/// to `ctx`, within `opts.timeout`.
-pub async fn new_data_key(
-    opts: &AwsOptions,
-    kms_key: &str,
-    bytes: usize,
-    ctx: &BTreeMap<String, String>,
-) -> Result<DataKey> {
-    let deadline = Instant::now() + opts.timeout;
-    let sdk = Sdk::new(opts);
-    retry(
-        deadline,
-        opts.timeout,
-        &format!("generating a data key with KMS key {kms_key}"),
-        || async {
-            let cfg = sdk.config().await?;
-            sdk.check(generate_data_key(&cfg, kms_key, bytes, ctx).await)
-        },
-    )
-    .await
-}
-
-/// Has KMS decrypt a data key's `ciphertext` (wrapped by `key_id`, bound
-/// to `ctx`; `what` names it in messages), within `opts.timeout`.
-pub async fn open_data_key(
-    opts: &AwsOptions,
-    key_id: &str,
-    ciphertext: &[u8],
-    ctx: &BTreeMap<String, String>,
-    what: &str,
-) -> Result<Passphrase> {
-    let deadline = Instant::now() + opts.timeout;
-    let sdk = Sdk::new(opts);
-    retry(
-        deadline,
-        opts.timeout,
-        &format!("decrypting {what} with KMS"),
-        || async {
-            let cfg = sdk.config().await?;
-            sdk.check(decrypt(&cfg, Some(key_id), ctx, ciphertext, what).await)
-        },
-    )
-    .await
-}
-
-/// This instance's id, from instance metadata (IMDSv2), within
-/// `opts.timeout`.
-pub async fn instance_id(opts: &AwsOptions) -> Result<String> {
-    let deadline = Instant::now() + opts.timeout;
-    let provider = aws_config::provider_config::ProviderConfig::without_region()
-        .with_http_client(http_client());
-    let imds = aws_config::imds::Client::builder()
-        .configure(&provider)
-        .build();
-    retry(
-        deadline,
-        opts.timeout,
-        "reading the instance id from instance metadata",
-        || async {
-            match imds.get("/latest/meta-data/instance-id").await {
-                Ok(id) => {
-                    let id: String = id.into();
-                    if id.starts_with("i-") && id.len() <= 32 {
-                        Ok(id)
-                    } else {
-                        Err(Attempt::Fatal(format!(
-                            "instance metadata says the instance id is {id:?}, not i-..."
-                        )))
-                    }
-                }
-                Err(e) => Err(Attempt::Retry(format!("instance metadata: {}", chain(&e)))),
-            }
-        },
-    )
-    .await
-}
-
 /// Which service an error came from, for the operator's hint.
 #[derive(Clone, Copy)]
-enum Service {
+pub(super) enum Service {
     S3,
     Kms,
 }
@@ -566,7 +444,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "KeyUnavailableException",
 ];
 
-fn classify<E>(
+pub(super) fn classify<E>(
     err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
     what: &str,
     svc: Service,
@@ -629,7 +507,7 @@ where
     }
 }
 
-fn chain(e: &dyn StdError) -> String {
+pub(super) fn chain(e: &dyn StdError) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -7,8 +7,9 @@
 //! The encryption context binds each ciphertext to its volume: it always
 //! holds [`CONTEXT_VOLUME`] = the volume's LUKS UUID (a ciphertext copied
 //! into another volume's header does not decrypt), with `--bind-instance`
-//! also [`CONTEXT_INSTANCE`] = the instance id from IMDSv2 (the volume
-//! opens only on the instance that made it), plus the operator's
+//! also [`CONTEXT_INSTANCE`] = the instance's ARN from IMDSv2 (the volume
+//! opens only on the instance that made it; a key policy can require it to
+//! equal `${ec2:SourceInstanceARN}`), plus the operator's
 //! `--encryption-context` pairs, which must be given again on every `up`.
 
 use std::collections::BTreeMap;
@@ -18,13 +19,22 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::aws::{self, AwsOptions};
+use std::collections::HashMap;
+use std::time::Instant;
+
+use aws_config::SdkConfig;
+
+use super::aws::{
+    self, chain, classify, decrypt, http_client, retry, take_plaintext, Attempt, AwsOptions, Sdk,
+    Service,
+};
 use super::Passphrase;
 use crate::error::key_unavailable;
 
 /// Encryption-context key that names the volume (its LUKS UUID).
 pub const CONTEXT_VOLUME: &str = "secretfs:volume";
-/// Encryption-context key that names the instance (`--bind-instance`).
+/// Encryption-context key that names the instance by its ARN
+/// (`--bind-instance`).
 pub const CONTEXT_INSTANCE: &str = "secretfs:instance";
 /// Prefix of the context keys secretfs sets itself.
 pub const CONTEXT_RESERVED: &str = "secretfs:";
@@ -39,7 +49,7 @@ pub struct WrappedKey {
     pub kms_key: String,
     /// The KMS ciphertext, base64.
     pub ciphertext: String,
-    /// Whether the context holds the instance id (`--bind-instance`).
+    /// Whether the context holds the instance's ARN (`--bind-instance`).
     #[serde(default)]
     pub instance: bool,
 }
@@ -78,7 +88,7 @@ impl DataKeys {
     /// A new data key for the volume `volume` (its LUKS UUID).
     pub fn make(&self, volume: &str) -> Result<(Passphrase, WrappedKey)> {
         let ctx = self.context(volume, self.bind_instance)?;
-        let k = aws::block_on(aws::new_data_key(
+        let k = aws::block_on(new_data_key(
             &self.opts,
             &self.kms_key,
             DATA_KEY_BYTES,
@@ -101,7 +111,7 @@ impl DataKeys {
             ));
         };
         let ctx = self.context(volume, w.instance)?;
-        let p = aws::block_on(aws::open_data_key(
+        let p = aws::block_on(open_data_key(
             &self.opts,
             &w.kms_key,
             &ciphertext,
@@ -120,7 +130,7 @@ impl DataKeys {
             let id = match self.instance.get() {
                 Some(id) => id.clone(),
                 None => {
-                    let id = aws::block_on(aws::instance_id(&self.opts))?;
+                    let id = aws::block_on(instance_arn(&self.opts))?;
                     self.instance.get_or_init(|| id).clone()
                 }
             };
@@ -130,9 +140,158 @@ impl DataKeys {
     }
 }
 
+// The KMS and IMDS calls.
+
+async fn generate_data_key(
+    cfg: &SdkConfig,
+    kms_key: &str,
+    bytes: usize,
+    ctx: &BTreeMap<String, String>,
+) -> Result<DataKey, Attempt> {
+    let kms = aws_sdk_kms::Client::new(cfg);
+    let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
+    let mut out = kms
+        .generate_data_key()
+        .key_id(kms_key)
+        .number_of_bytes(bytes as i32)
+        .set_encryption_context((!ctx.is_empty()).then_some(ctx))
+        .send()
+        .await
+        .map_err(|e| classify(&e, kms_key, Service::Kms))?;
+    let pass = take_plaintext(out.plaintext.take())?;
+    let ciphertext = out
+        .ciphertext_blob
+        .take()
+        .ok_or_else(|| Attempt::Fatal("KMS returned no ciphertext".into()))?
+        .into_inner();
+    Ok(DataKey {
+        pass,
+        ciphertext,
+        key_arn: out.key_id.unwrap_or_else(|| kms_key.to_string()),
+    })
+}
+
+/// A data key KMS made: the plaintext (locked), its ciphertext, and the
+/// ARN of the KMS key that wraps it.
+struct DataKey {
+    pass: Passphrase,
+    ciphertext: Vec<u8>,
+    key_arn: String,
+}
+
+/// Has KMS make a data key of `bytes` random bytes under `kms_key`, bound
+/// to `ctx`, within `opts.timeout`.
+async fn new_data_key(
+    opts: &AwsOptions,
+    kms_key: &str,
+    bytes: usize,
+    ctx: &BTreeMap<String, String>,
+) -> Result<DataKey> {
+    let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
+    retry(
+        deadline,
+        opts.timeout,
+        &format!("generating a data key with KMS key {kms_key}"),
+        || async {
+            let cfg = sdk.config().await?;
+            sdk.check(generate_data_key(&cfg, kms_key, bytes, ctx).await)
+        },
+    )
+    .await
+}
+
+/// Has KMS decrypt a data key's `ciphertext` (wrapped by `key_id`, bound
+/// to `ctx`; `what` names it in messages), within `opts.timeout`.
+async fn open_data_key(
+    opts: &AwsOptions,
+    key_id: &str,
+    ciphertext: &[u8],
+    ctx: &BTreeMap<String, String>,
+    what: &str,
+) -> Result<Passphrase> {
+    let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
+    retry(
+        deadline,
+        opts.timeout,
+        &format!("decrypting {what} with KMS"),
+        || async {
+            let cfg = sdk.config().await?;
+            sdk.check(decrypt(&cfg, Some(key_id), ctx, ciphertext, what).await)
+        },
+    )
+    .await
+}
+
+/// This instance's ARN (`arn:PARTITION:ec2:REGION:ACCOUNT:instance/ID`,
+/// the value IAM gives `ec2:SourceInstanceARN` for its role's requests),
+/// from the instance identity document (IMDSv2), within `opts.timeout`.
+async fn instance_arn(opts: &AwsOptions) -> Result<String> {
+    let deadline = Instant::now() + opts.timeout;
+    let provider = aws_config::provider_config::ProviderConfig::without_region()
+        .with_http_client(http_client());
+    let imds = aws_config::imds::Client::builder()
+        .configure(&provider)
+        .build();
+    retry(
+        deadline,
+        opts.timeout,
+        "reading the instance identity from instance metadata",
+        || async {
+            let doc = imds
+                .get("/latest/dynamic/instance-identity/document")
+                .await
+                .map_err(|e| Attempt::Retry(format!("instance metadata: {}", chain(&e))))?;
+            let doc: String = doc.into();
+            instance_arn_of(&doc).map_err(Attempt::Fatal)
+        },
+    )
+    .await
+}
+
+/// The instance ARN an identity document describes.
+fn instance_arn_of(doc: &str) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_str(doc)
+        .map_err(|e| format!("the instance identity document is not JSON: {e}"))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .ok_or_else(|| format!("the instance identity document has no usable {k}"))
+    };
+    let (id, region, account) = (field("instanceId")?, field("region")?, field("accountId")?);
+    let partition = if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    Ok(format!(
+        "arn:{partition}:ec2:{region}:{account}:instance/{id}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_arn_comes_from_the_identity_document() {
+        let doc = r#"{"instanceId": "i-0123456789abcdef0", "region": "eu-west-1", "accountId": "111122223333"}"#;
+        assert_eq!(
+            instance_arn_of(doc).unwrap(),
+            "arn:aws:ec2:eu-west-1:111122223333:instance/i-0123456789abcdef0"
+        );
+        let cn = doc.replace("eu-west-1", "cn-north-1");
+        assert!(instance_arn_of(&cn)
+            .unwrap()
+            .starts_with("arn:aws-cn:ec2:cn-north-1:"));
+        let bad = doc.replace("111122223333", "1111:2222");
+        assert!(instance_arn_of(&bad).unwrap_err().contains("accountId"));
+        assert!(instance_arn_of("{}").unwrap_err().contains("instanceId"));
+    }
 
     #[test]
     fn the_record_round_trips_and_defaults_to_unbound() {
