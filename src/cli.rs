@@ -47,6 +47,14 @@ pub enum Command {
     Seal(SealArgs),
     /// Fetch and decrypt the wrapped key as `up` would, without using it
     CheckKey(CheckKeyArgs),
+    /// Give the open volume new data keys without reformatting: a new key
+    /// slot per member, then the old one removed (volumes made with
+    /// --kms-key; an interrupted rotation is finished)
+    Rotate(RotateArgs),
+    /// Re-wrap under another KMS key with KMS ReEncrypt (the plaintext never
+    /// reaches this host): the data keys in the open volume's headers, or a
+    /// blob with --wrapped-key
+    Rewrap(RewrapArgs),
     /// Crypto-shred the volume: unmount, close, destroy every key slot and
     /// both LUKS2 headers on every device below it (irreversible)
     Shred(ShredArgs),
@@ -267,6 +275,47 @@ pub struct ShredArgs {
     /// Do not ask: destroy the volume and its data
     #[arg(long)]
     pub yes: bool,
+    /// Print one JSON object with the outcome on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `secretfs rotate`.
+#[derive(Clone, Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Make the new data keys under this KMS key [default: the key that
+    /// wraps each member's data key now]
+    #[arg(long, value_name = "KEY", value_parser = parse::kms_key)]
+    pub new_kms_key: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print one JSON object with the outcome on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `secretfs rewrap`.
+#[derive(Clone, Debug, Args)]
+pub struct RewrapArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// The KMS key to wrap under from now on (key id, ARN or alias/NAME)
+    #[arg(long, value_name = "KEY", value_parser = parse::kms_key)]
+    pub new_kms_key: String,
+    /// Re-wrap this blob (s3://BUCKET/KEY or a file), not a volume's keys
+    #[arg(long, value_name = "S3_URI|PATH", value_parser = parse::blob_location)]
+    pub wrapped_key: Option<BlobLocation>,
+    /// Write the re-wrapped blob here [default: over the --wrapped-key]
+    #[arg(long, value_name = "S3_URI|PATH", value_parser = parse::blob_location,
+          requires = "wrapped_key")]
+    pub to: Option<BlobLocation>,
+    /// Replace an existing blob at --to
+    #[arg(long, requires = "to")]
+    pub force: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
     /// Print one JSON object with the outcome on stdout
     #[arg(long)]
     pub json: bool,

@@ -221,18 +221,41 @@ fn config_file(given: &Option<PathBuf>) -> Result<Option<FileConfig>> {
 /// The settings of `down` and `status`: the volume name from the flag,
 /// else the config's, else the default.
 pub fn volume(a: &cli::VolumeArgs, mount: Option<PathBuf>, json: bool) -> Result<Volume> {
-    let (name, config) = (&a.name, &a.config);
-    let name = match name {
+    let name = match &a.name {
         Some(n) => n.clone(),
-        None => pick(
-            &None,
-            &config_file(config)?.and_then(|f| f.name),
-            "name",
-            parse::volume_name,
-        )?
-        .unwrap_or_else(|| names::DEFAULT_NAME.to_string()),
+        None => name_in(&config_file(&a.config)?.unwrap_or_default())?,
     };
     Ok(Volume { name, mount, json })
+}
+
+/// The volume name a config file gives, else the default.
+fn name_in(f: &FileConfig) -> Result<String> {
+    Ok(pick(&None, &f.name, "name", parse::volume_name)?
+        .unwrap_or_else(|| names::DEFAULT_NAME.to_string()))
+}
+
+/// The settings of `rotate` and `rewrap`: which volume (as for `down`),
+/// and the AWS settings from the flags over the config file's (its
+/// encryption context is the one the data keys are bound to).
+pub fn volume_and_aws(
+    a: &cli::VolumeArgs,
+    aws: &AwsArgs,
+    json: bool,
+) -> Result<(Volume, AwsOptions)> {
+    let file = config_file(&a.config)?.unwrap_or_default();
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => name_in(&file)?,
+    };
+    let opts = merge_aws(aws, &file)?;
+    Ok((
+        Volume {
+            name,
+            mount: None,
+            json,
+        },
+        opts,
+    ))
 }
 
 /// Checks who may change a config file: root (or the user running

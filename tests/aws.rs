@@ -806,3 +806,110 @@ fn cleartext_endpoints_to_remote_hosts_are_refused() {
         .assert_code(4)
         .assert_stderr_mentions(&["does not exist"]);
 }
+
+// ---- h. re-wrapping a blob ------------------------------------------------
+
+fn rewrap(endpoint: &str, wrapped: &str, new_key: &str, extra: &[&str]) -> Run {
+    let mut cmd = secretfs_cmd(endpoint);
+    cmd.args(["rewrap", "--wrapped-key", wrapped, "--new-kms-key", new_key])
+        .args(extra)
+        // Loud: the ReEncrypt exchange must carry no plaintext to log.
+        .env("SECRETFS_LOG", "trace")
+        .env("LOG_SENSITIVE_BODIES", "true");
+    run(cmd, QUICK)
+}
+
+/// `rewrap --wrapped-key`: a blob in S3 re-wrapped in place and a blob file
+/// re-wrapped into a new file, both under the second key by KMS ReEncrypt
+/// (the passphrase inside unchanged, never in any output at trace level);
+/// a wrong context and an existing `--to` are refused with nothing
+/// written; once the first key is disabled the re-wrapped blobs still
+/// open and the one left under it does not (so disabling takes effect).
+#[test]
+fn rewrap_moves_a_blob_to_another_key_and_survives_the_old_keys_disabling() {
+    let moto = Moto::start();
+    let ep = moto.endpoint();
+    let pass = wrapped_s3(&moto, "fleet/key.bin");
+    let uri = moto.s3_uri("fleet/key.bin");
+    let before = moto.get_object("fleet/key.bin").unwrap();
+
+    let r = rewrap(
+        &ep,
+        &uri,
+        &moto.other_key_id,
+        &["--encryption-context", "purpose=other"],
+    );
+    r.assert_code(4).assert_no_leak(&pass);
+    assert_eq!(
+        moto.get_object("fleet/key.bin").unwrap(),
+        before,
+        "a refused rewrap wrote the object"
+    );
+
+    let ctx = context_flags();
+    let ctx: Vec<&str> = ctx.iter().map(String::as_str).collect();
+    let r = rewrap(&ep, &uri, &moto.other_key_id, &ctx);
+    r.assert_code(0).assert_no_leak(&pass);
+    assert!(
+        r.stderr().contains("DEBUG"),
+        "the trace filter did not apply"
+    );
+    let after = moto.get_object("fleet/key.bin").unwrap();
+    assert_ne!(after, before, "the object was not rewritten");
+    assert_eq!(
+        moto.decrypt(&after, &CONTEXT),
+        (moto.other_key_arn.clone(), pass.clone())
+    );
+
+    let (pass_path, pass2) = passphrase_file(&moto);
+    let a = moto.dir().join("a.bin");
+    let b = moto.dir().join("b.bin");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    seal(
+        &moto,
+        &ep,
+        a_s,
+        &["--passphrase-file", pass_path.to_str().unwrap()],
+    )
+    .assert_code(0);
+    let mut json = ctx.clone();
+    json.extend(["--to", b_s, "--json"]);
+    let r = rewrap(&ep, a_s, &moto.other_key_id, &json);
+    r.assert_code(0).assert_no_leak(&pass2);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).expect("--json printed JSON");
+    assert_eq!(v["blob"]["key_id"], moto.other_key_arn.as_str(), "{v}");
+    assert_eq!(v["blob"]["from_key_id"], moto.key_arn.as_str(), "{v}");
+    assert_eq!(
+        moto.decrypt(&fs::read(&b).unwrap(), &CONTEXT),
+        (moto.other_key_arn.clone(), pass2.clone())
+    );
+    assert_eq!(
+        fs::metadata(&b).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        moto.decrypt(&fs::read(&a).unwrap(), &CONTEXT).0,
+        moto.key_arn,
+        "the source file changed"
+    );
+    let b_bytes = fs::read(&b).unwrap();
+    rewrap(&ep, a_s, &moto.other_key_id, &json)
+        .assert_code(3)
+        .assert_stderr_mentions(&["already exists", "--force"]);
+    assert_eq!(
+        fs::read(&b).unwrap(),
+        b_bytes,
+        "an existing --to was replaced"
+    );
+
+    moto.disable_key(&moto.key_id);
+    for blob in [uri.as_str(), b_s] {
+        let r = check_key(&ep, blob, &["--json"], QUICK);
+        r.assert_code(0);
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert!(v["bytes"].as_u64().is_some(), "{v}");
+    }
+    check_key(&ep, a_s, &[], QUICK)
+        .assert_code(4)
+        .assert_stderr_mentions(&["disabled"]);
+}

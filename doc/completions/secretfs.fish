@@ -33,6 +33,8 @@ complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "down" -d 'Unmount
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "status" -d 'Show what is there: device, LUKS header, mapping, mount and usage; exits 6 unless the volume is open and mounted'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "seal" -d 'Have KMS make a passphrase (or take one) and wrap it; store the blob'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "check-key" -d 'Fetch and decrypt the wrapped key as `up` would, without using it'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "rotate" -d 'Give the open volume new data keys without reformatting: a new key slot per member, then the old one removed (volumes made with --kms-key; an interrupted rotation is finished)'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "rewrap" -d 'Re-wrap under another KMS key with KMS ReEncrypt (the plaintext never reaches this host): the data keys in the open volume\'s headers, or a blob with --wrapped-key'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "shred" -d 'Crypto-shred the volume: unmount, close, destroy every key slot and both LUKS2 headers on every device below it (irreversible)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "wait" -d 'Wait until the volume is open and mounted (for scripts; exits 6 at the timeout)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "install-unit" -d 'Write the systemd unit, and a drop-in for each service that must not start without the volume; enable the unit'
@@ -110,6 +112,37 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -l json -d 
 complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
 complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s q -l quiet -d 'Log only errors'
 complete -c secretfs -n "__fish_secretfs_using_subcommand check-key" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l new-kms-key -d 'Make the new data keys under this KMS key [default: the key that wraps each member\'s data key now]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l kms-key-id -d 'Pin the KMS key Decrypt may use (key id, ARN or alias/NAME)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l encryption-context -d 'KMS encryption context pair (repeatable); must match the one sealed' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l expected-bucket-owner -d 'Refuse the S3 object unless this account owns the bucket' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l region -d 'AWS region (default: the SDK\'s chain: env, profile, instance metadata)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l endpoint-url -d 'Endpoint for S3 and KMS calls (AWS_ENDPOINT_URL* also work)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l timeout -d 'Deadline for getting the key, retrying throttling and network errors [default: 5m]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l allow-http -d 'Accept http:// endpoints on hosts other than loopback and link-local addresses (keys and credentials cross in the clear)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -l json -d 'Print one JSON object with the outcome on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rotate" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l new-kms-key -d 'The KMS key to wrap under from now on (key id, ARN or alias/NAME)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l wrapped-key -d 'Re-wrap this blob (s3://BUCKET/KEY or a file), not a volume\'s keys' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l to -d 'Write the re-wrapped blob here [default: over the --wrapped-key]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l kms-key-id -d 'Pin the KMS key Decrypt may use (key id, ARN or alias/NAME)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l encryption-context -d 'KMS encryption context pair (repeatable); must match the one sealed' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l expected-bucket-owner -d 'Refuse the S3 object unless this account owns the bucket' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l region -d 'AWS region (default: the SDK\'s chain: env, profile, instance metadata)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l endpoint-url -d 'Endpoint for S3 and KMS calls (AWS_ENDPOINT_URL* also work)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l timeout -d 'Deadline for getting the key, retrying throttling and network errors [default: 5m]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l force -d 'Replace an existing blob at --to'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l allow-http -d 'Accept http:// endpoints on hosts other than loopback and link-local addresses (keys and credentials cross in the clear)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -l json -d 'Print one JSON object with the outcome on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -s h -l help -d 'Print help'
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l yes -d 'Do not ask: destroy the volume and its data'

@@ -6,6 +6,8 @@ pub mod check_key;
 pub mod down;
 pub mod generate;
 pub mod install_unit;
+pub mod rewrap;
+pub mod rotate;
 pub mod seal;
 pub mod shred;
 pub mod status;
@@ -70,7 +72,7 @@ pub fn init(cli: &Cli) {
     // Only where a key is handled: the rest gain nothing from it.
     if matches!(
         cli.command,
-        Command::Up(_) | Command::Seal(_) | Command::CheckKey(_)
+        Command::Up(_) | Command::Seal(_) | Command::CheckKey(_) | Command::Rotate(_)
     ) {
         crate::keys::lock_all_memory();
     }
@@ -93,6 +95,8 @@ fn command_name(cli: &Cli) -> &'static str {
         Command::Status(_) => "status",
         Command::Seal(_) => "seal",
         Command::CheckKey(_) => "check-key",
+        Command::Rotate(_) => "rotate",
+        Command::Rewrap(_) => "rewrap",
         Command::Shred(_) => "shred",
         Command::Wait(_) => "wait",
         Command::InstallUnit(_) => "install-unit",
@@ -108,6 +112,8 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Status(a) => a.json,
         Command::Seal(a) => a.json,
         Command::CheckKey(a) => a.json,
+        Command::Rotate(a) => a.json,
+        Command::Rewrap(a) => a.json,
         Command::Shred(a) => a.json,
         Command::Wait(_) | Command::InstallUnit(_) | Command::Generate(_) => false,
     }
@@ -121,6 +127,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Status(a) => status::run(a),
         Command::Seal(a) => seal::run(a),
         Command::CheckKey(a) => check_key::run(a),
+        Command::Rotate(a) => rotate::run(a),
+        Command::Rewrap(a) => rewrap::run(a),
         Command::Shred(a) => shred::run(a),
         Command::Wait(a) => wait::run(a),
         Command::InstallUnit(a) => install_unit::run(a),

@@ -169,7 +169,7 @@ impl<'a> Sdk<'a> {
         r
     }
 
-    async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, Attempt> {
+    pub(super) async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, Attempt> {
         let cfg = self.config().await?;
         self.check(get_object(&cfg, self.opts, bucket, key).await)
     }
@@ -190,12 +190,17 @@ impl<'a> Sdk<'a> {
         )
     }
 
-    async fn head_object(&self, bucket: &str, key: &str) -> Result<bool, Attempt> {
+    pub(super) async fn head_object(&self, bucket: &str, key: &str) -> Result<bool, Attempt> {
         let cfg = self.config().await?;
         self.check(head_object(&cfg, self.opts, bucket, key).await)
     }
 
-    async fn put_object(&self, bucket: &str, key: &str, data: &[u8]) -> Result<(), Attempt> {
+    pub(super) async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: &[u8],
+    ) -> Result<(), Attempt> {
         let cfg = self.config().await?;
         self.check(put_object(&cfg, self.opts, bucket, key, data).await)
     }
@@ -226,7 +231,7 @@ impl Plain<'_> {
     }
 }
 
-fn read_blob_file(p: &std::path::Path) -> Result<Vec<u8>> {
+pub(super) fn read_blob_file(p: &std::path::Path) -> Result<Vec<u8>> {
     let f = match std::fs::File::open(p) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -571,21 +576,7 @@ pub async fn seal(
     let deadline = Instant::now() + opts.timeout;
     let sdk = Sdk::new(opts);
     if !force {
-        let exists = match to {
-            BlobLocation::File(p) => p.exists(),
-            BlobLocation::S3 { bucket, key } => {
-                retry(deadline, opts.timeout, &format!("checking {to}"), || {
-                    sdk.head_object(bucket, key)
-                })
-                .await?
-            }
-        };
-        if exists {
-            return refused(format!(
-                "{to} already exists; a volume sealed with it would become unopenable if it were replaced \
-                 (pass --force to replace it anyway)"
-            ));
-        }
+        refuse_existing(&sdk, to, deadline, opts.timeout).await?;
     }
     let (blob, key_id) = retry(
         deadline,
@@ -612,7 +603,32 @@ pub async fn seal(
     })
 }
 
-fn write_private(p: &std::path::Path, data: &[u8], force: bool) -> Result<()> {
+/// Refuses (exit 3) to replace the blob at `to` if one exists.
+pub(super) async fn refuse_existing(
+    sdk: &Sdk<'_>,
+    to: &BlobLocation,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<()> {
+    let exists = match to {
+        BlobLocation::File(p) => p.exists(),
+        BlobLocation::S3 { bucket, key } => {
+            retry(deadline, budget, &format!("checking {to}"), || {
+                sdk.head_object(bucket, key)
+            })
+            .await?
+        }
+    };
+    if exists {
+        return refused(format!(
+            "{to} already exists; a volume sealed with it would become unopenable if it were replaced \
+             (pass --force to replace it anyway)"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn write_private(p: &std::path::Path, data: &[u8], force: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()

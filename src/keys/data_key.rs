@@ -28,6 +28,7 @@ use super::aws::{
     self, chain, classify, decrypt, http_client, retry, take_plaintext, Attempt, AwsOptions, Sdk,
     Service,
 };
+use super::rewrap::re_encrypt;
 use super::Passphrase;
 use crate::error::key_unavailable;
 
@@ -72,6 +73,12 @@ impl DataKeys {
         }
     }
 
+    /// For volumes that exist (`rotate`, `rewrap`): each token names the
+    /// KMS key that wraps its data key and whether it is bound.
+    pub fn for_existing(opts: AwsOptions) -> DataKeys {
+        DataKeys::new(String::new(), false, opts)
+    }
+
     /// Names the key mode for log lines.
     pub fn describe(&self) -> String {
         format!(
@@ -87,29 +94,62 @@ impl DataKeys {
 
     /// A new data key for the volume `volume` (its LUKS UUID).
     pub fn make(&self, volume: &str) -> Result<(Passphrase, WrappedKey)> {
-        let ctx = self.context(volume, self.bind_instance)?;
-        let k = aws::block_on(new_data_key(
-            &self.opts,
-            &self.kms_key,
-            DATA_KEY_BYTES,
-            &ctx,
-        ))?;
+        self.make_under(volume, &self.kms_key, self.bind_instance)
+    }
+
+    /// A new data key for `volume` wrapped by `kms_key`, bound to this
+    /// instance if `bind_instance` (a rotation keeps the volume's binding).
+    pub fn make_under(
+        &self,
+        volume: &str,
+        kms_key: &str,
+        bind_instance: bool,
+    ) -> Result<(Passphrase, WrappedKey)> {
+        let ctx = self.context(volume, bind_instance)?;
+        let k = aws::block_on(new_data_key(&self.opts, kms_key, DATA_KEY_BYTES, &ctx))?;
         info!(volume, kms_key = %k.key_arn, "KMS made the volume's data key");
         let wrapped = WrappedKey {
             kms_key: k.key_arn,
             ciphertext: base64::engine::general_purpose::STANDARD.encode(&k.ciphertext),
-            instance: self.bind_instance,
+            instance: bind_instance,
         };
         Ok((k.pass, wrapped))
     }
 
+    /// The record of `volume`'s data key re-wrapped by `new_key` (KMS
+    /// ReEncrypt with the same context: the plaintext stays inside KMS).
+    pub fn rewrap(&self, volume: &str, w: &WrappedKey, new_key: &str) -> Result<WrappedKey> {
+        let ciphertext = self.ciphertext(volume, w)?;
+        let ctx = self.context(volume, w.instance)?;
+        let r = aws::block_on(re_encrypt(
+            &self.opts,
+            &ciphertext,
+            Some(&w.kms_key),
+            &ctx,
+            new_key,
+            &format!("the data key of volume {volume}"),
+        ))?;
+        info!(volume, from = %w.kms_key, kms_key = %r.key_arn, "KMS re-wrapped the volume's data key");
+        Ok(WrappedKey {
+            kms_key: r.key_arn,
+            ciphertext: base64::engine::general_purpose::STANDARD.encode(&r.ciphertext),
+            instance: w.instance,
+        })
+    }
+
+    /// The ciphertext of a token's record.
+    fn ciphertext(&self, volume: &str, w: &WrappedKey) -> Result<Vec<u8>> {
+        match base64::engine::general_purpose::STANDARD.decode(&w.ciphertext) {
+            Ok(c) => Ok(c),
+            Err(_) => key_unavailable(format!(
+                "the data key in the header of volume {volume} is not base64: the header is damaged"
+            )),
+        }
+    }
+
     /// The data key of the volume `volume`, from its token's record.
     pub fn open(&self, volume: &str, w: &WrappedKey) -> Result<Passphrase> {
-        let Ok(ciphertext) = base64::engine::general_purpose::STANDARD.decode(&w.ciphertext) else {
-            return key_unavailable(format!(
-                "the data key in the header of volume {volume} is not base64: the header is damaged"
-            ));
-        };
+        let ciphertext = self.ciphertext(volume, w)?;
         let ctx = self.context(volume, w.instance)?;
         let p = aws::block_on(open_data_key(
             &self.opts,

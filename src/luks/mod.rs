@@ -5,9 +5,11 @@
 //! tests may call it from any thread; a set's members are formatted from
 //! one thread each, and their libcryptsetup calls take turns. Each
 //! operation acquires a fresh `CryptDevice` context and lets it go.
-//! [`header`] only reads; everything that writes a header is here.
+//! [`header`] only reads; everything that writes a header is here and in
+//! [`slots`] (adding and destroying the key slots of a volume).
 
 pub mod header;
+pub mod slots;
 pub mod token;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -70,6 +72,20 @@ pub struct FormatOptions {
     pub discard: bool,
 }
 
+/// PBKDF2-SHA256 with [`PBKDF2_ITERATIONS`] and no benchmark: the key
+/// slot PBKDF for keys of high entropy.
+fn pbkdf2() -> CryptPbkdfType {
+    CryptPbkdfType {
+        type_: CryptKdf::Pbkdf2,
+        hash: Some("sha256".into()),
+        time_ms: 0,
+        iterations: PBKDF2_ITERATIONS,
+        max_memory_kb: 0,
+        parallel_threads: 0,
+        flags: CryptPbkdf::NO_BENCHMARK,
+    }
+}
+
 /// Routes libcryptsetup's log messages into `tracing`.
 pub fn set_up_logging() {
     unsafe extern "C" fn cb(level: c_int, msg: *const c_char, _usr: *mut c_void) {
@@ -126,15 +142,7 @@ pub fn format(
         )
         .with_context(what)?;
     let pbkdf = match o.kdf {
-        Kdf::Pbkdf2 => Some(CryptPbkdfType {
-            type_: CryptKdf::Pbkdf2,
-            hash: Some("sha256".into()),
-            time_ms: 0,
-            iterations: PBKDF2_ITERATIONS,
-            max_memory_kb: 0,
-            parallel_threads: 0,
-            flags: CryptPbkdf::NO_BENCHMARK,
-        }),
+        Kdf::Pbkdf2 => Some(pbkdf2()),
         Kdf::Argon2id => None,
     };
     if let Some(p) = &pbkdf {

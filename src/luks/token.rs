@@ -23,6 +23,11 @@
 //!   (`up --kms-key`, [`crate::keys::data_key`]); such a token is version
 //!   3, so a secretfs without data keys refuses the volume instead of
 //!   trying another key on it.
+//! - `next_key` and `retire_slot` are set only while `secretfs rotate`
+//!   runs ([`crate::plan::rotate`]): the next data key, recorded before
+//!   its key slot is added, and the previous key's slot, recorded when the
+//!   next key became `data_key` and cleared once that slot is destroyed.
+//!   `data_key` always names a key that opens a slot.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +83,12 @@ pub struct Token {
     /// The volume's KMS-wrapped data key (`up --kms-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_key: Option<WrappedKey>,
+    /// A rotation's next data key, until it becomes `data_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key: Option<Box<WrappedKey>>,
+    /// A rotation's previous key slot, until it is destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_slot: Option<u32>,
 }
 
 /// Where a volume sits in a striped set.
@@ -106,6 +117,8 @@ impl Token {
             chunk: None,
             layout: None,
             data_key: None,
+            next_key: None,
+            retire_slot: None,
         }
     }
 

@@ -142,6 +142,16 @@ pub fn plan_down(name: &str, obs: &DownObserved) -> Result<Plan, Refusal> {
     })
 }
 
+/// The devices that hold the volume's LUKS2 headers: the one below a
+/// single volume, or those below each member of a set.
+pub fn below(obs: &DownObserved) -> Vec<&Under> {
+    if obs.members.is_empty() {
+        obs.under.iter().collect()
+    } else {
+        obs.members.iter().flat_map(|m| m.under.iter()).collect()
+    }
+}
+
 /// Maps observed state to the crypto-shred of `name`: `down`, then the
 /// key slots and headers of every device below (each member of a set; the
 /// backing file of a loop device, which autoclear detaches at the close)
@@ -156,11 +166,7 @@ pub fn plan_shred(name: &str, obs: &DownObserved) -> Result<Plan, Refusal> {
         ));
     }
     let mut plan = plan_down(name, obs)?;
-    let below: Vec<&Under> = if obs.members.is_empty() {
-        obs.under.iter().collect()
-    } else {
-        obs.members.iter().flat_map(|m| m.under.iter()).collect()
-    };
+    let below = below(obs);
     if below.is_empty() {
         return refuse(format!(
             "found no device below {}; nothing to shred",

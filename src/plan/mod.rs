@@ -42,12 +42,14 @@
 //! | no token (legacy)| no signature  | mkfs, record ext4                     |
 //! | no token (legacy)| other         | refuse (exit 3)                       |
 //!
-//! `down` is planned by [`plan_down`] (`down.rs`). The steps all plans are
+//! `down` is planned by [`plan_down`] (`down.rs`), `rotate` and `rewrap`
+//! per member by [`rotate`]. The steps all plans are
 //! made of are here. Nothing in this module touches the machine; the unit
 //! tests (`tests.rs`) run every row of these tables without root.
 
 mod content;
 mod down;
+pub mod rotate;
 mod set;
 #[cfg(test)]
 mod set_tests;
@@ -61,7 +63,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use self::content::{classify, filesystem, Class, FsTodo};
-pub use self::down::{plan_down, plan_shred, DownMember, DownObserved, Under};
+pub use self::down::{below, plan_down, plan_shred, DownMember, DownObserved, Under};
 pub use self::set::{lone_volume, plan_set, CHUNK};
 pub use self::up::{plan, sector_size_for, PlanInput, MIN_SIZE};
 use crate::names;

@@ -412,6 +412,13 @@ impl Moto {
         self.tool(&["delete", "--bucket", &self.bucket, "--key", key]);
     }
 
+    /// Disables the KMS key `key_id`: from then on KMS refuses to use it
+    /// (`DisabledException`, as moto_guard.py makes moto answer).
+    pub fn disable_key(&self, key_id: &str) {
+        let out = self.tool(&["disable-key", "--key-id", key_id]);
+        assert_eq!(out["key_state"], "Disabled", "{out}");
+    }
+
     /// Stores `body` at `key` in the bucket.
     pub fn put_object(&self, key: &str, body: &[u8]) {
         let path = self.dir().join(format!("put-{}", hex(&random_bytes(8))));

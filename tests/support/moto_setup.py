@@ -163,6 +163,12 @@ def cmd_delete(args):
     print(json.dumps({"deleted": args.key}))
 
 
+def cmd_disable_key(args):
+    kms = client("kms", args.endpoint)
+    kms.disable_key(KeyId=args.key_id)
+    print(json.dumps({"key_state": kms.describe_key(KeyId=args.key_id)["KeyMetadata"]["KeyState"]}))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoint", required=True)
@@ -194,6 +200,8 @@ def main():
     x = sub.add_parser("delete")
     x.add_argument("--bucket", default=BUCKET)
     x.add_argument("--key", required=True)
+    k = sub.add_parser("disable-key")
+    k.add_argument("--key-id", required=True)
     args = p.parse_args()
 
     host = urllib.parse.urlsplit(args.endpoint).hostname
@@ -209,6 +217,7 @@ def main():
         "put": cmd_put,
         "head": cmd_head,
         "delete": cmd_delete,
+        "disable-key": cmd_disable_key,
     }[args.cmd](args)
 
 

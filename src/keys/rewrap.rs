@@ -1,0 +1,169 @@
+//! Re-wrapping under another KMS key (`secretfs rewrap`) with KMS
+//! ReEncrypt, which decrypts and encrypts again inside KMS: the plaintext
+//! never reaches this host. For a blob in S3 or a file ([`rewrap_blob`])
+//! and for the data keys in volumes' headers
+//! ([`super::data_key::DataKeys::rewrap`]). The encryption context stays
+//! the same.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use anyhow::Result;
+use aws_config::SdkConfig;
+use aws_sdk_kms::primitives::Blob;
+use tracing::info;
+
+use super::aws::{
+    classify, read_blob_file, refuse_existing, retry, write_private, Attempt, AwsOptions, Sdk,
+    Service,
+};
+use super::blob;
+use crate::error::key_unavailable;
+use crate::parse::BlobLocation;
+
+/// A ciphertext KMS re-encrypted.
+pub struct ReEncrypted {
+    pub ciphertext: Vec<u8>,
+    /// The ARN of the key it is wrapped by now.
+    pub key_arn: String,
+    /// The ARN of the key it was wrapped by.
+    pub source_arn: String,
+}
+
+async fn re_encrypt_once(
+    cfg: &SdkConfig,
+    ciphertext: &[u8],
+    source_key: Option<&str>,
+    ctx: &BTreeMap<String, String>,
+    new_key: &str,
+    what: &str,
+) -> Result<ReEncrypted, Attempt> {
+    let kms = aws_sdk_kms::Client::new(cfg);
+    let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
+    let ctx = (!ctx.is_empty()).then_some(ctx);
+    let out = kms
+        .re_encrypt()
+        .ciphertext_blob(Blob::new(ciphertext))
+        .set_source_key_id(source_key.map(str::to_owned))
+        .set_source_encryption_context(ctx.clone())
+        .destination_key_id(new_key)
+        .set_destination_encryption_context(ctx)
+        .send()
+        .await
+        .map_err(|e| classify(&e, what, Service::Kms))?;
+    Ok(ReEncrypted {
+        ciphertext: out
+            .ciphertext_blob
+            .ok_or_else(|| Attempt::Fatal("KMS returned no ciphertext".into()))?
+            .into_inner(),
+        key_arn: out.key_id.unwrap_or_else(|| new_key.to_string()),
+        source_arn: out.source_key_id.unwrap_or_default(),
+    })
+}
+
+/// Has KMS re-encrypt `ciphertext` (wrapped by `source_key` if given,
+/// bound to `ctx`; `what` names it) under `new_key`, within
+/// `opts.timeout`.
+pub async fn re_encrypt(
+    opts: &AwsOptions,
+    ciphertext: &[u8],
+    source_key: Option<&str>,
+    ctx: &BTreeMap<String, String>,
+    new_key: &str,
+    what: &str,
+) -> Result<ReEncrypted> {
+    let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
+    retry(
+        deadline,
+        opts.timeout,
+        &format!("re-encrypting {what} under KMS key {new_key}"),
+        || async {
+            let cfg = sdk.config().await?;
+            sdk.check(re_encrypt_once(&cfg, ciphertext, source_key, ctx, new_key, what).await)
+        },
+    )
+    .await
+}
+
+/// What `rewrap --wrapped-key` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct Rewrapped {
+    pub from: String,
+    pub to: String,
+    /// The key that wrapped the blob.
+    pub from_key_id: String,
+    /// The key that wraps it now.
+    pub key_id: String,
+    pub blob_bytes: usize,
+}
+
+/// Re-wraps the blob at `from` under `new_key` and stores it at `to`
+/// (`from` itself: replaced in one write, the passphrase inside is the
+/// same; another place: refused if it exists, unless `force`). The blob's
+/// encryption context and `--kms-key-id` pin are `opts`'.
+pub async fn rewrap_blob(
+    from: &BlobLocation,
+    to: &BlobLocation,
+    new_key: &str,
+    opts: &AwsOptions,
+    force: bool,
+) -> Result<Rewrapped> {
+    let deadline = Instant::now() + opts.timeout;
+    let sdk = Sdk::new(opts);
+    let in_place = from == to;
+    if !in_place && !force {
+        refuse_existing(&sdk, to, deadline, opts.timeout).await?;
+    }
+    let stored = match from {
+        BlobLocation::File(p) => read_blob_file(p)?,
+        BlobLocation::S3 { bucket, key } => {
+            retry(deadline, opts.timeout, &format!("fetching {from}"), || {
+                sdk.get_object(bucket, key)
+            })
+            .await?
+        }
+    };
+    let ciphertext = match blob::decode(&stored) {
+        Ok(c) => c,
+        Err(m) => return key_unavailable(format!("{from}: {m}")),
+    };
+    let r = re_encrypt(
+        opts,
+        &ciphertext,
+        opts.kms_key_id.as_deref(),
+        &opts.encryption_context,
+        new_key,
+        &from.to_string(),
+    )
+    .await?;
+    match to {
+        BlobLocation::File(p) if in_place => {
+            // Written beside it and renamed over it: the old blob stays
+            // whole until the new one is.
+            let mut tmp = p.as_os_str().to_owned();
+            tmp.push(".secretfs-rewrap");
+            let tmp = std::path::PathBuf::from(tmp);
+            write_private(&tmp, &r.ciphertext, true)?;
+            std::fs::rename(&tmp, p).map_err(|e| {
+                anyhow::anyhow!("renaming {} over {}: {e}", tmp.display(), p.display())
+            })?;
+        }
+        BlobLocation::File(p) => write_private(p, &r.ciphertext, force)?,
+        BlobLocation::S3 { bucket, key } => {
+            retry(deadline, opts.timeout, &format!("writing {to}"), || {
+                sdk.put_object(bucket, key, &r.ciphertext)
+            })
+            .await?
+        }
+    }
+    info!(from = %from, to = %to, from_key = %r.source_arn, key_id = %r.key_arn,
+          "re-wrapped the blob with KMS ReEncrypt (the passphrase inside is unchanged)");
+    Ok(Rewrapped {
+        from: from.to_string(),
+        to: to.to_string(),
+        from_key_id: r.source_arn,
+        key_id: r.key_arn,
+        blob_bytes: r.ciphertext.len(),
+    })
+}
