@@ -9,10 +9,19 @@
 //! the first's (with the second's UUID) does not decrypt (exit 4); a
 //! two-member set gets one data key per member; a volume bound to the
 //! instance (`--bind-instance`) re-opens; a blanked disk (stop/start) gets
-//! a new volume and a new wrapped key.
+//! a new volume and a new wrapped key. `rotate`: a new data key in a new
+//! slot, the old slot destroyed, the volume still mounted, data intact
+//! after down and up; the old data key (its token put back) opens no slot;
+//! killed after each of its steps (five points), the volume opens with one of the two
+//! keys, data intact, and `rotate` again ends with one slot and a settled
+//! token; a set rotates each member. `rewrap` moves the first volume's and
+//! the bound volume's data keys to the other KMS key, slot and data
+//! unchanged.
+//! Between the boots the first KMS key is disabled.
 //! Boot 2 (instance B, the same disk images): the bound volume is refused
-//! (exit 4: the instance ARN is in its context); the unbound one opens with
-//! its data intact.
+//! (exit 4: the instance ARN is in its context); the stop/start volume,
+//! still under the disabled key, is refused (exit 4, "disabled"); the
+//! re-wrapped unbound one opens with its data intact.
 //! After each power-off the canary is searched for in every raw image.
 
 mod common;
@@ -25,6 +34,16 @@ use common::LocalAws;
 
 const CONTEXT: &str = "team=db";
 const OTHER_INSTANCE: &str = "i-0fedcba9876543210";
+/// Where `rotate` is killed, one run each: after the next key is recorded,
+/// after its slot is written, after that slot was checked, after the token
+/// switched to it, after the old slot was destroyed.
+const KILL_POINTS: [&str; 5] = [
+    "rotate_make_next",
+    "rotate_slot_written",
+    "rotate_add_slot",
+    "rotate_switch",
+    "rotate_slot_destroyed",
+];
 
 fn guest_lib(alias: &str, canary: &str) -> String {
     format!(
@@ -35,6 +54,10 @@ token() {{ for i in 0 1 2 3; do cryptsetup token export --token-id $i "$1" 2>/de
 field() {{ token "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"; }}
 uuid() {{ cryptsetup luksUUID "$1"; }}
 hdr() {{ head -c 2M "$1" | sha256sum; }}
+rot() {{ "$SECRETFS" rotate --encryption-context {CONTEXT} --timeout 60s "$@"; }}
+slots() {{ cryptsetup luksDump "$1" | grep -cE '^  [0-9]+: luks2'; }}
+settled() {{ test "$(slots "$1")" = 1 && test "$(field "$1" '"next_key" in d or "retire_slot" in d')" = False; }}
+same_data() {{ test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/out/data.sum)"; }}
 "#
     )
 }
@@ -141,8 +164,69 @@ check restart_d up --disk /dev/vdd --name d --mount /mnt/d
 check restart_new_volume test "$(uuid /dev/vdd)" != "$U1"
 check restart_new_key test "$(field /dev/vdd 'd["data_key"]["ciphertext"]')" != "$K1"
 check down_d2 "$SECRETFS" down --name d
+# Rotation: a new data key in a new slot, the old slot gone, data intact.
+check rot_up up --disk /dev/vda
+token /dev/vda > /run/old-token.json
+K0=$(field /dev/vda 'd["data_key"]["ciphertext"]')
+check rotate to "$VM_OUT/rotate.json" rot --json
+check rotate_new_key test "$(field /dev/vda 'd["data_key"]["ciphertext"]')" != "$K0"
+check rotate_settled settled /dev/vda
+check rotate_kept_mounted grep -q " /mnt/secretfs " /proc/mounts
+check rotate_down "$SECRETFS" down
+check rotate_reopen up --disk /dev/vda
+check rotate_intact same_data
+check rotate_down2 "$SECRETFS" down
+# The old data key (its token put back) opens nothing any more.
+token /dev/vda > /run/new-token.json
+retoken() { for i in 0 1 2 3; do cryptsetup token export --token-id $i /dev/vda 2>/dev/null | grep -q '"secretfs"' && cryptsetup token remove --token-id $i /dev/vda; done; cryptsetup token import --json-file "$1" /dev/vda; }
+check old_token_back retoken /run/old-token.json
+to2 /dev/null /run/old.err up --disk /dev/vda; echo $? > /run/old.rc
+cat /run/old.err
+check old_key_exit_4 test "$(cat /run/old.rc)" = 4
+check old_key_opens_no_slot grep -q "no key slot matches" /run/old.err
+check new_token_back retoken /run/new-token.json
+# A kill after each step of rotate: up opens with one of the two keys, the
+# data is intact, and rotate again finishes with one slot.
+for p in POINTS; do
+  check "up_before_$p" up --disk /dev/vda
+  SECRETFS_FAULT=$p:kill rot 2> /dev/null; echo $? > /run/k.rc
+  check "killed_at_$p" test "$(cat /run/k.rc)" = 137
+  check "down_after_$p" "$SECRETFS" down
+  check "opens_after_$p" up --disk /dev/vda
+  check "intact_after_$p" same_data
+  check "rotate_again_after_$p" rot
+  check "settled_after_$p" settled /dev/vda
+  check "down_again_after_$p" "$SECRETFS" down
+done
+# Re-wrap under the other KMS key: ciphertext and key change, slot and data stay.
+check rewrap_up up --disk /dev/vda
+S0=$(cryptsetup luksDump /dev/vda | grep -A1 '^Keyslots:' | tail -1)
+check rewrap "$SECRETFS" rewrap --new-kms-key OTHER --encryption-context team=db --timeout 60s
+check rewrap_key test "$(field /dev/vda 'd["data_key"]["kms_key"]')" = OTHER
+check rewrap_same_slot test "$(cryptsetup luksDump /dev/vda | grep -A1 '^Keyslots:' | tail -1)" = "$S0"
+check rewrap_down "$SECRETFS" down
+check rewrap_reopen up --disk /dev/vda
+check rewrap_intact same_data
+check rewrap_down2 "$SECRETFS" down
+check rewrap_c_up up --disk /dev/vdc --name c --mount /mnt/c
+check rewrap_c "$SECRETFS" rewrap --name c --new-kms-key OTHER --encryption-context team=db --timeout 60s
+check rewrap_c_down "$SECRETFS" down --name c
+# A set rotates member by member, each to its own new key.
+check rot_set_up up --disk /dev/vde --disk /dev/vdf --name s --mount /mnt/s
+E0=$(field /dev/vde 'd["data_key"]["ciphertext"]'); F0=$(field /dev/vdf 'd["data_key"]["ciphertext"]')
+check rot_set rot --name s
+check rot_set_new_keys test "$(field /dev/vde 'd["data_key"]["ciphertext"]')" != "$E0" -a "$(field /dev/vdf 'd["data_key"]["ciphertext"]')" != "$F0"
+check rot_set_settled settled /dev/vde
+check rot_set_settled2 settled /dev/vdf
+check rot_set_down "$SECRETFS" down --name s
+check rot_set_reopen up --disk /dev/vde --disk /dev/vdf --name s --mount /mnt/s
+check rot_set_intact grep -q "$CANARY" /mnt/s/canary
+check rot_set_down2 "$SECRETFS" down --name s
 "#;
-    let s1 = s1.replace("ALIAS", &aws.moto.alias);
+    let s1 = s1
+        .replace("ALIAS", &aws.moto.alias)
+        .replace("OTHER", &aws.moto.other_key_arn)
+        .replace("POINTS", &KILL_POINTS.join(" "));
     let run1 = boot("data-key-1", &aws, None, s1, disks());
     run1.assert_checks(&[
         "up_first",
@@ -195,7 +279,63 @@ check down_d2 "$SECRETFS" down --name d
         "restart_new_volume",
         "restart_new_key",
         "down_d2",
+        "rot_up",
+        "rotate",
+        "rotate_new_key",
+        "rotate_settled",
+        "rotate_kept_mounted",
+        "rotate_down",
+        "rotate_reopen",
+        "rotate_intact",
+        "rotate_down2",
+        "old_token_back",
+        "old_key_exit_4",
+        "old_key_opens_no_slot",
+        "new_token_back",
     ]);
+    let per_kill = [
+        "up_before",
+        "killed_at",
+        "down_after",
+        "opens_after",
+        "intact_after",
+        "rotate_again_after",
+        "settled_after",
+        "down_again_after",
+    ];
+    let kill_checks: Vec<String> = KILL_POINTS
+        .iter()
+        .flat_map(|p| per_kill.iter().map(move |c| format!("{c}_{p}")))
+        .collect();
+    run1.assert_checks(&kill_checks.iter().map(String::as_str).collect::<Vec<_>>());
+    run1.assert_checks(&[
+        "rewrap_up",
+        "rewrap",
+        "rewrap_key",
+        "rewrap_same_slot",
+        "rewrap_down",
+        "rewrap_reopen",
+        "rewrap_intact",
+        "rewrap_down2",
+        "rewrap_c_up",
+        "rewrap_c",
+        "rewrap_c_down",
+        "rot_set_up",
+        "rot_set",
+        "rot_set_new_keys",
+        "rot_set_settled",
+        "rot_set_settled2",
+        "rot_set_down",
+        "rot_set_reopen",
+        "rot_set_intact",
+        "rot_set_down2",
+    ]);
+    let rotated: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run1.out_dir.join("rotate.json")).expect("rotate.json"),
+    )
+    .expect("rotate --json printed JSON");
+    assert_eq!(rotated["members"][0]["old_slot"], 0, "{rotated}");
+    assert_eq!(rotated["members"][0]["slot"], 1, "{rotated}");
     assert_eq!(run1.exit_code, Some(0), "{}", run1.console_tail(60));
     for img in &imgs {
         assert!(
@@ -204,6 +344,10 @@ check down_d2 "$SECRETFS" down --name d
             img.display()
         );
     }
+
+    // Between the boots the first KMS key is disabled: the re-wrapped
+    // volumes open under the other key, one left under the first does not.
+    aws.moto.disable_key(&aws.moto.key_id);
 
     // Boot 2: another instance (another instance id), the same disks.
     let other = FakeImds::start_with("ok", &["--instance-id", OTHER_INSTANCE]);
@@ -216,14 +360,22 @@ to2 /dev/null /run/bound.err up --disk /dev/vdc --name c --mount /mnt/c; echo $?
 cat /run/bound.err
 check bound_elsewhere_exit_4 test "$(cat /run/bound.rc)" = 4
 check bound_elsewhere_not_mounted sh -c '! grep -q " /mnt/c " /proc/mounts'
+check bound_elsewhere_says_context grep -q 'encryption-context differs' /run/bound.err
+to2 /dev/null /run/disabled.err up --disk /dev/vdd --name d --mount /mnt/d; echo $? > /run/disabled.rc
+cat /run/disabled.err
+check disabled_key_exit_4 test "$(cat /run/disabled.rc)" = 4
+check disabled_key_says_so grep -q 'disabled' /run/disabled.err
 check unbound_opens up --disk /dev/vda
-check unbound_intact sh -c 'test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/out/data.sum)"'
+check unbound_intact same_data
 check unbound_down "$SECRETFS" down
 "#;
     let run2 = boot("data-key-2", &aws, Some(&other), s2, disks());
     run2.assert_checks(&[
         "bound_elsewhere_exit_4",
         "bound_elsewhere_not_mounted",
+        "bound_elsewhere_says_context",
+        "disabled_key_exit_4",
+        "disabled_key_says_so",
         "unbound_opens",
         "unbound_intact",
         "unbound_down",

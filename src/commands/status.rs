@@ -266,17 +266,24 @@ pub fn run(args: &StatusArgs) -> Result<()> {
                 "volume:  no secretfs token (made before tokens; `up` adds one)"
             )?,
         }
-        if let Some(k) = l.token.as_ref().and_then(|t| t.data_key.as_ref()) {
-            writeln!(
-                out,
-                "key:     its own data key in the header, wrapped by {}{}",
-                k.kms_key,
-                if k.instance {
-                    ", bound to the instance that made it"
-                } else {
-                    ""
-                }
-            )?;
+        if let Some(t) = &l.token {
+            if let Some(k) = &t.data_key {
+                writeln!(
+                    out,
+                    "key:     its own data key in the header, wrapped by {}{}{}",
+                    k.kms_key,
+                    if k.instance {
+                        ", bound to the instance that made it"
+                    } else {
+                        ""
+                    },
+                    if t.next_key.is_some() || t.retire_slot.is_some() {
+                        "; a rotation was interrupted: run `secretfs rotate` to finish it"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
         }
     }
     for m in &r.mounts {

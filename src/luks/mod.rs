@@ -425,7 +425,7 @@ pub fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
 mod tests {
     use super::*;
 
-    fn given(pass: &Passphrase) -> SlotKey<'_> {
+    pub(super) fn given(pass: &Passphrase) -> SlotKey<'_> {
         SlotKey::Given {
             pass,
             from: "test passphrase",
@@ -441,7 +441,7 @@ mod tests {
         assert!(!kernel_at_least("garbage", 5, 9));
     }
 
-    fn options() -> FormatOptions {
+    pub(super) fn options() -> FormatOptions {
         FormatOptions {
             label: "unit".into(),
             sector_size: 4096,
@@ -452,7 +452,7 @@ mod tests {
     }
 
     /// A 32 MiB image file in a fresh directory and a random passphrase.
-    fn image_and_pass() -> (tempfile::TempDir, std::path::PathBuf, Passphrase) {
+    pub(super) fn image_and_pass() -> (tempfile::TempDir, std::path::PathBuf, Passphrase) {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("v.img");
         std::fs::File::create(&img)
@@ -529,19 +529,8 @@ mod tests {
     fn a_header_from_before_tokens_gets_one() {
         // What secretfs made before tokens: our subsystem, a key slot, no
         // token. update_token adds a ready one.
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("old.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(32 << 20)
-            .unwrap();
-        format(
-            &img,
-            given(&Passphrase::generate(64).unwrap()),
-            &options(),
-            None,
-        )
-        .unwrap();
+        let (_dir, img, pass) = image_and_pass();
+        format(&img, given(&pass), &options(), None).unwrap();
         let mut cd = header::load(&img).unwrap().unwrap();
         let TokenFound::Present { id, .. } = header::find_token(&mut cd) else {
             panic!("no token")

@@ -69,32 +69,14 @@ pub fn destroy(dev: &Path, slot: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::luks::{format, FormatOptions, Kdf, SlotKey};
+    use crate::luks::format;
+    use crate::luks::tests::{given, image_and_pass, options};
 
     #[test]
     fn a_slot_is_added_found_and_destroyed() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("v.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(32 << 20)
-            .unwrap();
-        let (a, b) = (
-            Passphrase::generate(64).unwrap(),
-            Passphrase::generate(64).unwrap(),
-        );
-        let opts = FormatOptions {
-            label: "unit".into(),
-            sector_size: 4096,
-            kdf: Kdf::Pbkdf2,
-            no_workqueues: false,
-            discard: false,
-        };
-        let given = SlotKey::Given {
-            pass: &a,
-            from: "test passphrase",
-        };
-        format(&img, given, &opts, None).unwrap();
+        let (_dir, img, a) = image_and_pass();
+        let b = Passphrase::generate(64).unwrap();
+        format(&img, given(&a), &options(), None).unwrap();
         assert_eq!(opened_by(&img, &a).unwrap(), Some(0));
         assert_eq!(opened_by(&img, &b).unwrap(), None);
         let slot = add(&img, &a, &b).unwrap();
