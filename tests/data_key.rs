@@ -16,7 +16,10 @@
 //! keys, data intact, and `rotate` again ends with one slot and a settled
 //! token; a set rotates each member. `rewrap` moves the first volume's and
 //! the bound volume's data keys to the other KMS key, slot and data
-//! unchanged.
+//! unchanged. The rotation runs at `SECRETFS_LOG=trace` with the SDK's
+//! body-logging switches on: the old and the new data key (decrypted on
+//! the host by the local KMS, kept in memory) appear in no form in its
+//! stderr or on the console.
 //! Between the boots the first KMS key is disabled.
 //! Boot 2 (instance B, the same disk images): the bound volume is refused
 //! (exit 4: the instance ARN is in its context); the stop/start volume,
@@ -55,6 +58,7 @@ field() {{ token "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); pri
 uuid() {{ cryptsetup luksUUID "$1"; }}
 hdr() {{ head -c 2M "$1" | sha256sum; }}
 rot() {{ "$SECRETFS" rotate --encryption-context {CONTEXT} --timeout 60s "$@"; }}
+rot_loud() {{ SECRETFS_LOG=trace LOG_SENSITIVE_BODIES=true LOG_SIGNABLE_BODY=true "$SECRETFS" rotate --encryption-context {CONTEXT} --timeout 60s "$@"; }}
 slots() {{ cryptsetup luksDump "$1" | grep -cE '^  [0-9]+: luks2'; }}
 settled() {{ test "$(slots "$1")" = 1 && test "$(field "$1" '"next_key" in d or "retire_slot" in d')" = False; }}
 same_data() {{ test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/out/data.sum)"; }}
@@ -166,9 +170,9 @@ check restart_new_key test "$(field /dev/vdd 'd["data_key"]["ciphertext"]')" != 
 check down_d2 "$SECRETFS" down --name d
 # Rotation: a new data key in a new slot, the old slot gone, data intact.
 check rot_up up --disk /dev/vda
-token /dev/vda > /run/old-token.json
+token /dev/vda > "$VM_OUT/old-token.json"
 K0=$(field /dev/vda 'd["data_key"]["ciphertext"]')
-check rotate to "$VM_OUT/rotate.json" rot --json
+check rotate to2 "$VM_OUT/rotate.json" "$VM_OUT/rotate-trace.err" rot_loud --json
 check rotate_new_key test "$(field /dev/vda 'd["data_key"]["ciphertext"]')" != "$K0"
 check rotate_settled settled /dev/vda
 check rotate_kept_mounted grep -q " /mnt/secretfs " /proc/mounts
@@ -177,14 +181,14 @@ check rotate_reopen up --disk /dev/vda
 check rotate_intact same_data
 check rotate_down2 "$SECRETFS" down
 # The old data key (its token put back) opens nothing any more.
-token /dev/vda > /run/new-token.json
+token /dev/vda > "$VM_OUT/new-token.json"
 retoken() { for i in 0 1 2 3; do cryptsetup token export --token-id $i /dev/vda 2>/dev/null | grep -q '"secretfs"' && cryptsetup token remove --token-id $i /dev/vda; done; cryptsetup token import --json-file "$1" /dev/vda; }
-check old_token_back retoken /run/old-token.json
+check old_token_back retoken "$VM_OUT/old-token.json"
 to2 /dev/null /run/old.err up --disk /dev/vda; echo $? > /run/old.rc
 cat /run/old.err
 check old_key_exit_4 test "$(cat /run/old.rc)" = 4
 check old_key_opens_no_slot grep -q "no key slot matches" /run/old.err
-check new_token_back retoken /run/new-token.json
+check new_token_back retoken "$VM_OUT/new-token.json"
 # A kill after each step of rotate: up opens with one of the two keys, the
 # data is intact, and rotate again finishes with one slot.
 for p in POINTS; do
@@ -343,6 +347,39 @@ check rot_set_down2 "$SECRETFS" down --name s
             "canary in the clear in {}",
             img.display()
         );
+    }
+
+    // Hygiene over rotate at trace level with the SDK's body switches on:
+    // neither the old nor the new data key (decrypted here by the local
+    // KMS, held only in memory) is in its stderr or on the console.
+    let trace = std::fs::read(run1.out_dir.join("rotate-trace.err")).expect("rotate-trace.err");
+    assert!(
+        String::from_utf8_lossy(&trace).contains("DEBUG"),
+        "rotate logged no debug line: SECRETFS_LOG=trace did not apply"
+    );
+    for name in ["old-token.json", "new-token.json"] {
+        let t: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(run1.out_dir.join(name)).expect("an exported token"),
+        )
+        .expect("token JSON");
+        let uuid = t["volume"].as_str().expect("volume");
+        let ciphertext = t["data_key"]["ciphertext"].as_str().expect("ciphertext");
+        let (team, db) = CONTEXT.split_once('=').unwrap();
+        let (_, key) = aws.moto.decrypt(
+            ciphertext.as_bytes(),
+            &[(team, db), ("secretfs:volume", uuid)],
+        );
+        assert_eq!(key.len(), 64, "{name}: a data key of {} bytes", key.len());
+        for (what, hay) in [
+            ("rotate's stderr", &trace),
+            ("the console", &run1.console.as_bytes().to_vec()),
+        ] {
+            let leaked = aws::leaked_forms(hay, &key);
+            assert!(
+                leaked.is_empty(),
+                "the data key of {name} is in {what} (forms {leaked:?} of raw, hex, HEX, base64)"
+            );
+        }
     }
 
     // Between the boots the first KMS key is disabled: the re-wrapped

@@ -686,17 +686,9 @@ impl Run {
     /// Panics if `secret` shows up on stdout or stderr: as bytes, in hex
     /// (either case) or in base64.
     pub fn assert_no_leak(&self, secret: &[u8]) -> &Self {
-        assert!(!secret.is_empty());
-        let forms: Vec<Vec<u8>> = vec![
-            secret.to_vec(),
-            hex(secret).into_bytes(),
-            hex(secret).to_uppercase().into_bytes(),
-            base64(secret).into_bytes(),
-        ];
+        let forms = secret_forms(secret);
         for (stream, name) in [(&self.stdout, "stdout"), (&self.stderr, "stderr")] {
-            let leaked: Vec<usize> = (0..forms.len())
-                .filter(|&i| contains(stream, &forms[i]))
-                .collect();
+            let leaked = leaked_forms(stream, secret);
             if !leaked.is_empty() {
                 // Shown with every form blacked out: a failing test must
                 // not print the secret either.
@@ -762,6 +754,25 @@ fn redact(hay: &[u8], needle: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The forms a secret could be printed in: raw, hex, HEX, base64.
+pub fn secret_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    assert!(!secret.is_empty());
+    vec![
+        secret.to_vec(),
+        hex(secret).into_bytes(),
+        hex(secret).to_uppercase().into_bytes(),
+        base64(secret).into_bytes(),
+    ]
+}
+
+/// Which of [`secret_forms`] occur in `hay` (their indices).
+pub fn leaked_forms(hay: &[u8], secret: &[u8]) -> Vec<usize> {
+    let forms = secret_forms(secret);
+    (0..forms.len())
+        .filter(|&i| contains(hay, &forms[i]))
+        .collect()
 }
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
