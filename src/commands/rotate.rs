@@ -28,7 +28,7 @@ use crate::luks::{slots, update_token};
 use crate::names;
 use crate::observe::sys::Mapping;
 use crate::plan;
-use crate::plan::rotate::{plan_rotation, RotateStep};
+use crate::plan::rotate::{plan_rotation, RotateStep, Rotation};
 use crate::signals;
 
 /// A device below the open volume that holds one of its headers.
@@ -120,7 +120,7 @@ pub fn run(args: &RotateArgs) -> Result<()> {
     let mut done = Vec::new();
     for (m, r) in members.iter().zip(rotations) {
         signals::check()?;
-        let d = rotate_member(&keys, m, &r.steps, args.new_kms_key.as_deref())?;
+        let d = rotate_member(&keys, m, &r, args.new_kms_key.as_deref())?;
         info!(
             "{} the data key of {} (LUKS2 {}): key slot {} now, {}, wrapped by {}",
             if r.resumes {
@@ -137,10 +137,7 @@ pub fn run(args: &RotateArgs) -> Result<()> {
             },
             d.kms_key
         );
-        done.push(Rotated {
-            resumed: r.resumes,
-            ..d
-        });
+        done.push(d);
     }
     if v.json {
         print_json(
@@ -150,11 +147,13 @@ pub fn run(args: &RotateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs one member's steps.
+/// Runs one member's rotation. What the steps need of the token is known
+/// from the observed token and the steps run before: the lock keeps
+/// everyone else off the header meanwhile.
 fn rotate_member(
     keys: &DataKeys,
     m: &Member,
-    steps: &[RotateStep],
+    r: &Rotation,
     new_kms_key: Option<&str>,
 ) -> Result<Rotated> {
     let dev = &m.dev;
@@ -166,57 +165,63 @@ fn rotate_member(
             dev.display()
         ));
     };
+    // The next key's record, and its plaintext once made or opened.
+    let mut next_key = m.token.next_key.as_deref().cloned();
     let mut next: Option<Passphrase> = None;
-    let mut next_slot = None;
+    let mut retire = m.token.retire_slot;
+    let mut slot = cur_slot;
     let mut old_slot = None;
     let mut wrapped_by = cur_key.kms_key.clone();
-    for &step in steps {
+    for &step in &r.steps {
         match step {
             RotateStep::MakeNext => {
                 let under = new_kms_key.unwrap_or(&cur_key.kms_key);
                 let (p, w) = keys.make_under(&m.uuid, under, cur_key.instance)?;
-                update_token(dev, |t| t.next_key = Some(Box::new(w)))?;
+                update_token(dev, |t| t.next_key = Some(Box::new(w.clone())))?;
+                next_key = Some(w);
                 next = Some(p);
             }
             RotateStep::AddSlot => {
                 let p = match next.take() {
                     Some(p) => p,
-                    None => {
-                        let w = token_of(dev)?
-                            .next_key
-                            .context("no next key in the token")?;
-                        keys.open(&m.uuid, &w)?
-                    }
+                    None => keys.open(
+                        &m.uuid,
+                        next_key.as_ref().context("no next key in the token")?,
+                    )?,
                 };
-                let slot = match slots::opened_by(dev, &p)? {
+                slot = match slots::opened_by(dev, &p)? {
                     Some(s) => s,
                     None => {
                         let s = slots::add(dev, &cur, &p)?;
                         fault::point("rotate_slot_written");
+                        if slots::opened_by(dev, &p)? != Some(s) {
+                            anyhow::bail!(
+                                "the new key slot {s} of {} does not open with the new data key",
+                                dev.display()
+                            );
+                        }
                         s
                     }
                 };
-                if slots::opened_by(dev, &p)? != Some(slot) || slot == cur_slot {
+                if slot == cur_slot {
                     anyhow::bail!(
-                        "the new key slot {slot} of {} does not open with the new data key",
+                        "the new data key opens the current key slot {slot} of {}",
                         dev.display()
                     );
                 }
-                next_slot = Some(slot);
             }
             RotateStep::Switch => {
-                let t = update_token(dev, |t| {
-                    if let Some(n) = t.next_key.take() {
-                        t.data_key = Some(*n);
-                        t.retire_slot = Some(cur_slot);
-                    }
+                let n = next_key.take().context("no next key to switch to")?;
+                wrapped_by = n.kms_key.clone();
+                update_token(dev, |t| {
+                    t.next_key = None;
+                    t.data_key = Some(n);
+                    t.retire_slot = Some(cur_slot);
                 })?;
-                wrapped_by = t.data_key.map(|w| w.kms_key).unwrap_or_default();
+                retire = Some(cur_slot);
             }
             RotateStep::Retire => {
-                let t = token_of(dev)?;
-                let slot = next_slot.unwrap_or(cur_slot);
-                if let Some(s) = t.retire_slot {
+                if let Some(s) = retire {
                     if s != slot && slots::in_use(dev, s)? {
                         slots::destroy(dev, s)?;
                         old_slot = Some(s);
@@ -224,7 +229,6 @@ fn rotate_member(
                     }
                 }
                 update_token(dev, |t| t.retire_slot = None)?;
-                wrapped_by = t.data_key.map(|w| w.kms_key).unwrap_or(wrapped_by);
             }
         }
         fault::point(step.name());
@@ -232,16 +236,9 @@ fn rotate_member(
     Ok(Rotated {
         device: dev.clone(),
         luks_uuid: m.uuid.clone(),
-        resumed: false,
+        resumed: r.resumes,
         old_slot,
-        slot: next_slot.unwrap_or(cur_slot),
+        slot,
         kms_key: wrapped_by,
     })
-}
-
-fn token_of(dev: &Path) -> Result<Token> {
-    match header::read(dev)?.map(|h| h.token) {
-        Some(TokenFound::Present { token, .. }) => Ok(token),
-        _ => anyhow::bail!("the secretfs token of {} is gone", dev.display()),
-    }
 }

@@ -103,22 +103,7 @@ pub fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
 pub async fn unwrap_key(location: &BlobLocation, opts: &AwsOptions) -> Result<Passphrase> {
     let deadline = Instant::now() + opts.timeout;
     let sdk = Sdk::new(opts);
-    let stored = match location {
-        BlobLocation::File(p) => read_blob_file(p)?,
-        BlobLocation::S3 { bucket, key } => {
-            retry(
-                deadline,
-                opts.timeout,
-                &format!("fetching {location}"),
-                || sdk.get_object(bucket, key),
-            )
-            .await?
-        }
-    };
-    let ciphertext = match blob::decode(&stored) {
-        Ok(c) => c,
-        Err(m) => return key_unavailable(format!("{location}: {m}")),
-    };
+    let ciphertext = fetch_ciphertext(&sdk, deadline, location).await?;
     info!(
         source = %location,
         ciphertext_bytes = ciphertext.len(),
@@ -133,6 +118,32 @@ pub async fn unwrap_key(location: &BlobLocation, opts: &AwsOptions) -> Result<Pa
     .await?;
     info!(source = %location, "KMS decrypted the key ({} bytes)", p.len());
     Ok(p)
+}
+
+/// The ciphertext of the blob at `location` (S3 or a file, raw or
+/// base64), fetched by `deadline`; a blob that cannot be a KMS ciphertext
+/// is exit 4.
+pub(super) async fn fetch_ciphertext(
+    sdk: &Sdk<'_>,
+    deadline: Instant,
+    location: &BlobLocation,
+) -> Result<Vec<u8>> {
+    let stored = match location {
+        BlobLocation::File(p) => read_blob_file(p)?,
+        BlobLocation::S3 { bucket, key } => {
+            retry(
+                deadline,
+                sdk.opts.timeout,
+                &format!("fetching {location}"),
+                || sdk.get_object(bucket, key),
+            )
+            .await?
+        }
+    };
+    match blob::decode(&stored) {
+        Ok(c) => Ok(c),
+        Err(m) => key_unavailable(format!("{location}: {m}")),
+    }
 }
 
 /// The SDK configuration, loaded once and shared by the S3 and KMS calls
@@ -167,6 +178,20 @@ impl<'a> Sdk<'a> {
             *self.cfg.lock().expect("sdk config lock") = None;
         }
         r
+    }
+
+    /// Runs one call (`f` gets the configuration, resolved again after a
+    /// retryable failure), retried until `deadline`; `what` names it.
+    pub(super) async fn call<T, F, Fut>(&self, deadline: Instant, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(SdkConfig) -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        retry(deadline, self.opts.timeout, what, || async {
+            let cfg = self.config().await?;
+            self.check(f(cfg).await)
+        })
+        .await
     }
 
     pub(super) async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, Attempt> {
@@ -231,7 +256,7 @@ impl Plain<'_> {
     }
 }
 
-pub(super) fn read_blob_file(p: &std::path::Path) -> Result<Vec<u8>> {
+fn read_blob_file(p: &std::path::Path) -> Result<Vec<u8>> {
     let f = match std::fs::File::open(p) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

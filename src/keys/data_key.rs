@@ -122,7 +122,8 @@ impl DataKeys {
         let ciphertext = self.ciphertext(volume, w)?;
         let ctx = self.context(volume, w.instance)?;
         let r = aws::block_on(re_encrypt(
-            &self.opts,
+            &Sdk::new(&self.opts),
+            Instant::now() + self.opts.timeout,
             &ciphertext,
             Some(&w.kms_key),
             &ctx,
@@ -227,18 +228,13 @@ async fn new_data_key(
     bytes: usize,
     ctx: &BTreeMap<String, String>,
 ) -> Result<DataKey> {
-    let deadline = Instant::now() + opts.timeout;
-    let sdk = Sdk::new(opts);
-    retry(
-        deadline,
-        opts.timeout,
-        &format!("generating a data key with KMS key {kms_key}"),
-        || async {
-            let cfg = sdk.config().await?;
-            sdk.check(generate_data_key(&cfg, kms_key, bytes, ctx).await)
-        },
-    )
-    .await
+    Sdk::new(opts)
+        .call(
+            Instant::now() + opts.timeout,
+            &format!("generating a data key with KMS key {kms_key}"),
+            |cfg| async move { generate_data_key(&cfg, kms_key, bytes, ctx).await },
+        )
+        .await
 }
 
 /// Has KMS decrypt a data key's `ciphertext` (wrapped by `key_id`, bound
@@ -250,18 +246,13 @@ async fn open_data_key(
     ctx: &BTreeMap<String, String>,
     what: &str,
 ) -> Result<Passphrase> {
-    let deadline = Instant::now() + opts.timeout;
-    let sdk = Sdk::new(opts);
-    retry(
-        deadline,
-        opts.timeout,
-        &format!("decrypting {what} with KMS"),
-        || async {
-            let cfg = sdk.config().await?;
-            sdk.check(decrypt(&cfg, Some(key_id), ctx, ciphertext, what).await)
-        },
-    )
-    .await
+    Sdk::new(opts)
+        .call(
+            Instant::now() + opts.timeout,
+            &format!("decrypting {what} with KMS"),
+            |cfg| async move { decrypt(&cfg, Some(key_id), ctx, ciphertext, what).await },
+        )
+        .await
 }
 
 /// This instance's ARN (`arn:PARTITION:ec2:REGION:ACCOUNT:instance/ID`,

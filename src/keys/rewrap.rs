@@ -14,11 +14,9 @@ use aws_sdk_kms::primitives::Blob;
 use tracing::info;
 
 use super::aws::{
-    classify, read_blob_file, refuse_existing, retry, write_private, Attempt, AwsOptions, Sdk,
+    classify, fetch_ciphertext, refuse_existing, retry, write_private, Attempt, AwsOptions, Sdk,
     Service,
 };
-use super::blob;
-use crate::error::key_unavailable;
 use crate::parse::BlobLocation;
 
 /// A ciphertext KMS re-encrypted.
@@ -62,25 +60,21 @@ async fn re_encrypt_once(
 }
 
 /// Has KMS re-encrypt `ciphertext` (wrapped by `source_key` if given,
-/// bound to `ctx`; `what` names it) under `new_key`, within
-/// `opts.timeout`.
-pub async fn re_encrypt(
-    opts: &AwsOptions,
+/// bound to `ctx`; `what` names it) under `new_key`, by `deadline`.
+pub(super) async fn re_encrypt(
+    sdk: &Sdk<'_>,
+    deadline: Instant,
     ciphertext: &[u8],
     source_key: Option<&str>,
     ctx: &BTreeMap<String, String>,
     new_key: &str,
     what: &str,
 ) -> Result<ReEncrypted> {
-    let deadline = Instant::now() + opts.timeout;
-    let sdk = Sdk::new(opts);
-    retry(
+    sdk.call(
         deadline,
-        opts.timeout,
         &format!("re-encrypting {what} under KMS key {new_key}"),
-        || async {
-            let cfg = sdk.config().await?;
-            sdk.check(re_encrypt_once(&cfg, ciphertext, source_key, ctx, new_key, what).await)
+        |cfg| async move {
+            re_encrypt_once(&cfg, ciphertext, source_key, ctx, new_key, what).await
         },
     )
     .await
@@ -115,21 +109,10 @@ pub async fn rewrap_blob(
     if !in_place && !force {
         refuse_existing(&sdk, to, deadline, opts.timeout).await?;
     }
-    let stored = match from {
-        BlobLocation::File(p) => read_blob_file(p)?,
-        BlobLocation::S3 { bucket, key } => {
-            retry(deadline, opts.timeout, &format!("fetching {from}"), || {
-                sdk.get_object(bucket, key)
-            })
-            .await?
-        }
-    };
-    let ciphertext = match blob::decode(&stored) {
-        Ok(c) => c,
-        Err(m) => return key_unavailable(format!("{from}: {m}")),
-    };
+    let ciphertext = fetch_ciphertext(&sdk, deadline, from).await?;
     let r = re_encrypt(
-        opts,
+        &sdk,
+        deadline,
         &ciphertext,
         opts.kms_key_id.as_deref(),
         &opts.encryption_context,

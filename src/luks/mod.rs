@@ -374,11 +374,10 @@ pub fn erase(dev: &Path) -> Result<Erased> {
         .with_context(what)?;
     let mut key_slots = 0;
     for slot in 0..max {
-        use libcryptsetup_rs::consts::vals::KeyslotInfo;
-        let used = matches!(
-            cd.keyslot_handle().status(slot),
-            Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast | KeyslotInfo::Unbound)
-        );
+        let used = cd
+            .keyslot_handle()
+            .status(slot)
+            .is_ok_and(slots::holds_a_key);
         if used {
             cd.keyslot_handle()
                 .destroy(slot)

@@ -52,10 +52,16 @@ pub fn in_use(dev: &Path, slot: u32) -> Result<bool> {
         .keyslot_handle()
         .status(slot)
         .with_context(|| format!("reading key slot {slot} of {}", dev.display()))?;
-    Ok(matches!(
+    Ok(holds_a_key(s))
+}
+
+/// Whether a key slot in this state holds key material (bound to the
+/// volume or not).
+pub(super) fn holds_a_key(s: KeyslotInfo) -> bool {
+    matches!(
         s,
         KeyslotInfo::Active | KeyslotInfo::ActiveLast | KeyslotInfo::Unbound
-    ))
+    )
 }
 
 /// Destroys key slot `slot` of `dev`.
