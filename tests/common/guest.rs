@@ -331,6 +331,7 @@ impl Instance {
             timed_out,
             elapsed,
         };
+        vm::record_boot("guest", &boot.label, elapsed, &boot.output);
         eprintln!(
             "[guest {}] exit {:?}, {:.1}s{}",
             boot.label,

@@ -310,6 +310,35 @@ pub fn check_problems(
     problems
 }
 
+/// Appends one line to `<target>/vmtest/boots.tsv` for every guest boot:
+/// tier, test binary, boot name, seconds from QEMU start to exit, and the
+/// `CHECK` lines passed and failed. `scripts/test` empties it at its start
+/// and prints it as its per-boot table at the end.
+pub fn record_boot(tier: &str, name: &str, elapsed: Duration, text: &str) {
+    let checks = parse_checks(text);
+    let failed = checks.iter().filter(|(_, ok)| !ok).count();
+    let test = std::env::args()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|n| n.rsplit_once('-').map_or(n.clone(), |(t, _)| t.to_owned()))
+        .unwrap_or_default();
+    let line = format!(
+        "{tier}\t{test}\t{name}\t{:.1}\t{}\t{failed}\n",
+        elapsed.as_secs_f64(),
+        checks.len() - failed
+    );
+    let path = vmtest_dir().join("boots.tsv");
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("recording the boot in {}: {e}", path.display());
+    }
+}
+
 /// `<target>/vmtest`: where disk images, scripts and outputs of VM runs live.
 pub fn vmtest_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is <target dir>/tmp.
@@ -899,6 +928,15 @@ pub fn run(spec: &VmSpec) -> VmRun {
         boot_time,
     };
 
+    record_boot(
+        match spec.arch {
+            Arch::X86_64 => "kernel",
+            Arch::Aarch64 => "aarch64",
+        },
+        &spec.name,
+        elapsed,
+        &vm_run.console,
+    );
     if let Some(why) = init_failed {
         panic!(
             "the test guest's /init failed: {why}\n{}",
