@@ -60,8 +60,8 @@ const BUILDER_FILES: &[&str] = &[
     "secretfs-test-observe.service",
 ];
 
-/// The cached base image, built when missing (about 3 minutes). Serialized
-/// with the VMs by their lock.
+/// The cached base image, built when missing (about 3 minutes), one
+/// builder at a time (the build lock).
 pub fn image() -> Image {
     let src = manifest_dir().join("tests/guest");
     // The first 16 hex digits of the SHA-256 of the files, concatenated in
@@ -82,7 +82,7 @@ pub fn image() -> Image {
         return image;
     }
     fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("creating {}: {e}", cache.display()));
-    let _lock = VmLock::acquire(&vm::vmtest_dir());
+    let _lock = VmLock::build(&vm::vmtest_dir(), "guest-image");
     if image.root.is_file() {
         return image;
     }
@@ -294,7 +294,7 @@ impl Instance {
         )
         .ok();
 
-        let _lock = VmLock::acquire(&vm::vmtest_dir());
+        let _slot = VmLock::slot(&vm::vmtest_dir());
         let started = Instant::now();
         let qemu_stderr = File::create(&qemu_log).unwrap();
         let mut child = QemuChild(

@@ -29,8 +29,9 @@
 //! `CHECK ok NAME` / `CHECK FAIL NAME`) and makes the script exit non-zero
 //! when any check failed. Assert with [`VmRun::assert_checks`].
 //!
-//! One VM runs at a time (a lock file in `<target>/vmtest/` serializes them
-//! across threads and test binaries). The console streams to the test's
+//! At most [`vm_slots`] VMs run at once (lock files in `<target>/vmtest/`,
+//! across threads and test binaries; the tiers run with `--test-threads`
+//! equal to it). The console streams to the test's
 //! stderr (shown when the test fails, or with `--nocapture`) and to
 //! `<case dir>/console.log`.
 //!
@@ -38,7 +39,7 @@
 //! arm64 root in place of the host's (see [`Arch`]).
 //!
 //! Needs what `scripts/setup` installs: qemu-system-x86_64, busybox-static,
-//! cpio, kmod, and the guest kernel under `.cache/vm/kernel/`. The initramfs
+//! cpio, kmod, and the guest kernel `.cache/vm/kernel/` links to. The initramfs
 //! (tests/vm/build-initramfs.sh) and the uncompressed kernel
 //! (tests/vm/extract-vmlinux.sh) are built on first use and cached in
 //! `<target>/vmtest/`. `$SECRETFS_VM_CPU` overrides the emulated CPU model;
@@ -311,18 +312,14 @@ pub fn check_problems(
 }
 
 /// Appends one line to `<target>/vmtest/boots.tsv` for every guest boot:
-/// tier, test binary, boot name, seconds from QEMU start to exit, and the
+/// tier, test, boot name, seconds from QEMU start to exit, and the
 /// `CHECK` lines passed and failed. `scripts/test` empties it at its start
 /// and prints it as its per-boot table at the end.
 pub fn record_boot(tier: &str, name: &str, elapsed: Duration, text: &str) {
     let checks = parse_checks(text);
     let failed = checks.iter().filter(|(_, ok)| !ok).count();
-    let test = std::env::args()
-        .next()
-        .map(PathBuf::from)
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .map(|n| n.rsplit_once('-').map_or(n.clone(), |(t, _)| t.to_owned()))
-        .unwrap_or_default();
+    // libtest runs each test on a thread named after it.
+    let test = thread::current().name().unwrap_or("?").to_owned();
     let line = format!(
         "{tier}\t{test}\t{name}\t{:.1}\t{}\t{failed}\n",
         elapsed.as_secs_f64(),
@@ -396,9 +393,17 @@ pub fn shell_quote(s: &str) -> String {
 /// The guest kernel: (version, unpacked package root). For aarch64 the
 /// root is the whole arm64 root (kernel package included).
 fn kernel(arch: Arch) -> (String, PathBuf) {
-    let kdir = super::aws::manifest_dir().join(match arch {
+    let link = super::aws::manifest_dir().join(match arch {
         Arch::X86_64 => ".cache/vm/kernel",
         Arch::Aarch64 => ".cache/vm/arm64",
+    });
+    // A link into the machine's cache (scripts/setup): the guest is given
+    // real paths, since it resolves links inside its own root.
+    let kdir = fs::canonicalize(&link).unwrap_or_else(|e| {
+        panic!(
+            "no guest kernel ({}: {e}): run scripts/setup",
+            link.display()
+        )
     });
     let version = fs::read_to_string(kdir.join("version"))
         .map(|v| v.trim().to_owned())
@@ -444,21 +449,59 @@ fn preflight(arch: Arch) {
     }
 }
 
-/// Holds the lock that serializes VMs (and initramfs builds).
+/// How many guests may run at once (`$SECRETFS_VM_SLOTS`, default 2): a
+/// guest under TCG keeps about one of its two vCPUs busy, so two of them
+/// use a 2-core machine's cores where one leaves half of it idle.
+pub fn vm_slots() -> usize {
+    std::env::var("SECRETFS_VM_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(2)
+}
+
+/// A held file lock in `<target>/vmtest/` (across threads and test
+/// binaries); released when dropped.
 pub struct VmLock(File);
 
 impl VmLock {
-    pub fn acquire(dir: &Path) -> VmLock {
-        let path = dir.join(".vm.lock");
-        let file = File::options()
+    fn open(path: &Path) -> File {
+        File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    }
+
+    /// The lock for building one thing guests share (`what`: the
+    /// initramfs and kernel image, the real-guest image): one builder of
+    /// it at a time, while guests of the others run.
+    pub fn build(dir: &Path, what: &str) -> VmLock {
+        let path = dir.join(format!(".build-{what}.lock"));
+        let file = VmLock::open(&path);
         file.lock()
             .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
         VmLock(file)
+    }
+
+    /// One of the [`vm_slots`] guest slots; waits until one is free.
+    pub fn slot(dir: &Path) -> VmLock {
+        let files: Vec<File> = (0..vm_slots())
+            .map(|i| VmLock::open(&dir.join(format!(".vm.{i}.lock"))))
+            .collect();
+        loop {
+            for f in &files {
+                match f.try_lock() {
+                    Ok(()) => {
+                        return VmLock(f.try_clone().expect("duplicating a lock file handle"))
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => {}
+                    Err(std::fs::TryLockError::Error(e)) => panic!("locking a VM slot: {e}"),
+                }
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 
@@ -469,7 +512,7 @@ impl Drop for VmLock {
 }
 
 /// The cached initramfs for this kernel and these init files; built by
-/// tests/vm/build-initramfs.sh when missing. Call with the lock held.
+/// tests/vm/build-initramfs.sh when missing. Call with the build lock held.
 fn initramfs(dir: &Path, kver: &str, kroot: &Path, arch: Arch) -> PathBuf {
     let vm_src = super::aws::manifest_dir().join("tests/vm");
     let builder = vm_src.join("build-initramfs.sh");
@@ -521,7 +564,7 @@ fn initramfs(dir: &Path, kver: &str, kroot: &Path, arch: Arch) -> PathBuf {
 /// The kernel to boot: the uncompressed vmlinux (booted through its PVH
 /// entry, skipping the emulated decompression), extracted once and cached
 /// next to the initramfs; the package's vmlinuz when extraction fails.
-/// Call with the lock held.
+/// Call with the build lock held.
 fn kernel_image(dir: &Path, kver: &str, kroot: &Path) -> PathBuf {
     let vmlinuz = kroot.join(format!("boot/vmlinuz-{kver}"));
     let vmlinux = dir.join(format!("vmlinux-{kver}"));
@@ -679,9 +722,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
     let (kver, kroot) = kernel(spec.arch);
     let vmtest = vmtest_dir();
     let case_dir = case_dir(&spec.name);
-    let asked = Instant::now();
-    let _lock = VmLock::acquire(&vmtest);
-    let lock_wait = asked.elapsed();
+    let build_lock = VmLock::build(&vmtest, "kernel");
     let initrd = initramfs(&vmtest, &kver, &kroot, spec.arch);
     let (kernel_image, machine, cpu, console, shared_root) = match spec.arch {
         Arch::X86_64 => (
@@ -700,6 +741,8 @@ pub fn run(spec: &VmSpec) -> VmRun {
             kroot.clone(),
         ),
     };
+
+    drop(build_lock);
 
     fs::create_dir_all(&case_dir)
         .unwrap_or_else(|e| panic!("creating {}: {e}", case_dir.display()));
@@ -860,6 +903,9 @@ pub fn run(spec: &VmSpec) -> VmRun {
     let qemu_stderr =
         File::create(&qemu_log).unwrap_or_else(|e| panic!("creating {}: {e}", qemu_log.display()));
 
+    let asked = Instant::now();
+    let _slot = VmLock::slot(&vmtest);
+    let lock_wait = asked.elapsed();
     let started = Instant::now();
     let mut child = QemuChild(
         Command::new(qemu)
@@ -961,7 +1007,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
         vm_run.elapsed,
         if timed_out { " (timed out)" } else { "" },
         if lock_wait > Duration::from_secs(1) {
-            format!(", after waiting {lock_wait:?} for another VM")
+            format!(", after waiting {lock_wait:?} for a VM slot")
         } else {
             String::new()
         }

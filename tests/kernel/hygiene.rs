@@ -10,16 +10,14 @@
 //! The test never writes the secret anywhere: the guest gets only SHA-256
 //! digests of its forms (`tests/support/find_secret.py` hashes every window).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::aws;
+use crate::common::vm::{self, Disk, VmSpec};
+use crate::common::LocalAws;
 use base64::Engine;
-use common::aws;
-use common::vm::{self, Disk, VmSpec};
-use common::LocalAws;
 use sha2::{Digest, Sha256};
 
 const CONTEXT: (&str, &str) = ("purpose", "secretfs-hygiene");

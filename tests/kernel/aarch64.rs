@@ -8,12 +8,10 @@
 //! up on a blank virtio disk, write, down, up again: the data is back; after
 //! power-off the canary is nowhere in the raw disk image.
 
-mod common;
-
 use std::time::Duration;
 
-use common::aws::{hex, random_bytes};
-use common::vm::{self, Arch, Disk, VmSpec};
+use crate::common::aws::{hex, random_bytes};
+use crate::common::vm::{self, Arch, Disk, VmSpec};
 
 const SCRIPT: &str = r#"
 check arch test "$(uname -m)" = aarch64
@@ -36,7 +34,7 @@ check down_again "$SECRETFS" down
 #[test]
 fn aarch64_binary_up_write_down_up_on_an_arm64_kernel() {
     let dir = vm::work_dir("aarch64");
-    let (bin, _) = common::release_binary("aarch64", &dir);
+    let (bin, _) = crate::common::release_binary("aarch64", &dir);
     let disk = dir.join("vda.img");
     vm::sparse_file(&disk, 1 << 30);
     let canary = format!("secretfs-canary-{}", hex(&random_bytes(16)));

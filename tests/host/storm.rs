@@ -11,14 +11,12 @@
 //! `SECRETFS_STORM_CLIENTS` and `SECRETFS_STORM_RATE` change the storm's
 //! size and rate (defaults 200 and 20).
 
-mod common;
-
 use std::fs::{self, File};
 use std::process::Child;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::aws::{self, run, secretfs_cmd, Moto, Proxy, Run};
+use crate::common::aws::{self, run, secretfs_cmd, Moto, Proxy, Run};
 
 const CONTEXT: (&str, &str) = ("purpose", "storm");
 

@@ -26,8 +26,6 @@
 //! The report (every case, its exit code, time and error line) is printed
 //! and written to `<target>/vmtest/hardening*/report.txt`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
@@ -36,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::aws::{self, Moto, Proxy};
-use common::vm::{self, shell_quote, Disk, VmSpec};
+use crate::common::aws::{self, Moto, Proxy};
+use crate::common::vm::{self, shell_quote, Disk, VmSpec};
 
 /// The encryption context of the sealed test keys.
 const CONTEXT: &str = "purpose=hardening";

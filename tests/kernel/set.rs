@@ -18,14 +18,14 @@
 //! the next `up`, no header magic in the raw images).
 //! After each power-off the canary is searched for in every raw image.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::aws;
-use common::vm::{self, image_contains, image_matches, read_json, report, Disk, VmRun, VmSpec};
-use common::LocalAws;
+use crate::common::aws;
+use crate::common::vm::{
+    self, image_contains, image_matches, read_json, report, Disk, VmRun, VmSpec,
+};
+use crate::common::LocalAws;
 
 const CONTEXT: &str = "purpose=secretfs-set-test";
 const MEMBERS: usize = 4;

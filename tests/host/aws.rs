@@ -3,13 +3,11 @@
 //! They need moto (scripts/setup installs it) but not root; without moto they
 //! fail, they do not skip.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::aws::{self, run, secretfs_cmd, FakeImds, Moto, Proxy, Run};
+use crate::common::aws::{self, run, secretfs_cmd, FakeImds, Moto, Proxy, Run};
 
 /// Upper bound for a run that should be quick (the default --timeout is 5m:
 /// a fast failure that turned into a retry loop shows up here).

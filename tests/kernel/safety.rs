@@ -8,12 +8,10 @@
 //! Each case names the bug it guards in its comment; the checks are the
 //! guest's `CHECK` lines plus JSON outputs read on the host.
 
-mod common;
-
 use std::time::Duration;
 
-use common::aws;
-use common::vm::{self, Disk, VmRun, VmSpec};
+use crate::common::aws;
+use crate::common::vm::{self, Disk, VmRun, VmSpec};
 
 const MIB: u64 = 1 << 20;
 

@@ -11,13 +11,11 @@
 //!    `down`, then `up` re-opens it with the file intact; `status`.
 //! 3. On the host after power-off: the file's text is not in the raw disk.
 
-mod common;
-
 use std::time::Duration;
 
-use common::aws;
-use common::vm::{self, Disk, VmSpec};
-use common::LocalAws;
+use crate::common::aws;
+use crate::common::vm::{self, Disk, VmSpec};
+use crate::common::LocalAws;
 
 #[test]
 fn demo() {

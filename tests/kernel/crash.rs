@@ -4,13 +4,11 @@
 //! Then the same with the power cut: every `up` pauses at its step, the VM
 //! is powered off at once (sysrq `o`, no sync), and a second boot runs `up`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::aws;
-use common::vm::{self, Disk, VmSpec};
-use common::LocalAws;
+use crate::common::aws;
+use crate::common::vm::{self, Disk, VmSpec};
+use crate::common::LocalAws;
 
 /// Steps of a first `up` on a file target, in order.
 const FILE_POINTS: &[&str] = &[

@@ -27,13 +27,11 @@
 //! re-wrapped unbound one opens with its data intact.
 //! After each power-off the canary is searched for in every raw image.
 
-mod common;
-
 use std::time::Duration;
 
-use common::aws::{self, FakeImds};
-use common::vm::{self, image_contains, report, Disk, VmRun, VmSpec};
-use common::LocalAws;
+use crate::common::aws::{self, FakeImds};
+use crate::common::vm::{self, image_contains, report, Disk, VmRun, VmSpec};
+use crate::common::LocalAws;
 
 const CONTEXT: &str = "team=db";
 const OTHER_INSTANCE: &str = "i-0fedcba9876543210";

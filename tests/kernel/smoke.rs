@@ -3,14 +3,12 @@
 //! and as the AWS endpoint) and the output share. Needs what scripts/setup
 //! installs; boots a VM under QEMU (software emulation).
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use common::aws::Moto;
-use common::vm::{self, Disk, VmSpec};
+use crate::common::aws::Moto;
+use crate::common::vm::{self, Disk, VmSpec};
 
 const NVME_SERIAL: &str = "smoke-nvme-0";
 

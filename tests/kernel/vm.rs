@@ -9,15 +9,13 @@
 //! `CHECK` lines and JSON outputs, and then inspects the raw disk images
 //! from the host after power-off.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::aws;
-use common::vm::{self, bytes_at, image_contains, read_json, report, Disk, VmRun, VmSpec};
-use common::LocalAws;
+use crate::common::aws;
+use crate::common::vm::{self, bytes_at, image_contains, read_json, report, Disk, VmRun, VmSpec};
+use crate::common::LocalAws;
 
 /// The encryption context every sealed key in these tests carries.
 const CONTEXT: &str = "purpose=secretfs-vm-test";
