@@ -78,12 +78,15 @@ pub fn image() -> Image {
         kernel: dir.join("vmlinuz"),
         initrd: dir.join("initrd.img"),
     };
-    if image.root.is_file() {
+    // build-image.sh writes kernel-version last, after moving the image
+    // into place: a test that sees it may boot the image.
+    let built = dir.join("kernel-version");
+    if built.is_file() {
         return image;
     }
     fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("creating {}: {e}", cache.display()));
     let _lock = VmLock::build(&vm::vmtest_dir(), "guest-image");
-    if image.root.is_file() {
+    if built.is_file() {
         return image;
     }
     // Older images (other builder files) go first: each is ~1.5 GiB.

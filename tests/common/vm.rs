@@ -460,6 +460,21 @@ pub fn vm_slots() -> usize {
         .unwrap_or(2)
 }
 
+/// vCPUs per guest (`$SECRETFS_VM_CPUS`): by default the host's cores
+/// shared among the [`vm_slots`], at least one. More vCPUs than cores in
+/// all makes TCG guests slower, not faster: a vCPU spinning on a lock whose
+/// holder's host thread is not running burns the core the holder needs.
+pub fn vm_cpus() -> usize {
+    std::env::var("SECRETFS_VM_CPUS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or_else(|| {
+            let cores = thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / vm_slots()).max(1)
+        })
+}
+
 /// A held file lock in `<target>/vmtest/` (across threads and test
 /// binaries); released when dropped.
 pub struct VmLock(File);
@@ -616,7 +631,7 @@ fn plain_path(p: &Path, what: &str) -> String {
 }
 
 /// QEMU arguments every test guest starts with: no defaults, no display or
-/// monitor, software emulation with 2 vCPUs, no reboot (a guest reboot
+/// monitor, software emulation with [`vm_cpus`] vCPUs, no reboot (a guest reboot
 /// ends QEMU), and a direct kernel boot.
 pub fn qemu_boot_args(
     machine: &str,
@@ -641,7 +656,7 @@ pub fn qemu_boot_args(
         "-cpu",
         cpu,
         "-smp",
-        "2",
+        &vm_cpus().to_string(),
         "-no-reboot",
         "-m",
         &mem_mib.to_string(),
