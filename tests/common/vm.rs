@@ -461,9 +461,10 @@ pub fn vm_slots() -> usize {
 }
 
 /// vCPUs per guest (`$SECRETFS_VM_CPUS`): by default the host's cores
-/// shared among the [`vm_slots`], at least one. More vCPUs than cores in
-/// all makes TCG guests slower, not faster: a vCPU spinning on a lock whose
-/// holder's host thread is not running burns the core the holder needs.
+/// shared among the [`vm_slots`], at least one, so that the guests that
+/// run at once never ask for more vCPUs than the host has cores (a guest
+/// kernel's vCPU that spins on a lock whose holder's host thread is not
+/// running burns the core the holder needs).
 pub fn vm_cpus() -> usize {
     std::env::var("SECRETFS_VM_CPUS")
         .ok()
