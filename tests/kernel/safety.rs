@@ -134,7 +134,8 @@ check b_refused test "$(rc_of b_up)" = 3
 check b_hint grep -q "e2fsck -b 32768 /dev/mapper/b" "$VM_OUT/b_up.err"
 check b_not_mounted sh -c '! grep -q " /mnt/b " /proc/mounts && ! test -e /dev/mapper/b'
 check b_open_raw2 cryptsetup open --key-file /run/pass {b} b_raw
-timeout 300 e2fsck -fy -B 4096 -b 32768 /dev/mapper/b_raw < /dev/null > "$VM_OUT/b_fsck.out" 2>&1; echo $? > "$VM_OUT/b_fsck.rc"
+timeout 800 e2fsck -fy -B 4096 -b 32768 /dev/mapper/b_raw < /dev/null > /run/b_fsck.out 2>&1; echo $? > "$VM_OUT/b_fsck.rc"
+tail -n 40 /run/b_fsck.out > "$VM_OUT/b_fsck.out"
 check b_fsck_repaired test "$(rc_of b_fsck)" -le 1
 check b_close_raw2 cryptsetup close b_raw
 check b_reopen up --disk {b} --name b --mount /mnt/b
