@@ -449,15 +449,16 @@ fn preflight(arch: Arch) {
     }
 }
 
-/// How many guests may run at once (`$SECRETFS_VM_SLOTS`, default 2): a
-/// guest under TCG keeps about one of its two vCPUs busy, so two of them
-/// use a 2-core machine's cores where one leaves half of it idle.
+/// How many guests may run at once (`$SECRETFS_VM_SLOTS`, default 1).
+/// Two at once on a 2-core machine did not pay: measured, each boot took
+/// 1.0 to 2.8 times as long (2 vCPUs each; see doc/testing.md), and with 1
+/// vCPU each beside a release build a boot ran past its timeout.
 pub fn vm_slots() -> usize {
     std::env::var("SECRETFS_VM_SLOTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n >= 1)
-        .unwrap_or(2)
+        .unwrap_or(1)
 }
 
 /// vCPUs per guest (`$SECRETFS_VM_CPUS`): by default the host's cores
