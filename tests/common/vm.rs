@@ -454,11 +454,15 @@ fn preflight(arch: Arch) {
 /// 1.0 to 2.8 times as long (2 vCPUs each; see doc/testing.md), and with 1
 /// vCPU each beside a release build a boot ran past its timeout.
 pub fn vm_slots() -> usize {
-    std::env::var("SECRETFS_VM_SLOTS")
+    env_count("SECRETFS_VM_SLOTS").unwrap_or(1)
+}
+
+/// A count of one or more from the environment variable `name`.
+fn env_count(name: &str) -> Option<usize> {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n >= 1)
-        .unwrap_or(1)
 }
 
 /// vCPUs per guest (`$SECRETFS_VM_CPUS`): by default the host's cores
@@ -467,14 +471,10 @@ pub fn vm_slots() -> usize {
 /// kernel's vCPU that spins on a lock whose holder's host thread is not
 /// running burns the core the holder needs).
 pub fn vm_cpus() -> usize {
-    std::env::var("SECRETFS_VM_CPUS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n >= 1)
-        .unwrap_or_else(|| {
-            let cores = thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / vm_slots()).max(1)
-        })
+    env_count("SECRETFS_VM_CPUS").unwrap_or_else(|| {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / vm_slots()).max(1)
+    })
 }
 
 /// A held file lock in `<target>/vmtest/` (across threads and test
