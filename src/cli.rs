@@ -139,6 +139,12 @@ pub struct UpArgs {
     /// ARN, from instance metadata, joins the encryption context)
     #[arg(long)]
     pub bind_instance: bool,
+    /// A random key that only this process and the kernel ever hold (no
+    /// KMS, no key slot): the volume and its data are gone after a reboot
+    /// or `down`, and the next `up` makes it anew. For scratch that must
+    /// never outlive a boot
+    #[arg(long, conflicts_with_all = ["wrapped_key", "passphrase_file", "kms_key", "bind_instance"])]
+    pub ephemeral: bool,
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Raw block device to use (several times: one volume striped over

@@ -39,6 +39,7 @@ pub struct FileConfig {
     passphrase_file: Option<PathBuf>,
     kms_key: Option<String>,
     bind_instance: Option<bool>,
+    ephemeral: Option<bool>,
     kms_key_id: Option<String>,
     encryption_context: Option<BTreeMap<String, String>>,
     expected_bucket_owner: Option<String>,
@@ -319,9 +320,23 @@ fn pbkdf(c: cli::PbkdfChoice) -> PbkdfChoice {
 }
 
 /// Where `up`'s key comes from: the flags, else the config file; one of
-/// wrapped-key, passphrase-file and kms-key.
+/// wrapped-key, passphrase-file, kms-key and ephemeral.
 fn key_spec(args: &UpArgs, f: &FileConfig) -> Result<KeySpec> {
     let bind_instance = args.bind_instance || f.bind_instance == Some(true);
+    let from_flags =
+        args.wrapped_key.is_some() || args.passphrase_file.is_some() || args.kms_key.is_some();
+    let in_file = f.wrapped_key.is_some() || f.passphrase_file.is_some() || f.kms_key.is_some();
+    if args.ephemeral || (f.ephemeral == Some(true) && !from_flags) {
+        if in_file && !from_flags {
+            return usage(
+                "ephemeral and a key (wrapped-key, passphrase-file or kms-key) are both set: keep one",
+            );
+        }
+        if bind_instance {
+            return usage("--bind-instance needs --kms-key; an ephemeral key is bound to nothing");
+        }
+        return Ok(KeySpec::Ephemeral);
+    }
     let key = match (&args.wrapped_key, &args.passphrase_file, &args.kms_key) {
         (Some(l), _, _) => KeySpec::Wrapped(l.clone()),
         (None, Some(p), _) => KeySpec::PassphraseFile(p.clone()),
@@ -627,6 +642,49 @@ pbkdf = "pbkdf2"
         };
         let e = resolve_up(&reserved, None).unwrap_err();
         assert!(format!("{e}").contains("is reserved"), "{e}");
+    }
+
+    #[test]
+    fn ephemeral_is_a_key_mode_of_its_own() {
+        let disk = vec![PathBuf::from("/dev/xvdb")];
+        let flag = UpArgs {
+            disk: disk.clone(),
+            ephemeral: true,
+            ..Default::default()
+        };
+        assert_eq!(resolve_up(&flag, None).unwrap().key, KeySpec::Ephemeral);
+        let bare = UpArgs {
+            disk: disk.clone(),
+            ..Default::default()
+        };
+        let file = || parse_file("ephemeral = true\n").unwrap();
+        assert_eq!(
+            resolve_up(&bare, Some(file())).unwrap().key,
+            KeySpec::Ephemeral
+        );
+        // A key on the command line wins over the file's mode, as for the
+        // other key settings.
+        let pf = UpArgs {
+            passphrase_file: Some("-".into()),
+            ..bare.clone()
+        };
+        assert_eq!(
+            resolve_up(&pf, Some(file())).unwrap().key,
+            KeySpec::PassphraseFile("-".into())
+        );
+        // Refused: ephemeral beside a key in the file, with --bind-instance.
+        let both = parse_file("ephemeral = true\nkms-key = \"alias/k\"\n").unwrap();
+        let e = resolve_up(&bare, Some(both)).unwrap_err();
+        assert!(format!("{e}").contains("keep one"), "{e}");
+        let bound = UpArgs {
+            bind_instance: true,
+            ..flag
+        };
+        let e = resolve_up(&bound, None).unwrap_err();
+        assert!(
+            format!("{e}").contains("--bind-instance needs --kms-key"),
+            "{e}"
+        );
     }
 
     #[test]

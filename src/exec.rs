@@ -15,6 +15,7 @@ use crate::error::refused;
 use crate::fault;
 use crate::fs;
 use crate::keys::data_key::{DataKeys, DATA_KEY_BYTES};
+use crate::keys::ephemeral::EphemeralKeys;
 use crate::keys::{KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
 use crate::luks::token::Place;
 use crate::luks::{self, FormatOptions, Kdf, SlotKey};
@@ -102,6 +103,8 @@ pub enum Key {
     },
     /// Each volume's own data key, made on format and kept in its header.
     DataKeys(DataKeys),
+    /// Each volume's random key, made on format and kept nowhere.
+    Ephemeral(EphemeralKeys),
 }
 
 impl Key {
@@ -109,6 +112,7 @@ impl Key {
         match self {
             Key::Shared { pass, from, .. } => SlotKey::Given { pass, from },
             Key::DataKeys(k) => SlotKey::DataKey(k),
+            Key::Ephemeral(k) => SlotKey::Ephemeral(k),
         }
     }
 
@@ -118,6 +122,8 @@ impl Key {
         match self {
             Key::Shared { pass, origin, .. } => (*origin, pass.len()),
             Key::DataKeys(_) => (KeyOrigin::Kms, DATA_KEY_BYTES),
+            // No key slot: the KDF is never run.
+            Key::Ephemeral(_) => (KeyOrigin::Kms, crate::luks::VOLUME_KEY_BYTES),
         }
     }
 }
@@ -438,7 +444,8 @@ fn record_ext4(devs: &[PathBuf]) -> Result<()> {
 
 /// Looks again right before writing a header: refuses if anything
 /// appeared since the plan was made. `again`: over a header of ours that
-/// never held data (half-made, or a member of a set never finished).
+/// never held data (half-made, or a member of a set never finished), or
+/// an ephemeral one whose key is gone.
 fn unchanged(dev: &Path, again: bool) -> Result<()> {
     let now = plan::classify(&content::examine(dev)?);
     let still = match &now {
@@ -447,6 +454,11 @@ fn unchanged(dev: &Path, again: bool) -> Result<()> {
         Class::Ours {
             place: Some(_),
             record: plan::FsRecord::Token { filesystem: None },
+            ..
+        } => again,
+        // Ephemeral, and its key gone (the plan found it closed).
+        Class::Ours {
+            ephemeral: true, ..
         } => again,
         _ => false,
     };

@@ -21,6 +21,9 @@ pub enum KeySpec {
         kms_key: String,
         bind_instance: bool,
     },
+    /// A random key per volume, only in memory; the volume is made anew
+    /// every boot (`--ephemeral`).
+    Ephemeral,
     /// Nothing given: prompt on the terminal if there is one.
     Prompt,
 }

@@ -267,6 +267,13 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             )?,
         }
         if let Some(t) = &l.token {
+            if t.ephemeral {
+                writeln!(
+                    out,
+                    "key:     ephemeral: a random key only the kernel holds, no key slot; the volume \
+                     and its data are made anew every boot (and after `down`)"
+                )?;
+            }
             if let Some(k) = &t.data_key {
                 writeln!(
                     out,

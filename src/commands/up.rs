@@ -21,6 +21,7 @@ use crate::exec::{self, Key, Outcome, StepReport};
 use crate::fault;
 use crate::keys::aws::KmsWrappedKey;
 use crate::keys::data_key::DataKeys;
+use crate::keys::ephemeral::EphemeralKeys;
 use crate::keys::{KeySource, PassphraseFile, Prompt};
 use crate::lock;
 use crate::luks;
@@ -36,6 +37,8 @@ enum Keying {
     Source(Box<dyn KeySource>),
     /// Each volume's data key, made or opened as the plan reaches it.
     DataKeys(DataKeys),
+    /// Each volume's random key, made as the plan formats it.
+    Ephemeral(EphemeralKeys),
 }
 
 impl Keying {
@@ -47,6 +50,7 @@ impl Keying {
             })),
             KeySpec::PassphraseFile(p) => Keying::Source(Box::new(PassphraseFile(p.clone()))),
             KeySpec::Prompt => Keying::Source(Box::new(Prompt)),
+            KeySpec::Ephemeral => Keying::Ephemeral(EphemeralKeys::new()),
             KeySpec::DataKey {
                 kms_key,
                 bind_instance,
@@ -62,6 +66,7 @@ impl Keying {
         match self {
             Keying::Source(k) => k.describe(),
             Keying::DataKeys(k) => k.describe(),
+            Keying::Ephemeral(k) => k.describe(),
         }
     }
 }
@@ -222,6 +227,14 @@ pub fn run(args: &UpArgs) -> Result<()> {
                 );
                 Some(Key::DataKeys(keys))
             }
+            Keying::Ephemeral(keys) => {
+                info!(
+                    "{}; the key: {}",
+                    describe_state(&s, &seen, &plan),
+                    keys.describe()
+                );
+                Some(Key::Ephemeral(keys))
+            }
         }
     } else {
         None
@@ -321,6 +334,11 @@ fn describe_state(s: &Up, seen: &Seen, plan: &Plan) -> String {
     };
     match obs.device.content.as_ref().map(plan::classify) {
         None => format!("{t} does not exist yet; creating a new volume"),
+        Some(Class::Ours {
+            ephemeral: true, ..
+        }) if plan.first_format => {
+            format!("{t} holds an ephemeral volume whose key is gone; making it anew")
+        }
         Some(Class::Ours { .. }) => format!("LUKS2 header found on {t} (ours); opening"),
         Some(Class::Blank) => format!("{t} is blank; creating a new volume"),
         Some(Class::HalfMade { .. }) => format!("{t} holds a half-made volume; formatting again"),

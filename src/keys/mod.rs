@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod blob;
 pub mod data_key;
+pub mod ephemeral;
 pub mod rewrap;
 
 use std::fmt;

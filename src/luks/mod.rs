@@ -30,6 +30,7 @@ use self::token::{Place, Token, TokenState};
 use crate::error::{refused, Failure};
 use crate::fault;
 use crate::keys::data_key::DataKeys;
+use crate::keys::ephemeral::EphemeralKeys;
 use crate::keys::Passphrase;
 use crate::names;
 
@@ -119,10 +120,14 @@ pub enum SlotKey<'a> {
     Given { pass: &'a Passphrase, from: &'a str },
     /// Each volume's own data key, kept wrapped in its token.
     DataKey(&'a DataKeys),
+    /// No key slot: each volume's random volume key, only in memory
+    /// (`up --ephemeral`).
+    Ephemeral(&'a EphemeralKeys),
 }
 
 /// Writes a new LUKS2 header with our token and one key slot for `key`
-/// (a data key is made for the new UUID and recorded in the token);
+/// (a data key is made for the new UUID and recorded in the token; an
+/// ephemeral volume gets a random volume key and no key slot at all);
 /// returns the volume's UUID. The token says `formatting` until the key
 /// slot exists, so a crash in between leaves a header that `up` knows to
 /// format again. A member of a set (`place`) stays `formatting` until
@@ -159,12 +164,19 @@ pub fn format(
         subsystem: Some(names::LUKS_SUBSYSTEM.to_string()),
     };
     let mut params_ref: CryptParamsLuks2Ref<'_> = (&params).try_into().with_context(what)?;
+    let volume_key = match key {
+        SlotKey::Ephemeral(keys) => Some(keys.make()?),
+        _ => None,
+    };
     cd.context_handle()
         .format(
             EncryptionFormat::Luks2,
             CIPHER,
             None,
-            Either::Right(VOLUME_KEY_BYTES),
+            match &volume_key {
+                Some(k) => Either::Left(k.expose()),
+                None => Either::Right(VOLUME_KEY_BYTES),
+            },
             Some(&mut params_ref),
         )
         .with_context(what)?;
@@ -179,12 +191,16 @@ pub fn format(
     };
     let made;
     let pass = match key {
-        SlotKey::Given { pass, .. } => pass,
+        SlotKey::Given { pass, .. } => Some(pass),
         SlotKey::DataKey(keys) => {
             let (p, wrapped) = keys.make(&uuid)?;
             token = token.with_data_key(wrapped);
             made = p;
-            &made
+            Some(&made)
+        }
+        SlotKey::Ephemeral(_) => {
+            token = token.ephemeral();
+            None
         }
     };
     let id = cd
@@ -192,9 +208,11 @@ pub fn format(
         .json_set(TokenInput::AddToken(&token.to_json()))
         .with_context(|| format!("writing the secretfs token on {}", dev.display()))?;
     fault::point("format_header");
-    cd.keyslot_handle()
-        .add_by_key(None, None, pass.expose(), CryptVolumeKey::empty())
-        .with_context(|| format!("adding a key slot on {}", dev.display()))?;
+    if let Some(pass) = pass {
+        cd.keyslot_handle()
+            .add_by_key(None, None, pass.expose(), CryptVolumeKey::empty())
+            .with_context(|| format!("adding a key slot on {}", dev.display()))?;
+    }
     let mut flags = CryptActivate::empty();
     if o.no_workqueues {
         flags |= CryptActivate::NO_READ_WORKQUEUE | CryptActivate::NO_WRITE_WORKQUEUE;
@@ -217,6 +235,9 @@ pub fn format(
         cd.token_handle()
             .json_set(TokenInput::ReplaceToken(id, &token.to_json()))
             .with_context(|| format!("marking the volume on {} ready", dev.display()))?;
+    }
+    if let (SlotKey::Ephemeral(keys), Some(k)) = (key, volume_key) {
+        keys.keep(&uuid, k);
     }
     Ok(uuid)
 }
@@ -267,10 +288,35 @@ pub fn update_token(dev: &Path, change: impl FnOnce(&mut Token)) -> Result<Token
 pub fn open(dev: &Path, name: &str, key: SlotKey<'_>, discard: bool) -> Result<()> {
     let mut cd = header::load(dev)?
         .with_context(|| format!("{} has no LUKS2 header to open", dev.display()))?;
-    let data_key = match header::find_token(&mut cd) {
-        TokenFound::Present { token, .. } => token.data_key,
-        _ => None,
+    let (data_key, ephemeral) = match header::find_token(&mut cd) {
+        TokenFound::Present { token, .. } => (token.data_key, token.ephemeral),
+        _ => (None, false),
     };
+    let flags = if discard {
+        CryptActivate::ALLOW_DISCARDS
+    } else {
+        CryptActivate::empty()
+    };
+    match (key, ephemeral) {
+        (SlotKey::Ephemeral(keys), true) => return open_ephemeral(&mut cd, dev, name, keys, flags),
+        (SlotKey::Ephemeral(_), false) => {
+            return Err(Failure::KeyUnavailable(format!(
+            "the volume on {} has a kept key, not an ephemeral one: --ephemeral does not open it; \
+                 the header was not changed",
+            dev.display()
+        ))
+            .into())
+        }
+        (_, true) => {
+            return Err(Failure::KeyUnavailable(format!(
+            "the volume on {} is ephemeral (made with --ephemeral): no key opens it once closed; \
+                 the header was not changed",
+            dev.display()
+        ))
+            .into())
+        }
+        _ => {}
+    }
     let made;
     let (pass, key_from) = match (key, data_key) {
         (SlotKey::Given { pass, from }, None) => (pass, from.to_string()),
@@ -299,11 +345,7 @@ pub fn open(dev: &Path, name: &str, key: SlotKey<'_>, discard: bool) -> Result<(
             ))
             .into())
         }
-    };
-    let flags = if discard {
-        CryptActivate::ALLOW_DISCARDS
-    } else {
-        CryptActivate::empty()
+        (SlotKey::Ephemeral(_), _) => unreachable!("ephemeral keys are handled above"),
     };
     let mapper = names::mapper_path(name);
     match cd.activate_handle().activate_by_passphrase(Some(name), None, pass.expose(), flags) {
@@ -328,6 +370,48 @@ pub fn open(dev: &Path, name: &str, key: SlotKey<'_>, discard: bool) -> Result<(
         .into()),
         Err(e) => Err(anyhow::Error::new(e).context(format!("activating {} as {}", dev.display(), mapper.display()))),
     }
+}
+
+/// Opens an ephemeral volume formatted in this run with the volume key
+/// made for it (which is then dropped, zeroed).
+fn open_ephemeral(
+    cd: &mut libcryptsetup_rs::CryptDevice,
+    dev: &Path,
+    name: &str,
+    keys: &EphemeralKeys,
+    flags: CryptActivate,
+) -> Result<()> {
+    let uuid = cd
+        .status_handle()
+        .get_uuid()
+        .map(|u| u.to_string())
+        .with_context(|| format!("reading the UUID of {}", dev.display()))?;
+    let Some(key) = keys.take(&uuid) else {
+        return Err(Failure::KeyUnavailable(format!(
+            "the ephemeral volume on {} was made by an earlier run, and its key died with that run's \
+             mapping: no key opens it; the header was not changed",
+            dev.display()
+        ))
+        .into());
+    };
+    cd.activate_handle()
+        .activate_by_volume_key(Some(name), Some(key.expose()), flags)
+        .map_err(|e| {
+            let mapper = names::mapper_path(name);
+            if errno(&e) == Some(libc::EEXIST) {
+                return Failure::Refused(format!(
+                    "{} appeared while secretfs was opening {}",
+                    mapper.display(),
+                    dev.display()
+                ))
+                .into();
+            }
+            anyhow::Error::new(e).context(format!(
+                "activating {} as {}",
+                dev.display(),
+                mapper.display()
+            ))
+        })
 }
 
 /// Closes /dev/mapper/`name` (and drops its key from the kernel keyring).
@@ -522,6 +606,28 @@ mod tests {
         assert!(header::inspect(&plain).unwrap().is_none());
         // A path that cannot be read is an error, never "no header".
         assert!(header::read(&dir.path().join("absent.img")).is_err());
+    }
+
+    #[test]
+    fn an_ephemeral_format_writes_no_key_slot_and_keeps_the_key_in_memory() {
+        let (_dir, img, _) = image_and_pass();
+        let keys = EphemeralKeys::new();
+        let uuid = format(&img, SlotKey::Ephemeral(&keys), &options(), None).unwrap();
+        let h = header::read(&img).unwrap().expect("a LUKS2 header");
+        assert_eq!(h.active_keyslots, 0);
+        let TokenFound::Present { token, .. } = &h.token else {
+            panic!("no token: {h:?}")
+        };
+        assert!(token.ephemeral);
+        assert_eq!(token.version, token::TOKEN_VERSION_EPHEMERAL);
+        assert_eq!(token.state, TokenState::Ready);
+        // The key is the header's volume key, and nothing else holds it.
+        let key = keys.take(&uuid).expect("the volume key of this run");
+        let mut cd = header::load(&img).unwrap().unwrap();
+        cd.volume_key_handle()
+            .verify(key.expose())
+            .expect("the kept key is the volume key");
+        assert!(keys.take(&uuid).is_none());
     }
 
     #[test]

@@ -28,6 +28,11 @@
 //!   its key slot is added, and the previous key's slot, recorded when the
 //!   next key became `data_key` and cleared once that slot is destroyed.
 //!   `data_key` always names a key that opens a slot.
+//! - `ephemeral` marks a volume made by `up --ephemeral`: it has no key
+//!   slot, its volume key lived only in memory, and once it is closed (or
+//!   the machine stopped) nothing can open it again. Such a token is
+//!   version 4, so a secretfs that knows no ephemeral volumes refuses it
+//!   rather than taking the missing key slot for a half-made header.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,8 +44,11 @@ pub const TOKEN_VERSION: u32 = 1;
 /// The token format of a member of a striped set.
 pub const TOKEN_VERSION_SET: u32 = 2;
 /// The token format of a volume (or member) with its data key in the
-/// header (the newest this build understands).
+/// header.
 pub const TOKEN_VERSION_DATA_KEY: u32 = 3;
+/// The token format of an ephemeral volume (or member), the newest this
+/// build understands.
+pub const TOKEN_VERSION_EPHEMERAL: u32 = 4;
 
 /// A set's layout: one LUKS2 per member, dm-stripe over the open members.
 pub const LAYOUT_LUKS_PER_MEMBER: &str = "luks-per-member";
@@ -89,6 +97,9 @@ pub struct Token {
     /// A rotation's previous key slot, until it is destroyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retire_slot: Option<u32>,
+    /// Made by `up --ephemeral`: no key slot, the key only in memory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 /// Where a volume sits in a striped set.
@@ -119,6 +130,7 @@ impl Token {
             data_key: None,
             next_key: None,
             retire_slot: None,
+            ephemeral: false,
         }
     }
 
@@ -127,6 +139,15 @@ impl Token {
         Token {
             version: TOKEN_VERSION_DATA_KEY,
             data_key: Some(w),
+            ..self
+        }
+    }
+
+    /// The same token for an ephemeral volume (no key slot).
+    pub fn ephemeral(self) -> Token {
+        Token {
+            version: TOKEN_VERSION_EPHEMERAL,
+            ephemeral: true,
             ..self
         }
     }
@@ -174,9 +195,9 @@ impl Token {
         }
         let version = v.get("version").and_then(|n| n.as_u64());
         match version {
-            Some(n) if n > u64::from(TOKEN_VERSION_DATA_KEY) => {
+            Some(n) if n > u64::from(TOKEN_VERSION_EPHEMERAL) => {
                 return Err(format!(
-                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION_DATA_KEY}): upgrade secretfs"
+                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION_EPHEMERAL}): upgrade secretfs"
                 ))
             }
             None => return Err("token has no version".into()),
@@ -244,6 +265,30 @@ mod tests {
         assert_eq!(back.data_key, Some(w));
         assert_eq!(back.place(), Some(p));
         assert!(Token::formatting("u").to_json().get("data_key").is_none());
+    }
+
+    #[test]
+    fn an_ephemeral_token_is_version_4_and_keeps_its_place() {
+        let p = Place {
+            set: "s1".into(),
+            member: 0,
+            members: 2,
+            chunk: 512 << 10,
+        };
+        let t = Token::member("u", &p).ephemeral();
+        let v = t.to_json();
+        assert_eq!(v["version"], 4);
+        assert_eq!(v["ephemeral"], true);
+        let back = Token::from_json(&v).unwrap();
+        assert!(back.ephemeral);
+        assert_eq!(back.place(), Some(p));
+        // Tokens of kept keys say nothing of it.
+        assert!(Token::formatting("u").to_json().get("ephemeral").is_none());
+        assert!(
+            !Token::from_json(&Token::formatting("u").to_json())
+                .unwrap()
+                .ephemeral
+        );
     }
 
     #[test]

@@ -14,10 +14,12 @@ use crate::observe::{Content, Data, Signature};
 pub enum Class {
     /// Zeros where data would be, no signature.
     Blank,
-    /// Our volume; `place` when it is a member of a striped set.
+    /// Our volume; `place` when it is a member of a striped set;
+    /// `ephemeral` when its key lived only in memory (`up --ephemeral`).
     Ours {
         record: FsRecord,
         place: Option<Place>,
+        ephemeral: bool,
     },
     /// Our header, but the making stopped before it could hold data.
     HalfMade { why: String },
@@ -45,7 +47,7 @@ pub fn classify(c: &Content) -> Class {
                 Class::HalfMade {
                     why: "its token says the format did not finish".into(),
                 }
-            } else if *active_keyslots == 0 {
+            } else if *active_keyslots == 0 && !token.ephemeral {
                 Class::HalfMade {
                     why: "it has no key slot".into(),
                 }
@@ -55,6 +57,7 @@ pub fn classify(c: &Content) -> Class {
                         filesystem: token.filesystem.clone(),
                     },
                     place: token.place(),
+                    ephemeral: token.ephemeral,
                 }
             }
         }
@@ -75,6 +78,7 @@ pub fn classify(c: &Content) -> Class {
                 Class::Ours {
                     record: FsRecord::Legacy,
                     place: None,
+                    ephemeral: false,
                 }
             }
         }

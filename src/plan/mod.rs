@@ -5,6 +5,7 @@
 //! | content                                                   | class              |
 //! |-----------------------------------------------------------|--------------------|
 //! | LUKS2 header, our token `ready`, a key slot               | ours               |
+//! | LUKS2 header, our token `ready` and `ephemeral`, no slot  | ours (ephemeral)   |
 //! | LUKS2 header, our token `formatting`, or no key slot      | half-made (no data)|
 //! | LUKS2 header, subsystem `secretfs`, no token, a key slot  | ours (legacy)      |
 //! | LUKS2 header, our token unreadable (newer format)         | foreign            |
@@ -21,6 +22,10 @@
 //! | ours, open, not mounted                    | filesystem check, mount            |
 //! | ours, closed                               | key, open, filesystem check, mount |
 //! | half-made, closed                          | key, format again, open, mkfs, mount |
+//! | ours (ephemeral), closed (any key mode)    | new key, format again, open, mkfs, mount (its key died with its mapping) |
+//! | ours (ephemeral), open; `--ephemeral`      | as ours, open (no key needed)      |
+//! | ours (ephemeral), open; a kept key         | refuse (exit 3): `down` it first   |
+//! | ours (kept key), `--ephemeral`             | refuse (exit 3), even with `--force` |
 //! | blank device, or a file to create          | key, format, open, mkfs, mount     |
 //! | foreign                                    | refuse (exit 3); `--force`: wipe signatures, format |
 //! | damaged                                    | refuse, even with `--force`        |
@@ -49,6 +54,8 @@
 
 mod content;
 mod down;
+#[cfg(test)]
+mod ephemeral_tests;
 pub mod rotate;
 mod set;
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //!
 //! | token of the member | steps |
 //! |---|---|
+//! | `ephemeral` | refused: it has no key slot and no key to rotate |
 //! | no `data_key` | refused: it opens with a shared passphrase |
 //! | `data_key` only | `MakeNext`, `AddSlot`, `Switch`, `Retire` |
 //! | `next_key` (killed after `MakeNext` or `AddSlot`) | `AddSlot` (adds none if the next key opens a slot already), `Switch`, `Retire` |
@@ -66,7 +67,7 @@ pub struct Rotation {
 pub fn plan_rotation(dev: &Path, t: &Token) -> Result<Rotation, String> {
     use RotateStep::*;
     if t.data_key.is_none() {
-        return Err(shared_passphrase(dev));
+        return Err(no_data_key(dev, t));
     }
     let (steps, resumes) = match (&t.next_key, t.retire_slot) {
         (Some(_), _) => (vec![AddSlot, Switch, Retire], true),
@@ -80,7 +81,7 @@ pub fn plan_rotation(dev: &Path, t: &Token) -> Result<Rotation, String> {
 /// message says why not.
 pub fn check_rewrap(dev: &Path, t: &Token) -> Result<(), String> {
     if t.data_key.is_none() {
-        return Err(shared_passphrase(dev));
+        return Err(no_data_key(dev, t));
     }
     if t.next_key.is_some() || t.retire_slot.is_some() {
         return Err(format!(
@@ -91,7 +92,14 @@ pub fn check_rewrap(dev: &Path, t: &Token) -> Result<(), String> {
     Ok(())
 }
 
-fn shared_passphrase(dev: &Path) -> String {
+fn no_data_key(dev: &Path, t: &Token) -> String {
+    if t.ephemeral {
+        return format!(
+            "the volume on {} is ephemeral: it has no key slot and no key to rotate or re-wrap \
+             (it gets a new random key every time it is made)",
+            dev.display()
+        );
+    }
     format!(
         "the volume on {} has no data key in its header: it opens with a shared passphrase \
          (--wrapped-key or --passphrase-file); re-wrap that blob with `secretfs rewrap --wrapped-key`",
@@ -128,8 +136,10 @@ mod tests {
             retire_slot: Some(0),
             ..cur.clone()
         };
+        let ephemeral = Token::formatting("u").ephemeral();
         type Want = Result<(Vec<RotateStep>, bool), &'static str>;
-        let rows: [(&Token, Want); 4] = [
+        let rows: [(&Token, Want); 5] = [
+            (&ephemeral, Err("is ephemeral")),
             (&shared, Err("shared passphrase")),
             (&cur, Ok((vec![MakeNext, AddSlot, Switch, Retire], false))),
             (&made_next, Ok((vec![AddSlot, Switch, Retire], true))),
@@ -153,6 +163,9 @@ mod tests {
         assert!(check_rewrap(dev, &shared)
             .unwrap_err()
             .contains("--wrapped-key"));
+        assert!(check_rewrap(dev, &ephemeral)
+            .unwrap_err()
+            .contains("is ephemeral"));
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! | anything foreign                                    | refuse; `--force`: wipe every non-blank disk, make a new set |
 //! | a damaged LUKS header, a busy or partition disk     | refuse, even with `--force`   |
 //! | a read-only disk (for a new set)                    | refuse                        |
+//! | an ephemeral set, not all open (any key mode)       | close the open members, format all again, open, stripe, mkfs, mount |
+//! | an ephemeral set all open, without `--ephemeral`; a kept-key member with it | refuse |
 //!
 //! `--force` never mixes: it makes a new set of every named disk, and only
 //! when every one of them is writable and not held.
@@ -31,7 +33,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use super::up::{disk, filesystem_steps, mount_point};
+use super::up::{disk, filesystem_steps, key_mode, mount_point};
 use super::{
     bad, classify, refuse, Class, Dev, FsRecord, Geometry, NewHeader, NewMember, Plan, Planned,
     Refusal, Step, Todo,
@@ -128,9 +130,36 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         }
     }
 
+    let all_open = obs
+        .members
+        .iter()
+        .all(|m| matches!(m, Mapping::Open { .. }));
+    let mut ephemeral_set = false;
+    for (i, c) in classes.iter().enumerate() {
+        if let Class::Ours { ephemeral, .. } = c {
+            key_mode(&shown(i), *ephemeral, input.ephemeral, all_open)?;
+            ephemeral_set |= *ephemeral;
+        }
+    }
+
     // 2. What they hold together.
     let mut notes = Vec::new();
+    // An ephemeral set whose members are not all open lost their keys with
+    // their mappings (a reboot, `down`, or a kill before the last member
+    // was open): the members still open are closed and the set is made
+    // anew over the same disks.
+    let recreate = ephemeral_set && !all_open;
     let verdict = match together(&classes, n, &shown) {
+        Ok(Verdict::Assemble { .. }) if recreate => {
+            notes.push(format!(
+                "the disks hold an ephemeral secretfs set that is not open: its keys died with its \
+                 mappings (a reboot, or `down`), so nothing can read it; making it anew over all {n}"
+            ));
+            Verdict::Create {
+                again: vec![true; n],
+                wipe: Vec::new(),
+            }
+        }
         Ok(v) => v,
         Err(why) if input.force => {
             notes.push(format!("--force: {why}; making a new set of all {n} disks"));
@@ -175,6 +204,9 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
                     sizes[i].0,
                     MIN_SIZE >> 20
                 ));
+            }
+            if recreate {
+                close_open_members(obs, &member_names, &shown, &mut push)?;
             }
             let forced = (!wipe.is_empty()).then(|| {
                 wipe.iter()
@@ -233,6 +265,8 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         let disk_devno = obs.disks[i].block().map(|b| b.devno);
         let open = match &obs.members[m] {
             Mapping::Absent | Mapping::Unavailable { .. } => false,
+            // Closed by the steps above.
+            Mapping::Open { .. } if recreate => false,
             mm @ Mapping::Open { on, .. } => {
                 if !mm.is_luks2() || disk_devno.is_none() || on.as_slice() != [disk_devno.unwrap()]
                 {
@@ -365,6 +399,43 @@ fn describe(c: &Class) -> String {
     }
 }
 
+/// Closes the members of an ephemeral set still open (their set is made
+/// anew), each only if it is a LUKS2 mapping on one of the named disks.
+fn close_open_members(
+    obs: &SetObserved,
+    member_names: &[String],
+    shown: &dyn Fn(usize) -> String,
+    push: &mut impl FnMut(Step, Todo),
+) -> Result<(), Refusal> {
+    let disks: Vec<_> = obs
+        .disks
+        .iter()
+        .filter_map(|d| d.block().map(|b| b.devno))
+        .collect();
+    for (m, mm) in obs.members.iter().enumerate() {
+        let Mapping::Open { on, .. } = mm else {
+            continue;
+        };
+        if !mm.is_luks2() || on.len() != 1 || !disks.contains(&on[0]) {
+            return refuse(format!(
+                "{} is open, but not on any of the disks named ({}): close it first",
+                names::mapper_path(&member_names[m]).display(),
+                (0..obs.disks.len())
+                    .map(shown)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        push(
+            Step::Close {
+                name: member_names[m].clone(),
+            },
+            Todo::WillDo,
+        );
+    }
+    Ok(())
+}
+
 /// What the disks hold together, or why they cannot be used as they are.
 fn together(
     classes: &[Class],
@@ -395,6 +466,7 @@ fn together(
             Class::Ours {
                 place: Some(p),
                 record,
+                ..
             } => Some((i, p, record)),
             _ => None,
         })

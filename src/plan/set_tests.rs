@@ -16,25 +16,25 @@ const DISKS: [&str; 4] = [
     "/dev/nvme3n1",
 ];
 
-fn devno(i: usize) -> DevNo {
+pub(super) fn devno(i: usize) -> DevNo {
     DevNo {
         major: 259,
         minor: i as u32,
     }
 }
-fn member_dm(m: usize) -> DevNo {
+pub(super) fn member_dm(m: usize) -> DevNo {
     DevNo {
         major: 253,
         minor: 10 + m as u32,
     }
 }
-const STRIPE: DevNo = DevNo {
+pub(super) const STRIPE: DevNo = DevNo {
     major: 253,
     minor: 50,
 };
 
 /// Member `m` of `members` of `set`, ready, with `fs` recorded.
-fn member(set: &str, m: u32, members: u32, fs: Option<&str>) -> Content {
+pub(super) fn member(set: &str, m: u32, members: u32, fs: Option<&str>) -> Content {
     let mut t = Token::member(
         "u",
         &Place {
@@ -61,14 +61,14 @@ fn half_made() -> Content {
     header(TokenFound::Present { id: 0, token: t }, 1)
 }
 
-fn input(n: usize) -> PlanInput {
+pub(super) fn input(n: usize) -> PlanInput {
     PlanInput {
         target: Target::Disks(DISKS[..n].iter().map(Into::into).collect()),
         ..disk_input()
     }
 }
 
-fn obs(contents: Vec<Content>) -> SetObserved {
+pub(super) fn obs(contents: Vec<Content>) -> SetObserved {
     let n = contents.len();
     SetObserved {
         disks: contents

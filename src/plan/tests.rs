@@ -12,7 +12,7 @@ use crate::observe::{
 use crate::observe::{DevNo, DeviceObs};
 use crate::settings::{PbkdfChoice, Target};
 
-const VDB: DevNo = DevNo {
+pub(super) const VDB: DevNo = DevNo {
     major: 254,
     minor: 16,
 };
@@ -84,6 +84,7 @@ pub(super) fn disk_input() -> PlanInput {
         discard: false,
         pbkdf: PbkdfChoice::Auto,
         workqueue_flags: true,
+        ephemeral: false,
     }
 }
 fn file_input(size: Option<u64>) -> PlanInput {
@@ -106,7 +107,7 @@ fn disk() -> TargetState {
         partition_of: None,
     }
 }
-fn open_on(d: DevNo) -> Mapping {
+pub(super) fn open_on(d: DevNo) -> Mapping {
     Mapping::Open {
         devno: DM,
         on: vec![d],
@@ -127,14 +128,14 @@ pub(super) fn base(c: Content) -> Observed {
         inner: None,
     }
 }
-fn mounted(o: &mut Observed) {
+pub(super) fn mounted(o: &mut Observed) {
     o.mount = MountState::Mounted {
         devno: DM,
         fstype: "ext4".into(),
         source: "/dev/mapper/secretfs".into(),
     };
 }
-fn todo(p: &Plan, name: &str) -> Option<Todo> {
+pub(super) fn todo(p: &Plan, name: &str) -> Option<Todo> {
     p.steps
         .iter()
         .find(|x| x.step.name() == name)
@@ -186,7 +187,8 @@ fn classification_table() {
                     record: FsRecord::Token {
                         filesystem: Some(_)
                     },
-                    place: None
+                    place: None,
+                    ephemeral: false
                 }
             )
         }),
@@ -198,7 +200,8 @@ fn classification_table() {
                     c,
                     Class::Ours {
                         record: FsRecord::Token { filesystem: None },
-                        place: None
+                        place: None,
+                        ephemeral: false
                     }
                 )
             },
@@ -223,7 +226,8 @@ fn classification_table() {
                 c,
                 Class::Ours {
                     record: FsRecord::Legacy,
-                    place: None
+                    place: None,
+                    ephemeral: false
                 }
             )
         }),

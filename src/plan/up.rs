@@ -30,6 +30,8 @@ pub struct PlanInput {
     pub pbkdf: PbkdfChoice,
     /// The kernel stores dm-crypt workqueue flags (5.9 and later).
     pub workqueue_flags: bool,
+    /// `--ephemeral`: a key only in memory, a new volume every boot.
+    pub ephemeral: bool,
 }
 
 impl PlanInput {
@@ -46,6 +48,7 @@ impl PlanInput {
             discard: s.discard,
             pbkdf: s.pbkdf,
             workqueue_flags,
+            ephemeral: s.key == crate::settings::KeySpec::Ephemeral,
         }
     }
 }
@@ -186,7 +189,16 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
     if !dev.busy.is_empty() {
         return refuse(format!("{path} is in use: {}", dev.busy.join("; ")));
     }
-    if dev.read_only && !ours {
+    // An ephemeral volume no longer open lost its key with its mapping:
+    // it is made anew (after a mode check below).
+    let recreate = matches!(
+        class,
+        Class::Ours {
+            ephemeral: true,
+            ..
+        }
+    ) && !open_on_target;
+    if dev.read_only && (!ours || recreate) {
         return refuse(format!(
             "{path} is read-only (the kernel says so in /sys/block/*/ro): a new volume cannot be written"
         ));
@@ -199,6 +211,9 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
             mapper.display()
         ));
     }
+    if let Class::Ours { ephemeral, .. } = class {
+        key_mode(&path, ephemeral, input.ephemeral, open_on_target)?;
+    }
     let mut forced = None;
     let (first_format, again, record) = match class {
         Class::Ours { place: Some(p), .. } => {
@@ -209,6 +224,13 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
                 p.members,
                 p.set
             ))
+        }
+        Class::Ours { .. } if recreate => {
+            notes.push(format!(
+                "{path} holds an ephemeral secretfs volume that is not open: its key died with its \
+                 mapping (a reboot, or `down`), so nothing can read it; making it anew"
+            ));
+            (true, true, FsRecord::New)
         }
         Class::Ours { record, .. } => (false, false, record),
         Class::Blank => (true, false, FsRecord::New),
@@ -302,6 +324,25 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         forced,
         notes,
     })
+}
+
+/// Refuses a volume of ours whose key mode is not the one asked for:
+/// `--ephemeral` never replaces a volume whose key is kept (`--force` or
+/// not), and an ephemeral volume still open is not replaced by a kept-key
+/// `up`. A closed ephemeral volume holds nothing anyone can read: any `up`
+/// makes it anew.
+pub(super) fn key_mode(path: &str, volume: bool, asked: bool, open: bool) -> Result<(), Refusal> {
+    match (volume, asked) {
+        (true, false) if open => refuse(format!(
+            "{path} holds an ephemeral secretfs volume that is open (its key only in the kernel): \
+             run up with --ephemeral, or `secretfs down` it first to make a volume with a kept key there"
+        )),
+        (false, true) => refuse(format!(
+            "{path} holds a secretfs volume whose key is kept; --ephemeral would make a new volume over \
+             its data: run up with the key it was made with, or `secretfs shred` it first"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A whole disk's size and logical block size, or why it cannot be used.

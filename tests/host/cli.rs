@@ -105,6 +105,28 @@ fn usage_errors_exit_2_with_one_line() {
         ),
         (vec!["up", "--disk", "/dev/x", "--pbkdf", "md5"], "md5"),
         (
+            vec![
+                "up",
+                "--disk",
+                "/dev/x",
+                "--ephemeral",
+                "--kms-key",
+                "alias/k",
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "up",
+                "--disk",
+                "/dev/x",
+                "--ephemeral",
+                "--passphrase-file",
+                "-",
+            ],
+            "cannot be used with",
+        ),
+        (
             vec!["up", "--disk", "/dev/x", "--file", "/f"],
             "cannot be used with",
         ),

@@ -11,6 +11,7 @@ mod aarch64;
 mod crash;
 mod data_key;
 mod demo;
+mod ephemeral;
 mod hardening;
 mod hygiene;
 mod safety;
