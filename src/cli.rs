@@ -58,6 +58,9 @@ pub enum Command {
     /// Crypto-shred the volume: unmount, close, destroy every key slot and
     /// both LUKS2 headers on every device below it (irreversible)
     Shred(ShredArgs),
+    /// Make encrypted swap space with an ephemeral key (made anew every
+    /// boot) and enable it; `--off` disables and closes it
+    Swap(SwapArgs),
     /// Wait until the volume is open and mounted (for scripts; exits 6 at
     /// the timeout)
     Wait(WaitArgs),
@@ -327,6 +330,43 @@ pub struct RewrapArgs {
     pub json: bool,
 }
 
+/// Arguments of `secretfs swap`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SwapArgs {
+    /// Raw block device for the swap space (never a member of a volume)
+    #[arg(long, value_name = "DEVICE", conflicts_with_all = ["file", "size"])]
+    pub disk: Option<PathBuf>,
+    /// Loop-backed file for the swap space (created sparse, mode 0600, if
+    /// absent)
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Size of the file to create (512M, 2G; powers of 1024)
+    #[arg(long, value_parser = parse::size, requires = "file", allow_hyphen_values = true)]
+    pub size: Option<u64>,
+    /// Swap priority, 0 to 32767: higher is used first [default: the
+    /// kernel's]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=32767))]
+    pub priority: Option<u16>,
+    /// Pass discards (TRIM) through the encryption layer and to swap
+    #[arg(long)]
+    pub discard: bool,
+    /// Mapping name [default: the config's, else secretfs-swap]
+    #[arg(long, value_parser = parse::volume_name, allow_hyphen_values = true)]
+    pub name: Option<String>,
+    /// TOML file whose [swap] section holds these settings
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Disable the swap space and close it (what it held is gone)
+    #[arg(long, conflicts_with_all = ["disk", "file", "size", "priority", "discard", "dry_run"])]
+    pub off: bool,
+    /// Observe and print the plan; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object with the outcome on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `secretfs wait`.
 #[derive(Clone, Debug, Args)]
 pub struct WaitArgs {
@@ -355,6 +395,10 @@ pub struct InstallUnitArgs {
     /// systemctl
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Also write and enable secretfs-swap.service, which runs `secretfs
+    /// swap` from the config's [swap] section on every boot
+    #[arg(long)]
+    pub swap: bool,
 }
 
 /// Arguments of `secretfs generate`.

@@ -22,6 +22,8 @@ pub enum Tool {
     Wipefs,
     /// `mkfs.ext4`.
     MkfsExt4,
+    /// `mkswap`, for `secretfs swap`.
+    Mkswap,
     /// `modprobe`, to load dm-crypt when the kernel has not yet.
     Modprobe,
     /// `systemctl`, for `install-unit`.
@@ -34,6 +36,7 @@ impl Tool {
         match self {
             Tool::Wipefs => "wipefs",
             Tool::MkfsExt4 => "mkfs.ext4",
+            Tool::Mkswap => "mkswap",
             Tool::Modprobe => "modprobe",
             Tool::Systemctl => "systemctl",
         }
@@ -51,7 +54,7 @@ impl Tool {
                     self.name(),
                     SEARCH_DIRS.join(", "),
                     match self {
-                        Tool::Wipefs => "util-linux",
+                        Tool::Wipefs | Tool::Mkswap => "util-linux",
                         Tool::MkfsExt4 => "e2fsprogs",
                         Tool::Modprobe => "kmod",
                         Tool::Systemctl => "systemd",

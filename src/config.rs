@@ -26,7 +26,7 @@ use crate::keys::aws::AwsOptions;
 use crate::keys::data_key;
 use crate::names;
 use crate::parse;
-use crate::settings::{KeySpec, NoDisks, PbkdfChoice, Target, Up, Volume};
+use crate::settings::{KeySpec, NoDisks, PbkdfChoice, Target, Up, Use, Volume};
 
 /// Default deadline for getting the key.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -59,6 +59,21 @@ pub struct FileConfig {
     wipe: Option<bool>,
     discard: Option<bool>,
     pbkdf: Option<PbkdfChoice>,
+    /// `secretfs swap`'s settings.
+    swap: Option<SwapSection>,
+}
+
+/// The `[swap]` table of the config file: the settings of `secretfs
+/// swap`, with the flag names as keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SwapSection {
+    disk: Option<PathBuf>,
+    file: Option<PathBuf>,
+    size: Option<String>,
+    name: Option<String>,
+    priority: Option<u16>,
+    discard: Option<bool>,
 }
 
 /// `disk = "/dev/x"` or `disk = ["/dev/x", "/dev/y"]`.
@@ -365,6 +380,88 @@ fn key_spec(args: &UpArgs, f: &FileConfig) -> Result<KeySpec> {
     Ok(key)
 }
 
+/// The settings of `secretfs swap`: the flags, else the config file's
+/// `[swap]` table. Always an ephemeral key; one disk or one file.
+pub fn swap(args: &cli::SwapArgs) -> Result<Up> {
+    resolve_swap(args, config_file(&args.config)?)
+}
+
+/// The mapping name of `secretfs swap` (for `--off`).
+pub fn swap_name(args: &cli::SwapArgs) -> Result<String> {
+    let f = config_file(&args.config)?.unwrap_or_default();
+    let sec = f.swap.unwrap_or_default();
+    Ok(
+        pick(&args.name, &sec.name, "swap name", parse::volume_name)?
+            .unwrap_or_else(|| names::DEFAULT_SWAP_NAME.to_string()),
+    )
+}
+
+/// Resolves `swap`'s settings from the flags and the parsed config file.
+pub fn resolve_swap(args: &cli::SwapArgs, file: Option<FileConfig>) -> Result<Up> {
+    let sec = file.and_then(|f| f.swap).unwrap_or_default();
+    let sec_size = || {
+        sec.size
+            .as_deref()
+            .map(parse::size)
+            .transpose()
+            .or_else(|e| usage(format!("config [swap] size: {e}")))
+    };
+    let target = match (&args.disk, &args.file, &sec.disk, &sec.file) {
+        (Some(d), ..) => Target::Disk(d.clone()),
+        (None, Some(p), ..) => Target::File {
+            path: p.clone(),
+            size: match args.size {
+                Some(s) => Some(s),
+                None if sec.file.as_ref() == Some(p) => sec_size()?,
+                None => None,
+            },
+        },
+        (None, None, Some(_), Some(_)) => {
+            return usage("config [swap] sets both disk and file: keep one")
+        }
+        (None, None, Some(d), None) => Target::Disk(d.clone()),
+        (None, None, None, Some(p)) => Target::File {
+            path: p.clone(),
+            size: sec_size()?,
+        },
+        (None, None, None, None) => {
+            return usage(
+                "no swap target: give --disk DEVICE, or --file PATH --size SIZE, or a [swap] table in the config",
+            )
+        }
+    };
+    if target.path() == Path::new(crate::settings::AUTO) {
+        return usage("swap takes one disk by name, not auto (--disk auto is for volumes)");
+    }
+    if target.path().as_os_str().is_empty() {
+        return usage("the swap target path is empty");
+    }
+    let priority = args.priority.or(sec.priority);
+    if priority.is_some_and(|p| p > 32767) {
+        return usage("config [swap] priority: 0 to 32767");
+    }
+    let name = pick(&args.name, &sec.name, "swap name", parse::volume_name)?
+        .unwrap_or_else(|| names::DEFAULT_SWAP_NAME.to_string());
+    Ok(Up {
+        key: KeySpec::Ephemeral,
+        aws: merge_aws(&AwsArgs::default(), &FileConfig::default())?,
+        target,
+        no_disks: NoDisks::Error,
+        name,
+        mount: PathBuf::new(),
+        mount_options: parse::mount_options(names::DEFAULT_MOUNT_OPTIONS)
+            .or_else(|e| usage(format!("mount options: {e}")))?,
+        force: false,
+        mount_nonempty: false,
+        wipe: false,
+        discard: args.discard || sec.discard == Some(true),
+        pbkdf: PbkdfChoice::Auto,
+        inside: Use::Swap { priority },
+        dry_run: args.dry_run,
+        json: args.json,
+    })
+}
+
 /// Resolves `up`'s settings from the flags and the config file. `config`
 /// is the parsed file, if one was read.
 pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
@@ -478,6 +575,7 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
             .map(pbkdf)
             .or(f.pbkdf)
             .unwrap_or(PbkdfChoice::Auto),
+        inside: Use::Filesystem,
         dry_run: args.dry_run,
         json: args.json,
     })
@@ -642,6 +740,76 @@ pbkdf = "pbkdf2"
         };
         let e = resolve_up(&reserved, None).unwrap_err();
         assert!(format!("{e}").contains("is reserved"), "{e}");
+    }
+
+    #[test]
+    fn swap_settings_from_flags_over_the_swap_table() {
+        let flags = cli::SwapArgs {
+            disk: Some("/dev/nvme1n1".into()),
+            priority: Some(5),
+            ..Default::default()
+        };
+        let s = resolve_swap(&flags, None).unwrap();
+        assert_eq!(s.key, KeySpec::Ephemeral);
+        assert_eq!(s.target, Target::Disk("/dev/nvme1n1".into()));
+        assert_eq!(s.inside, Use::Swap { priority: Some(5) });
+        assert_eq!(s.name, names::DEFAULT_SWAP_NAME);
+        let file = || {
+            parse_file(
+                "disk = \"/dev/xvdb\"\n[swap]\nfile = \"/var/swap.img\"\nsize = \"1G\"\npriority = 3\nname = \"sw\"\n",
+            )
+            .unwrap()
+        };
+        let s = resolve_swap(&cli::SwapArgs::default(), Some(file())).unwrap();
+        assert_eq!(
+            s.target,
+            Target::File {
+                path: "/var/swap.img".into(),
+                size: Some(1 << 30)
+            }
+        );
+        assert_eq!(
+            (s.name.as_str(), s.inside),
+            ("sw", Use::Swap { priority: Some(3) })
+        );
+        // The flags' target replaces the table's as a whole.
+        let s = resolve_swap(&flags, Some(file())).unwrap();
+        assert_eq!(s.target, Target::Disk("/dev/nvme1n1".into()));
+        assert_eq!(s.inside, Use::Swap { priority: Some(5) });
+        // `up` reads the same file and ignores the table.
+        let up = UpArgs {
+            passphrase_file: Some("-".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve_up(&up, Some(file())).unwrap().target,
+            Target::Disk("/dev/xvdb".into())
+        );
+        for (text, flags, says) in [
+            ("", cli::SwapArgs::default(), "no swap target"),
+            (
+                "[swap]\ndisk = \"/dev/a\"\nfile = \"/b\"\n",
+                cli::SwapArgs::default(),
+                "both disk and file",
+            ),
+            (
+                "",
+                cli::SwapArgs {
+                    disk: Some("auto".into()),
+                    ..Default::default()
+                },
+                "not auto",
+            ),
+            (
+                "[swap]\ndisk = \"/dev/a\"\npriority = 40000\n",
+                cli::SwapArgs::default(),
+                "0 to 32767",
+            ),
+        ] {
+            let e = resolve_swap(&flags, Some(parse_file(text).unwrap())).unwrap_err();
+            assert!(format!("{e}").contains(says), "{text}: {e}");
+            assert_eq!(exit_code_of(&e), EXIT_USAGE);
+        }
     }
 
     #[test]

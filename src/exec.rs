@@ -19,6 +19,7 @@ use crate::keys::ephemeral::EphemeralKeys;
 use crate::keys::{KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
 use crate::luks::token::Place;
 use crate::luks::{self, FormatOptions, Kdf, SlotKey};
+use crate::names;
 use crate::observe::{content, sys};
 use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
 use crate::settings::PbkdfChoice;
@@ -391,6 +392,35 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                     fs::umount(&dir)
                 });
         }
+        Step::MakeSwap { mapper, dev } => {
+            let dev = r.dev(dev)?;
+            fs::mkswap(mapper)?;
+            info!("made swap space on {}", mapper.display());
+            luks::update_token(&dev, |t| t.filesystem = Some(names::SWAP_TYPE.into()))
+                .with_context(|| {
+                    format!(
+                        "recording the swap space in the header of {}",
+                        dev.display()
+                    )
+                })?;
+        }
+        Step::SwapOn {
+            mapper,
+            priority,
+            discard,
+        } => {
+            fs::swapon(mapper, *priority, *discard)?;
+            info!("enabled swap on {}", mapper.display());
+            let mapper = mapper.clone();
+            r.rollback
+                .push(format!("disable swap on {}", mapper.display()), move || {
+                    fs::swapoff(&mapper)
+                });
+        }
+        Step::SwapOff { mapper } => {
+            fs::swapoff(mapper)?;
+            info!("disabled swap on {}", mapper.display());
+        }
         Step::Unmount { dir } => {
             fs::umount(dir)?;
             info!("unmounted {}", dir.display());
@@ -481,5 +511,6 @@ fn format_options(h: &NewHeader, key: &Key) -> FormatOptions {
         },
         no_workqueues: h.no_workqueues,
         discard: h.discard,
+        swap: h.swap,
     }
 }

@@ -1,4 +1,5 @@
-//! The filesystem inside the volume: mkfs, mount, unmount, wipe.
+//! The filesystem inside the volume: mkfs, mount, unmount, wipe; or swap
+//! space: mkswap, swapon, swapoff.
 
 use std::io::Write;
 use std::path::Path;
@@ -78,6 +79,60 @@ pub fn mount(dev: &Path, dir: &Path, o: &MountOptions) -> Result<()> {
         (!data.is_empty()).then_some(data.as_str()),
     )
     .with_context(|| format!("mounting {} at {}", dev.display(), dir.display()))
+}
+
+/// Makes swap space on `dev` (labelled with the volume's label).
+pub fn mkswap(dev: &Path) -> Result<()> {
+    let o = std::ffi::OsStr::new;
+    cmd::run(
+        Tool::Mkswap,
+        &[o("-L"), o(names::FS_LABEL), dev.as_os_str()],
+        &[],
+    )
+    .map(|_| ())
+}
+
+/// `SWAP_FLAG_*` of <sys/swap.h> (not in the libc crate).
+const SWAP_FLAG_PREFER: libc::c_int = 0x8000;
+const SWAP_FLAG_PRIO_MASK: libc::c_int = 0x7fff;
+const SWAP_FLAG_DISCARD: libc::c_int = 0x10000;
+
+/// Enables the swap space on `dev` (swapon(2)): at `priority` when given
+/// (higher is used first), with discards when the volume allows them.
+pub fn swapon(dev: &Path, priority: Option<u16>, discard: bool) -> Result<()> {
+    let mut flags = 0;
+    if let Some(p) = priority {
+        flags |= SWAP_FLAG_PREFER | (libc::c_int::from(p) & SWAP_FLAG_PRIO_MASK);
+    }
+    if discard {
+        flags |= SWAP_FLAG_DISCARD;
+    }
+    let path = c_path(dev)?;
+    // SAFETY: path is a NUL-terminated string that outlives the call.
+    nix::errno::Errno::result(unsafe { libc::swapon(path.as_ptr(), flags) })
+        .with_context(|| format!("enabling swap on {}", dev.display()))
+        .map(|_| ())
+}
+
+/// Disables the swap space on `dev` (swapoff(2)): the kernel first reads
+/// every page in it back into memory.
+pub fn swapoff(dev: &Path) -> Result<()> {
+    let path = c_path(dev)?;
+    // SAFETY: path is a NUL-terminated string that outlives the call.
+    nix::errno::Errno::result(unsafe { libc::swapoff(path.as_ptr()) })
+        .with_context(|| {
+            format!(
+                "disabling swap on {} (the memory it holds must fit in RAM)",
+                dev.display()
+            )
+        })
+        .map(|_| ())
+}
+
+fn c_path(p: &Path) -> Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .with_context(|| format!("{} has a NUL byte", p.display()))
 }
 
 /// Unmounts `dir`.

@@ -19,6 +19,10 @@ pub const LUKS_SUBSYSTEM: &str = "secretfs";
 pub const TOKEN_TYPE: &str = "secretfs";
 /// The ext4 label of the inner filesystem.
 pub const FS_LABEL: &str = "secretfs";
+/// Default device-mapper name of `secretfs swap`.
+pub const DEFAULT_SWAP_NAME: &str = "secretfs-swap";
+/// The libblkid type of swap space (what `mkswap` writes).
+pub const SWAP_TYPE: &str = "swap";
 /// `secretfs --version`: the crate version and the commit it was built
 /// from (`build.rs`).
 pub const VERSION: &str = concat!(

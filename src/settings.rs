@@ -76,6 +76,16 @@ pub enum PbkdfChoice {
     Argon2id,
 }
 
+/// What a volume holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// ext4, mounted (`up`).
+    Filesystem,
+    /// Swap space, enabled at `priority` (the kernel's default when
+    /// `None`): `secretfs swap`.
+    Swap { priority: Option<u16> },
+}
+
 /// The settings of `secretfs up`.
 #[derive(Clone, Debug)]
 pub struct Up {
@@ -94,6 +104,8 @@ pub struct Up {
     pub wipe: bool,
     pub discard: bool,
     pub pbkdf: PbkdfChoice,
+    /// ext4 (`up`) or swap (`swap`).
+    pub inside: Use,
     pub dry_run: bool,
     pub json: bool,
 }

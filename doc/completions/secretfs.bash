@@ -43,6 +43,9 @@ _secretfs() {
             secretfs,status)
                 cmd="secretfs__subcmd__status"
                 ;;
+            secretfs,swap)
+                cmd="secretfs__subcmd__swap"
+                ;;
             secretfs,up)
                 cmd="secretfs__subcmd__up"
                 ;;
@@ -56,7 +59,7 @@ _secretfs() {
 
     case "${cmd}" in
         secretfs)
-            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key rotate rewrap shred wait install-unit generate"
+            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key rotate rewrap shred swap wait install-unit generate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -152,7 +155,7 @@ _secretfs() {
             return 0
             ;;
         secretfs__subcmd__install__subcmd__unit)
-            opts="-v -q -h --requires --now --binary --root --verbose --quiet --help"
+            opts="-v -q -h --requires --now --binary --root --swap --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,6 +367,44 @@ _secretfs() {
                 return 0
             fi
             case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        secretfs__subcmd__swap)
+            opts="-v -q -h --disk --file --size --priority --discard --name --config --off --dry-run --json --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --priority)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

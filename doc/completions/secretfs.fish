@@ -36,6 +36,7 @@ complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "check-key" -d 'Fe
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "rotate" -d 'Give the open volume new data keys without reformatting: a new key slot per member, then the old one removed (volumes made with --kms-key; an interrupted rotation is finished)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "rewrap" -d 'Re-wrap under another KMS key with KMS ReEncrypt (the plaintext never reaches this host): the data keys in the open volume\'s headers, or a blob with --wrapped-key'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "shred" -d 'Crypto-shred the volume: unmount, close, destroy every key slot and both LUKS2 headers on every device below it (irreversible)'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "swap" -d 'Make encrypted swap space with an ephemeral key (made anew every boot) and enable it; `--off` disables and closes it'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "wait" -d 'Wait until the volume is open and mounted (for scripts; exits 6 at the timeout)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "install-unit" -d 'Write the systemd unit, and a drop-in for each service that must not start without the volume; enable the unit'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "generate" -d 'Write the man pages and shell completions under DIR'
@@ -151,6 +152,19 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l json -d 'Pri
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -s q -l quiet -d 'Log only errors'
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l disk -d 'Raw block device for the swap space (never a member of a volume)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l file -d 'Loop-backed file for the swap space (created sparse, mode 0600, if absent)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l size -d 'Size of the file to create (512M, 2G; powers of 1024)' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l priority -d 'Swap priority, 0 to 32767: higher is used first [default: the kernel\'s]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l name -d 'Mapping name [default: the config\'s, else secretfs-swap]' -r
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l config -d 'TOML file whose [swap] section holds these settings' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l discard -d 'Pass discards (TRIM) through the encryption layer and to swap'
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l off -d 'Disable the swap space and close it (what it held is gone)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l dry-run -d 'Observe and print the plan; change nothing'
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -l json -d 'Print one JSON object with the outcome on stdout'
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand swap" -s h -l help -d 'Print help'
 complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand wait" -l timeout -d 'How long to wait before giving up (exit 6)' -r
@@ -161,6 +175,7 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l requi
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l binary -d 'The binary the unit runs [default: this one]' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l root -d 'Write into this system root (an image being built) and run no systemctl' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l now -d 'Also start the unit now (`systemctl enable --now`)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l swap -d 'Also write and enable secretfs-swap.service, which runs `secretfs swap` from the config\'s [swap] section on every boot'
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s q -l quiet -d 'Log only errors'
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s h -l help -d 'Print help'

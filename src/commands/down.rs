@@ -14,6 +14,7 @@ use crate::lock;
 use crate::names::{self, under};
 use crate::observe::{content, sys};
 use crate::plan::{self, Class, DownMember, DownObserved, Refusal, Step, Under};
+use crate::settings::Volume;
 use crate::signals;
 
 /// How long `down` (and `shred`) waits for another run on the same volume.
@@ -23,10 +24,12 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 pub fn observe(root: &Path, name: &str) -> Result<DownObserved> {
     let mapping = sys::mapping(root, name);
     let mut mounted_at = Vec::new();
+    let mut swap_on = false;
     let mut below = Vec::new();
     let mut members = Vec::new();
     if let sys::Mapping::Open { devno, on, .. } = &mapping {
         mounted_at = sys::mounts_of(*devno, &sys::mounts(root)?);
+        swap_on = sys::swaps(root).contains(devno);
         if mapping.is_set() {
             for d in on {
                 let Some(member) = sys::dm_name(root, *d) else {
@@ -51,6 +54,7 @@ pub fn observe(root: &Path, name: &str) -> Result<DownObserved> {
     Ok(DownObserved {
         mapping,
         mounted_at,
+        swap_on,
         under: below,
         members,
     })
@@ -76,7 +80,15 @@ fn beneath(root: &Path, on: &[sys::DevNo]) -> Result<Vec<Under>> {
 
 /// `secretfs down`.
 pub fn run(args: &DownArgs) -> Result<()> {
-    let v = config::volume(&args.volume, args.mount.clone(), args.json)?;
+    take_down(&config::volume(
+        &args.volume,
+        args.mount.clone(),
+        args.json,
+    )?)
+}
+
+/// Takes the volume `v` down (and swap space: `secretfs swap --off`).
+pub fn take_down(v: &Volume) -> Result<()> {
     // Without root, device-mapper cannot be changed, and "not open" would
     // be a guess.
     require_root("secretfs down")?;

@@ -18,6 +18,10 @@ use crate::names;
 
 /// The unit, as shipped (`userdata/secretfs.service`).
 pub const UNIT: &str = include_str!("../../userdata/secretfs.service");
+/// The swap unit, as shipped (`userdata/secretfs-swap.service`).
+pub const SWAP_UNIT: &str = include_str!("../../userdata/secretfs-swap.service");
+/// The swap unit's name.
+pub const SWAP_UNIT_NAME: &str = "secretfs-swap.service";
 /// The drop-in for dependent services (`userdata/requires-secretfs.conf`).
 pub const DROP_IN: &str = include_str!("../../userdata/requires-secretfs.conf");
 /// The binary path the shipped unit names.
@@ -36,8 +40,9 @@ pub struct UnitFile {
     pub text: String,
 }
 
-/// The files for `binary`, the drop-ins' units, under `root`.
-pub fn plan(root: &Path, binary: &Path, requires: &[String]) -> Result<Vec<UnitFile>> {
+/// The files for `binary`, the drop-ins' units and the swap unit (when
+/// `swap`), under `root`.
+pub fn plan(root: &Path, binary: &Path, requires: &[String], swap: bool) -> Result<Vec<UnitFile>> {
     let bin = binary.to_str().filter(|b| !b.contains(char::is_whitespace));
     let Some(bin) = bin.filter(|b| b.starts_with('/')) else {
         return usage(format!(
@@ -50,6 +55,12 @@ pub fn plan(root: &Path, binary: &Path, requires: &[String]) -> Result<Vec<UnitF
         path: dir.join(UNIT_NAME),
         text: UNIT.replace(SHIPPED_BINARY, bin),
     }];
+    if swap {
+        files.push(UnitFile {
+            path: dir.join(SWAP_UNIT_NAME),
+            text: SWAP_UNIT.replace(SHIPPED_BINARY, bin),
+        });
+    }
     for r in requires {
         let unit = unit_name(r)?;
         files.push(UnitFile {
@@ -72,7 +83,7 @@ fn unit_name(s: &str) -> Result<String> {
             "--requires {s}: not a unit name (letters, digits and :-_.\\@ only, e.g. postgresql.service)"
         ));
     }
-    if s == UNIT_NAME || s == "secretfs" {
+    if s == UNIT_NAME || s == "secretfs" || s == SWAP_UNIT_NAME {
         return usage("--requires secretfs.service: the unit cannot require itself");
     }
     const TYPES: [&str; 11] = [
@@ -106,7 +117,7 @@ pub fn run(args: &InstallUnitArgs) -> Result<()> {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("finding this binary's path")?,
     };
-    let files = plan(&root, &binary, &args.requires)?;
+    let files = plan(&root, &binary, &args.requires, args.swap)?;
     if live {
         // Before anything is written, so a machine without systemd is left
         // as it was.
@@ -125,6 +136,9 @@ pub fn run(args: &InstallUnitArgs) -> Result<()> {
     }
     if !live {
         info!("--root given: not running systemctl; enable {UNIT_NAME} in that system");
+        if args.swap {
+            info!("and {SWAP_UNIT_NAME}");
+        }
         return Ok(());
     }
     cmd::run(Tool::Systemctl, &["daemon-reload".as_ref()], &[])?;
@@ -132,10 +146,18 @@ pub fn run(args: &InstallUnitArgs) -> Result<()> {
     if args.now {
         enable.push("--now".as_ref());
     }
+    if args.swap {
+        enable.push(SWAP_UNIT_NAME.as_ref());
+    }
     enable.push(UNIT_NAME.as_ref());
     cmd::run(Tool::Systemctl, &enable, &[])?;
     info!(
-        "enabled {UNIT_NAME}{}",
+        "enabled {UNIT_NAME}{}{}",
+        if args.swap {
+            " and secretfs-swap.service"
+        } else {
+            ""
+        },
         if args.now { " and started it" } else { "" }
     );
     Ok(())
@@ -189,6 +211,7 @@ mod tests {
             Path::new("/img"),
             Path::new("/usr/bin/secretfs"),
             &["pg".into()],
+            true,
         )
         .unwrap();
         assert_eq!(
@@ -206,9 +229,18 @@ mod tests {
         assert!(!files[0].text.contains("ConditionPathExists"));
         assert_eq!(
             files[1].path,
+            Path::new("/img/etc/systemd/system/secretfs-swap.service")
+        );
+        assert!(files[1]
+            .text
+            .contains("ExecStart=/usr/bin/secretfs swap --config"));
+        assert!(files[1].text.contains("Before=secretfs.service"));
+        assert!(!files[1].text.contains(SHIPPED_BINARY));
+        assert_eq!(
+            files[2].path,
             Path::new("/img/etc/systemd/system/pg.service.d/requires-secretfs.conf")
         );
-        assert!(files[1].text.contains("Requires=secretfs.service"));
-        assert!(plan(Path::new("/"), Path::new("secretfs"), &[]).is_err());
+        assert!(files[2].text.contains("Requires=secretfs.service"));
+        assert!(plan(Path::new("/"), Path::new("secretfs"), &[], false).is_err());
     }
 }

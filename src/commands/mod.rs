@@ -11,6 +11,7 @@ pub mod rotate;
 pub mod seal;
 pub mod shred;
 pub mod status;
+pub mod swap;
 pub mod up;
 pub mod wait;
 
@@ -72,7 +73,11 @@ pub fn init(cli: &Cli) {
     // Only where a key is handled: the rest gain nothing from it.
     if matches!(
         cli.command,
-        Command::Up(_) | Command::Seal(_) | Command::CheckKey(_) | Command::Rotate(_)
+        Command::Up(_)
+            | Command::Swap(_)
+            | Command::Seal(_)
+            | Command::CheckKey(_)
+            | Command::Rotate(_)
     ) {
         crate::keys::lock_all_memory();
     }
@@ -98,6 +103,7 @@ fn command_name(cli: &Cli) -> &'static str {
         Command::Rotate(_) => "rotate",
         Command::Rewrap(_) => "rewrap",
         Command::Shred(_) => "shred",
+        Command::Swap(_) => "swap",
         Command::Wait(_) => "wait",
         Command::InstallUnit(_) => "install-unit",
         Command::Generate(_) => "generate",
@@ -115,6 +121,7 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Rotate(a) => a.json,
         Command::Rewrap(a) => a.json,
         Command::Shred(a) => a.json,
+        Command::Swap(a) => a.json,
         Command::Wait(_) | Command::InstallUnit(_) | Command::Generate(_) => false,
     }
 }
@@ -130,6 +137,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Rotate(a) => rotate::run(a),
         Command::Rewrap(a) => rewrap::run(a),
         Command::Shred(a) => shred::run(a),
+        Command::Swap(a) => swap::run(a),
         Command::Wait(a) => wait::run(a),
         Command::InstallUnit(a) => install_unit::run(a),
         Command::Generate(a) => generate::run(a),

@@ -28,7 +28,7 @@ use crate::luks;
 use crate::names;
 use crate::observe::{self, Mapping, Observed, SetObserved};
 use crate::plan::{self, Class, Plan, PlanInput, Refusal, Step, Todo};
-use crate::settings::{KeySpec, NoDisks, Target, Up};
+use crate::settings::{KeySpec, NoDisks, Target, Up, Use};
 use crate::signals;
 
 /// Where the settings say the key comes from.
@@ -110,11 +110,20 @@ impl Seen {
 
 /// `secretfs up`.
 pub fn run(args: &UpArgs) -> Result<()> {
-    let mut s = config::up(args)?;
+    bring_up(config::up(args)?)
+}
+
+/// Brings up the volume (or the swap space of `secretfs swap`) `s`
+/// describes.
+pub fn bring_up(mut s: Up) -> Result<()> {
+    let command = match s.inside {
+        Use::Filesystem => "up",
+        Use::Swap { .. } => "swap",
+    };
     if !s.dry_run {
         // Before anything is probed: without root, the devices and
         // device-mapper cannot be read.
-        require_root("secretfs up")?;
+        require_root(&format!("secretfs {command}"))?;
         signals::install();
     }
     let root = Path::new("/");
@@ -158,7 +167,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
         warn!("{n}");
     }
     let mut report = UpReport {
-        command: "up",
+        command,
         ok: true,
         outcome: "already_up",
         name: s.name.clone(),
@@ -179,10 +188,10 @@ pub fn run(args: &UpArgs) -> Result<()> {
     };
     if plan.is_noop() {
         info!(
-            "already up: {} is open on {} and mounted at {}; no action taken",
+            "already up: {} is open on {} and {}; no action taken",
             report.mapper.display(),
             shown_target(&s.target),
-            s.mount.display()
+            where_used(&s)
         );
         report.steps = plan
             .steps
@@ -198,10 +207,20 @@ pub fn run(args: &UpArgs) -> Result<()> {
 
     // Preflight: nothing has been written yet, and nothing will be if any
     // of these fail.
-    cmd::verify_executables(&[Tool::MkfsExt4, Tool::Wipefs])?;
+    cmd::verify_executables(&[
+        match s.inside {
+            Use::Filesystem => Tool::MkfsExt4,
+            Use::Swap { .. } => Tool::Mkswap,
+        },
+        Tool::Wipefs,
+    ])?;
     if plan.needs_key() {
         ensure_dm_crypt(seen.mapping())?;
     }
+    let per_volume = |what: String, key: Key| {
+        info!("{}; the key: {what}", describe_state(&s, &seen, &plan));
+        Some(key)
+    };
     let key = if plan.needs_key() {
         match Keying::of(&s) {
             Keying::Source(source) => {
@@ -219,22 +238,9 @@ pub fn run(args: &UpArgs) -> Result<()> {
                     from: source.describe(),
                 })
             }
-            Keying::DataKeys(keys) => {
-                info!(
-                    "{}; the key: {}",
-                    describe_state(&s, &seen, &plan),
-                    keys.describe()
-                );
-                Some(Key::DataKeys(keys))
-            }
-            Keying::Ephemeral(keys) => {
-                info!(
-                    "{}; the key: {}",
-                    describe_state(&s, &seen, &plan),
-                    keys.describe()
-                );
-                Some(Key::Ephemeral(keys))
-            }
+            // Keys made or opened per volume, in the steps.
+            Keying::DataKeys(keys) => per_volume(keys.describe(), Key::DataKeys(keys)),
+            Keying::Ephemeral(keys) => per_volume(keys.describe(), Key::Ephemeral(keys)),
         }
     } else {
         None
@@ -246,18 +252,27 @@ pub fn run(args: &UpArgs) -> Result<()> {
         report.device = observe::sys::loop_device_of_file(root, s.target.path());
     }
     info!(
-        "up: {} ({}) mounted at {}",
+        "up: {} ({}) {}",
         report.mapper.display(),
         match &report.device {
             Some(d) => d.display().to_string(),
             None => shown_target(&s.target),
         },
-        s.mount.display()
+        where_used(&s)
     );
     if s.json {
         print_json(&report)?;
     }
     Ok(())
+}
+
+/// Where the volume is used: its mount point, or swap.
+fn where_used(s: &Up) -> String {
+    match s.inside {
+        Use::Filesystem => format!("mounted at {}", s.mount.display()),
+        Use::Swap { priority: Some(p) } => format!("enabled as swap at priority {p}"),
+        Use::Swap { priority: None } => "enabled as swap".into(),
+    }
 }
 
 /// The disks of a set in member order (the order the plan opens them).
@@ -359,7 +374,19 @@ fn resolve_auto(root: &Path, s: &mut Up) -> Result<Option<bool>> {
     }
     let model = std::env::var(names::ENV_MODEL_OVERRIDE)
         .unwrap_or_else(|_| names::INSTANCE_STORE_MODEL.to_string());
-    let disks = observe::sys::instance_store_disks(root, &model);
+    let mut disks = observe::sys::instance_store_disks(root, &model);
+    // The disk `secretfs swap` took (it runs first) is not for volumes.
+    disks.retain(|d| {
+        let swap = observe::content::examine(&names::under(root, d))
+            .is_ok_and(|c| matches!(plan::classify(&c), Class::Ours { swap: true, .. }));
+        if swap {
+            info!(
+                "--disk auto: {} holds the swap space of `secretfs swap`; leaving it out",
+                d.display()
+            );
+        }
+        !swap
+    });
     if disks.is_empty() {
         let msg = format!(
             "--disk auto found no instance-store NVMe disk (model '{model}'): this instance type may have none, \

@@ -71,6 +71,8 @@ pub struct FormatOptions {
     pub no_workqueues: bool,
     /// Store `allow_discards` in the header.
     pub discard: bool,
+    /// Swap space: the token says so (ephemeral keys only).
+    pub swap: bool,
 }
 
 /// PBKDF2-SHA256 with [`PBKDF2_ITERATIONS`] and no benchmark: the key
@@ -199,7 +201,11 @@ pub fn format(
             Some(&made)
         }
         SlotKey::Ephemeral(_) => {
-            token = token.ephemeral();
+            token = if o.swap {
+                token.swap()
+            } else {
+                token.ephemeral()
+            };
             None
         }
     };
@@ -531,6 +537,7 @@ mod tests {
             kdf: Kdf::Pbkdf2,
             no_workqueues: true,
             discard: false,
+            swap: false,
         }
     }
 

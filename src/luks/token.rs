@@ -33,6 +33,9 @@
 //!   the machine stopped) nothing can open it again. Such a token is
 //!   version 4, so a secretfs that knows no ephemeral volumes refuses it
 //!   rather than taking the missing key slot for a half-made header.
+//! - `purpose` is `swap` on the ephemeral volume of `secretfs swap`
+//!   (absent on volumes that hold a filesystem): `up` never takes it and
+//!   `swap` never takes anything else.
 
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +103,17 @@ pub struct Token {
     /// Made by `up --ephemeral`: no key slot, the key only in memory.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ephemeral: bool,
+    /// What the volume is for when it holds no filesystem (`swap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
+}
+
+/// What a volume is for, when it is not a filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// Swap space made by `secretfs swap` (always ephemeral).
+    Swap,
 }
 
 /// Where a volume sits in a striped set.
@@ -131,6 +145,7 @@ impl Token {
             next_key: None,
             retire_slot: None,
             ephemeral: false,
+            purpose: None,
         }
     }
 
@@ -149,6 +164,14 @@ impl Token {
             version: TOKEN_VERSION_EPHEMERAL,
             ephemeral: true,
             ..self
+        }
+    }
+
+    /// The same token for ephemeral swap space (`secretfs swap`).
+    pub fn swap(self) -> Token {
+        Token {
+            purpose: Some(Purpose::Swap),
+            ..self.ephemeral()
         }
     }
 
@@ -282,6 +305,16 @@ mod tests {
         let back = Token::from_json(&v).unwrap();
         assert!(back.ephemeral);
         assert_eq!(back.place(), Some(p));
+        let s = Token::formatting("u").swap().to_json();
+        assert_eq!(
+            (s["purpose"].as_str(), s["ephemeral"].as_bool()),
+            (Some("swap"), Some(true))
+        );
+        assert_eq!(Token::from_json(&s).unwrap().purpose, Some(Purpose::Swap));
+        // A purpose this build does not know is not read.
+        let mut future = s.clone();
+        future["purpose"] = "cache".into();
+        assert!(Token::from_json(&future).is_err());
         // Tokens of kept keys say nothing of it.
         assert!(Token::formatting("u").to_json().get("ephemeral").is_none());
         assert!(

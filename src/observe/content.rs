@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use libblkid_rs::{BlkidProbe, BlkidProbeRet, BlkidSublks, BlkidSublksFlags};
 
 use crate::luks::header::{self, Header};
+use crate::names;
 
 const MIB: u64 = 1 << 20;
 /// The zero check reads the first and last [`EDGE`] bytes of a device...
@@ -42,6 +43,11 @@ pub enum Signature {
 }
 
 impl Signature {
+    /// Swap space (what `mkswap` writes).
+    pub fn is_swap(&self) -> bool {
+        matches!(self, Signature::Content { fstype, .. } if fstype == names::SWAP_TYPE)
+    }
+
     /// A short description for messages.
     pub fn describe(&self) -> String {
         match self {

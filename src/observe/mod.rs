@@ -84,6 +84,8 @@ pub struct Observed {
     pub mount: MountState,
     /// The signatures inside the open mapping, when it is open.
     pub inner: Option<Vec<Signature>>,
+    /// The open mapping is enabled swap space (in /proc/swaps).
+    pub swap_on: bool,
 }
 
 /// Reads the machine's state for `up` of `target` as `name` at `mount`.
@@ -96,12 +98,14 @@ pub fn observe(root: &Path, target: &Target, name: &str, mount: &Path) -> Result
     let mount_path = sys::canonical(root, mount);
     let mount_state = sys::mount_state(root, mount, &mounts);
     let inner = inner_of(root, name, mapping.is_luks2())?;
+    let swap_on = mapping.devno().is_some_and(|d| swaps.contains(&d));
     Ok(Observed {
         device,
         mapping,
         mount_path,
         mount: mount_state,
         inner,
+        swap_on,
     })
 }
 

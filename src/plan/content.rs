@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{refuse, FsRecord, Refusal};
 use crate::luks::header::{Header, TokenFound};
-use crate::luks::token::{Place, TokenState};
+use crate::luks::token::{Place, Purpose, TokenState};
 use crate::names;
 use crate::observe::{Content, Data, Signature};
 
@@ -15,11 +15,13 @@ pub enum Class {
     /// Zeros where data would be, no signature.
     Blank,
     /// Our volume; `place` when it is a member of a striped set;
-    /// `ephemeral` when its key lived only in memory (`up --ephemeral`).
+    /// `ephemeral` when its key lived only in memory (`up --ephemeral`);
+    /// `swap` when it is the swap space of `secretfs swap`.
     Ours {
         record: FsRecord,
         place: Option<Place>,
         ephemeral: bool,
+        swap: bool,
     },
     /// Our header, but the making stopped before it could hold data.
     HalfMade { why: String },
@@ -58,6 +60,7 @@ pub fn classify(c: &Content) -> Class {
                     },
                     place: token.place(),
                     ephemeral: token.ephemeral,
+                    swap: token.purpose == Some(Purpose::Swap),
                 }
             }
         }
@@ -79,6 +82,7 @@ pub fn classify(c: &Content) -> Class {
                     record: FsRecord::Legacy,
                     place: None,
                     ephemeral: false,
+                    swap: false,
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! The plan of `down`: unmount every mount of the mapping, close it,
+//! The plan of `down`: unmount every mount of the mapping (or disable
+//! its swap space), close it,
 //! detach the loop devices secretfs attached; and of `shred`: the same,
 //! with every LUKS2 header below erased before the loop devices go.
 
@@ -35,6 +36,8 @@ pub struct DownObserved {
     pub mapping: Mapping,
     /// Where the mapping is mounted, outermost last.
     pub mounted_at: Vec<PathBuf>,
+    /// The mapping is enabled swap space (`secretfs swap`).
+    pub swap_on: bool,
     pub under: Vec<Under>,
     /// When the mapping is a set's stripe: its members, by name.
     pub members: Vec<DownMember>,
@@ -104,6 +107,14 @@ pub fn plan_down(name: &str, obs: &DownObserved) -> Result<Plan, Refusal> {
         }
         Mapping::Open { .. } => {
             all_ours(&obs.under, &mapper)?;
+            if obs.swap_on {
+                steps.push(Planned {
+                    step: Step::SwapOff {
+                        mapper: mapper.clone(),
+                    },
+                    todo: Todo::WillDo,
+                });
+            }
             for dir in obs.mounted_at.iter().rev() {
                 steps.push(Planned {
                     step: Step::Unmount { dir: dir.clone() },

@@ -38,6 +38,7 @@ fn an_ephemeral_header_is_ours_without_a_key_slot() {
         Class::Ours {
             ephemeral: true,
             place: None,
+            swap: false,
             record: FsRecord::Token {
                 filesystem: Some(_)
             }
@@ -58,19 +59,11 @@ fn an_ephemeral_header_is_ours_without_a_key_slot() {
 }
 
 #[test]
-fn a_blank_disk_gets_the_whole_pipeline() {
+fn a_blank_disk_gets_the_pipeline_of_a_kept_key() {
     let p = plan(&ephemeral_input(), &base(Content::blank())).unwrap();
     assert!(p.first_format && p.needs_key());
-    assert_eq!(
-        pending(&p),
-        vec![
-            "format",
-            "open",
-            "make_filesystem",
-            "create_mount_point",
-            "mount"
-        ]
-    );
+    let kept = plan(&disk_input(), &base(Content::blank())).unwrap();
+    assert_eq!(pending(&p), pending(&kept));
 }
 
 #[test]
@@ -243,4 +236,103 @@ fn a_set_killed_before_its_last_member_opened_is_closed_and_made_anew() {
     };
     let m = refused(plan_set(&set_input, &o, "new"));
     assert!(m.contains("not on any of the disks named"), "{m}");
+}
+
+// The rows of `secretfs swap`: an ephemeral volume with swap inside.
+
+fn swap_input() -> PlanInput {
+    PlanInput {
+        inside: crate::settings::Use::Swap { priority: Some(7) },
+        ..ephemeral_input()
+    }
+}
+
+/// The header of `secretfs swap`'s volume.
+fn swap_header() -> Content {
+    let mut t = Token::formatting("u").swap();
+    t.state = TokenState::Ready;
+    t.filesystem = Some("swap".into());
+    header(TokenFound::Present { id: 0, token: t }, 0)
+}
+
+#[test]
+fn swap_on_a_blank_disk_is_made_and_enabled_with_no_mount() {
+    let p = plan(&swap_input(), &base(Content::blank())).unwrap();
+    assert!(p.first_format && p.needs_key());
+    assert_eq!(pending(&p), vec!["format", "open", "make_swap", "swap_on"]);
+    let Step::Format { header, .. } = &p.steps[0].step else {
+        panic!("{p:?}")
+    };
+    assert!(header.swap);
+    assert!(
+        matches!(
+            p.steps[3].step,
+            Step::SwapOn {
+                priority: Some(7),
+                ..
+            }
+        ),
+        "{p:?}"
+    );
+    assert!(matches!(
+        classify(&swap_header()),
+        Class::Ours {
+            swap: true,
+            ephemeral: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn swap_enabled_is_a_noop_open_is_enabled_closed_is_made_anew() {
+    let mut o = base(swap_header());
+    o.mapping = open_on(VDB);
+    o.inner = Some(vec![sig("swap")]);
+    o.swap_on = true;
+    assert!(plan(&swap_input(), &o).unwrap().is_noop());
+    // Open, made, not enabled (killed before swapon, or swapoff by hand).
+    o.swap_on = false;
+    let p = plan(&swap_input(), &o).unwrap();
+    assert_eq!(pending(&p), vec!["swap_on"]);
+    // Open, killed before mkswap finished.
+    o.inner = Some(vec![]);
+    assert_eq!(
+        pending(&plan(&swap_input(), &o).unwrap()),
+        vec!["make_swap", "swap_on"]
+    );
+    // Closed (a reboot): its key is gone; made anew.
+    let p = plan(&swap_input(), &base(swap_header())).unwrap();
+    assert!(p.first_format);
+    assert!(matches!(p.steps[0].step, Step::Format { again: true, .. }));
+    assert_eq!(pending(&p), vec!["format", "open", "make_swap", "swap_on"]);
+}
+
+#[test]
+fn swap_and_volumes_never_take_each_other() {
+    // up (any key mode) over the swap header, closed or open.
+    let mut open = base(swap_header());
+    open.mapping = open_on(VDB);
+    for o in [base(swap_header()), open] {
+        for input in [disk_input(), ephemeral_input()] {
+            let m = refused(plan(&input, &o));
+            assert!(m.contains("holds the swap space of `secretfs swap`"), "{m}");
+        }
+    }
+    // swap over a volume: kept key, ephemeral, open or closed.
+    for c in [kept(), ephemeral(TokenState::Ready, Some("ext4"))] {
+        let m = refused(plan(&swap_input(), &base(c)));
+        assert!(m.contains("swap never takes one"), "{m}");
+    }
+    // A set with the swap disk among its disks.
+    let set_input = PlanInput {
+        ephemeral: true,
+        ..input(2)
+    };
+    let m = refused(plan_set(
+        &set_input,
+        &obs(vec![Content::blank(), swap_header()]),
+        "new",
+    ));
+    assert!(m.contains("holds the swap space of `secretfs swap`"), "{m}");
 }

@@ -117,6 +117,8 @@ pub struct NewHeader {
     pub pbkdf: PbkdfChoice,
     pub no_workqueues: bool,
     pub discard: bool,
+    /// Swap space: the token says so (`secretfs swap`).
+    pub swap: bool,
 }
 
 /// A member of a new set: its disk and index.
@@ -167,6 +169,17 @@ pub enum Step {
         record: FsRecord,
         stripe: Option<Geometry>,
     },
+    /// Make swap space inside the volume (mkswap) and record it in the
+    /// token of `dev`.
+    MakeSwap { mapper: PathBuf, dev: Dev },
+    /// Enable the swap space of /dev/mapper/NAME (swapon(2)).
+    SwapOn {
+        mapper: PathBuf,
+        priority: Option<u16>,
+        discard: bool,
+    },
+    /// Disable it (swapoff(2)).
+    SwapOff { mapper: PathBuf },
     /// Write a new LUKS2 header on every member of a new set, in
     /// parallel; each member's token stays `formatting`.
     FormatMembers {
@@ -224,6 +237,9 @@ impl Step {
             Step::Unmount { .. } => "unmount",
             Step::Close { .. } => "close",
             Step::Detach { .. } => "detach",
+            Step::MakeSwap { .. } => "make_swap",
+            Step::SwapOn { .. } => "swap_on",
+            Step::SwapOff { .. } => "swap_off",
             Step::FormatMembers { .. } => "format_members",
             Step::MarkReady { .. } => "mark_ready",
             Step::CreateStripe { .. } => "create_stripe",
@@ -268,6 +284,14 @@ impl fmt::Display for Step {
                 write!(f, "mount {} at {}", mapper.display(), dir.display())
             }
             Step::Unmount { dir } => write!(f, "unmount {}", dir.display()),
+            Step::MakeSwap { mapper, .. } => write!(f, "make swap space on {}", mapper.display()),
+            Step::SwapOn {
+                mapper, priority, ..
+            } => match priority {
+                Some(p) => write!(f, "enable swap on {} at priority {p}", mapper.display()),
+                None => write!(f, "enable swap on {}", mapper.display()),
+            },
+            Step::SwapOff { mapper } => write!(f, "disable swap on {}", mapper.display()),
             Step::Close { name } => write!(f, "close {}", names::mapper_path(name).display()),
             Step::Detach { dev, file } => {
                 write!(f, "detach {} ({})", dev.display(), file.display())

@@ -33,7 +33,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use super::up::{disk, filesystem_steps, key_mode, mount_point};
+use super::up::{disk, filesystem_steps, key_mode, mount_point, purpose};
 use super::{
     bad, classify, refuse, Class, Dev, FsRecord, Geometry, NewHeader, NewMember, Plan, Planned,
     Refusal, Step, Todo,
@@ -136,7 +136,11 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         .all(|m| matches!(m, Mapping::Open { .. }));
     let mut ephemeral_set = false;
     for (i, c) in classes.iter().enumerate() {
-        if let Class::Ours { ephemeral, .. } = c {
+        if let Class::Ours {
+            ephemeral, swap, ..
+        } = c
+        {
+            purpose(&shown(i), *swap, input.inside)?;
             key_mode(&shown(i), *ephemeral, input.ephemeral, all_open)?;
             ephemeral_set |= *ephemeral;
         }
@@ -243,6 +247,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
                         pbkdf: input.pbkdf,
                         no_workqueues: input.workqueue_flags,
                         discard: input.discard,
+                        swap: false,
                     },
                     set: new_set.to_string(),
                     chunk: CHUNK,

@@ -85,6 +85,7 @@ pub(super) fn disk_input() -> PlanInput {
         pbkdf: PbkdfChoice::Auto,
         workqueue_flags: true,
         ephemeral: false,
+        inside: crate::settings::Use::Filesystem,
     }
 }
 fn file_input(size: Option<u64>) -> PlanInput {
@@ -126,6 +127,7 @@ pub(super) fn base(c: Content) -> Observed {
         mount_path: "/mnt/secretfs".into(),
         mount: MountState::Missing,
         inner: None,
+        swap_on: false,
     }
 }
 pub(super) fn mounted(o: &mut Observed) {
@@ -188,7 +190,8 @@ fn classification_table() {
                         filesystem: Some(_)
                     },
                     place: None,
-                    ephemeral: false
+                    ephemeral: false,
+                    swap: false
                 }
             )
         }),
@@ -201,7 +204,8 @@ fn classification_table() {
                     Class::Ours {
                         record: FsRecord::Token { filesystem: None },
                         place: None,
-                        ephemeral: false
+                        ephemeral: false,
+                        swap: false
                     }
                 )
             },
@@ -227,7 +231,8 @@ fn classification_table() {
                 Class::Ours {
                     record: FsRecord::Legacy,
                     place: None,
-                    ephemeral: false
+                    ephemeral: false,
+                    swap: false
                 }
             )
         }),
@@ -728,6 +733,7 @@ fn down_table() {
     let absent = DownObserved {
         mapping: Mapping::Absent,
         mounted_at: vec![],
+        swap_on: false,
         under: vec![],
         members: vec![],
     };
@@ -735,6 +741,7 @@ fn down_table() {
     let up = DownObserved {
         mapping: open_on(LOOP),
         mounted_at: vec!["/mnt/a".into(), "/mnt/b".into()],
+        swap_on: false,
         under: vec![under(true, Some(true))],
         members: vec![],
     };
@@ -753,6 +760,14 @@ fn down_table() {
     let p = plan_down("secretfs", &kept).unwrap();
     assert_eq!(pending(&p), vec!["unmount", "unmount", "close"]);
     assert_eq!(p.notes.len(), 1);
+    // Swap space (`secretfs swap --off`): disabled before the close.
+    let swap = DownObserved {
+        mounted_at: vec![],
+        swap_on: true,
+        ..up.clone()
+    };
+    let p = plan_down("secretfs-swap", &swap).unwrap();
+    assert_eq!(pending(&p), vec!["swap_off", "close", "detach"]);
     let foreign = DownObserved {
         under: vec![under(false, None)],
         ..up.clone()
@@ -774,6 +789,7 @@ fn shred_is_down_with_every_header_erased_before_the_loop_goes() {
     let up = DownObserved {
         mapping: open_on(LOOP),
         mounted_at: vec!["/mnt/a".into()],
+        swap_on: false,
         under: vec![under(true, Some(true))],
         members: vec![],
     };
@@ -806,6 +822,7 @@ fn shred_is_down_with_every_header_erased_before_the_loop_goes() {
     let closed = DownObserved {
         mapping: Mapping::Absent,
         mounted_at: vec![],
+        swap_on: false,
         under: vec![],
         members: vec![],
     };

@@ -8,9 +8,9 @@ use super::{
     Refusal, Step, Todo,
 };
 use crate::names;
-use crate::observe::{Mapping, MountState, Observed, TargetState};
+use crate::observe::{Mapping, MountState, Observed, Signature, TargetState};
 use crate::parse::MountOptions;
-use crate::settings::{PbkdfChoice, Target};
+use crate::settings::{PbkdfChoice, Target, Use};
 
 /// Smallest volume: the LUKS2 header (2 MiB; 16 MiB for volumes made
 /// before [`crate::luks::KEYSLOTS_AREA_BYTES`]) plus a small ext4.
@@ -32,6 +32,8 @@ pub struct PlanInput {
     pub workqueue_flags: bool,
     /// `--ephemeral`: a key only in memory, a new volume every boot.
     pub ephemeral: bool,
+    /// ext4 mounted at `mount`, or swap space (`secretfs swap`).
+    pub inside: Use,
 }
 
 impl PlanInput {
@@ -49,6 +51,7 @@ impl PlanInput {
             pbkdf: s.pbkdf,
             workqueue_flags,
             ephemeral: s.key == crate::settings::KeySpec::Ephemeral,
+            inside: s.inside,
         }
     }
 }
@@ -211,7 +214,11 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
             mapper.display()
         ));
     }
-    if let Class::Ours { ephemeral, .. } = class {
+    if let Class::Ours {
+        ephemeral, swap, ..
+    } = class
+    {
+        purpose(&path, swap, input.inside)?;
         key_mode(&path, ephemeral, input.ephemeral, open_on_target)?;
     }
     let mut forced = None;
@@ -270,6 +277,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         pbkdf: input.pbkdf,
         no_workqueues: input.workqueue_flags,
         discard: input.discard,
+        swap: matches!(input.inside, Use::Swap { .. }),
     };
     push(
         Step::Format {
@@ -295,6 +303,40 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
             Todo::WillDo
         },
     );
+    // 5. Swap space inside, enabled (instead of a filesystem and a mount).
+    if let Use::Swap { priority } = input.inside {
+        let on = open_on_target && obs.swap_on;
+        let made = on
+            || (open_on_target
+                && !first_format
+                && obs
+                    .inner
+                    .as_deref()
+                    .is_some_and(|i| i.iter().any(Signature::is_swap)));
+        let done = |d: bool| if d { Todo::AlreadyDone } else { Todo::WillDo };
+        push(
+            Step::MakeSwap {
+                mapper: mapper.clone(),
+                dev: vol_dev,
+            },
+            done(made),
+        );
+        push(
+            Step::SwapOn {
+                mapper,
+                priority,
+                discard: input.discard,
+            },
+            done(on),
+        );
+        return Ok(Plan {
+            steps,
+            first_format,
+            forced,
+            notes,
+        });
+    }
+
     // 5. The filesystem inside.
     steps.extend(filesystem_steps(
         input,
@@ -324,6 +366,22 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         forced,
         notes,
     })
+}
+
+/// Refuses a volume of ours made for the other use: `up` never takes the
+/// swap space of `secretfs swap`, and `swap` never takes a volume.
+pub(super) fn purpose(path: &str, swap: bool, asked: Use) -> Result<(), Refusal> {
+    match (swap, asked) {
+        (true, Use::Filesystem) => refuse(format!(
+            "{path} holds the swap space of `secretfs swap`, not a volume: turn it off with \
+             `secretfs swap --off`, or name another disk"
+        )),
+        (false, Use::Swap { .. }) => refuse(format!(
+            "{path} holds a secretfs volume; swap never takes one: name another disk or file \
+             (or `secretfs shred` the volume first)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a volume of ours whose key mode is not the one asked for:

@@ -104,6 +104,16 @@ fn usage_errors_exit_2_with_one_line() {
             "account id",
         ),
         (vec!["up", "--disk", "/dev/x", "--pbkdf", "md5"], "md5"),
+        (vec!["swap"], "no swap target"),
+        (vec!["swap", "--disk", "auto"], "not auto"),
+        (
+            vec!["swap", "--disk", "/dev/x", "--priority", "40000"],
+            "40000",
+        ),
+        (
+            vec!["swap", "--off", "--disk", "/dev/x"],
+            "cannot be used with",
+        ),
         (
             vec![
                 "up",
@@ -436,6 +446,23 @@ fn install_unit_into_a_root_writes_the_unit_and_drop_ins() {
     let o = secretfs(&["install-unit", "--root", root, "--binary", "secretfs"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(walk(dir.path()).len(), 3, "a refused run wrote files");
+
+    // --swap: the swap unit as shipped, too.
+    let o = secretfs(&[
+        "install-unit",
+        "--root",
+        root,
+        "--binary",
+        "/usr/bin/secretfs",
+        "--swap",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shipped = std::fs::read_to_string(manifest.join("userdata/secretfs-swap.service")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(sys.join("secretfs-swap.service")).unwrap(),
+        shipped.replace("/usr/local/bin/secretfs", "/usr/bin/secretfs")
+    );
+    assert_eq!(walk(dir.path()).len(), 4);
 }
 
 fn walk(d: &Path) -> Vec<std::path::PathBuf> {

@@ -19,6 +19,11 @@
 //! after every step of making a volume on one disk and a set, each
 //! followed by an `up` that converges. Boot 2 brings the single volume up
 //! from a config file (as the unit does) and remakes the file.
+//! Swap (boot 1): `swap --priority 7` on vdg, a tmpfs fill pushed into it
+//! by a cgroup memory limit (the pattern readable through the mapping, not
+//! on the raw disk), `up` and `swap` refusing each other's disks, `--off`
+//! and on again; (boot 2) `swap --config` remakes it, and `up --disk auto`
+//! over two NVMe disks leaves the swap disk out.
 //! After each power-off the canaries are searched for in every raw image.
 
 use std::time::Duration;
@@ -36,12 +41,24 @@ json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval
 pattern() { for i in $(seq 4096); do echo "$1"; done; }
 mounted() { grep -q " $1 " /proc/mounts; }
 write_pattern() { pattern "$1" > "$2" && sync; }
+# refused NAME DEV TEXT CMD...: CMD exits 3 with one error line saying TEXT,
+# and the header of DEV is unchanged (checks NAME_exit_3, _says, _header_same).
+refused() {
+  local n=$1 dev=$2 text=$3 h
+  shift 3
+  h=$(hdr "$dev")
+  to2 /dev/null "/run/$n.err" "$@"; echo $? > "/run/$n.rc"
+  cat "/run/$n.err"
+  check "${n}_exit_3" test "$(cat "/run/$n.rc")" = 3
+  check "${n}_says" sh -c 'test "$(grep -c "^secretfs: error:" "$1")" = 1 && grep -q -- "$2" "$1"' - "/run/$n.err" "$text"
+  check "${n}_header_same" test "$(hdr "$dev")" = "$h"
+}
 no_slots_ephemeral() { for d in "$@"; do test "$(field $d 'd["ephemeral"]')" = True && test "$(slots $d)" = 0 || return 1; done; }
 "#;
 
-fn boot(name: &str, script: String, imgs: &[std::path::PathBuf]) -> VmRun {
+fn boot(name: &str, script: String, disks: Vec<Disk>) -> VmRun {
     let mut spec = VmSpec::new(name, &script);
-    spec.disks = imgs.iter().map(Disk::virtio).collect();
+    spec.disks = disks;
     spec.timeout = Duration::from_secs(600);
     let run = vm::run(&spec);
     report(&run);
@@ -52,12 +69,13 @@ fn boot(name: &str, script: String, imgs: &[std::path::PathBuf]) -> VmRun {
 fn vm_ephemeral_volumes() {
     let dir = vm::work_dir("ephemeral");
     // vda one, vdb kept, vdc + vdd the set, vde a plain ext4 store for
-    // the loop files, vdf the disk killed at every step.
-    let imgs: Vec<_> = ["one", "kept", "m0", "m1", "store", "crash"]
+    // the loop files, vdf the disk killed at every step, vdg swap (boot 2:
+    // the swap image and a blank one as NVMe instance store).
+    let imgs: Vec<_> = ["one", "kept", "m0", "m1", "store", "crash", "swap", "auto"]
         .iter()
         .map(|n| {
             let p = dir.join(format!("{n}.img"));
-            vm::sparse_file(&p, 256 << 20);
+            vm::sparse_file(&p, 384 << 20);
             p
         })
         .collect();
@@ -65,10 +83,17 @@ fn vm_ephemeral_volumes() {
     let set_canary = aws::hex(&aws::random_bytes(16));
     let kept_canary = aws::hex(&aws::random_bytes(16));
     let file_canary = aws::hex(&aws::random_bytes(16));
-    let canaries = [&canary, &set_canary, &kept_canary, &file_canary];
+    let swap_canary = aws::hex(&aws::random_bytes(16));
+    let canaries = [
+        &canary,
+        &set_canary,
+        &kept_canary,
+        &file_canary,
+        &swap_canary,
+    ];
     let lib = format!(
         "export CANARY={canary} SET_CANARY={set_canary} KEPT_CANARY={kept_canary} \
-         FILE_CANARY={file_canary}\n{LIB}"
+         FILE_CANARY={file_canary} SWAP_CANARY={swap_canary}\n{LIB}"
     );
     let (kills, kill_checks) = kill_at_every_step();
 
@@ -95,12 +120,7 @@ check again_already_up test "$(json /run/out/up2.json 'd["outcome"]')" = already
 uuid1=$(cryptsetup luksUUID /dev/vda)
 H=$(hdr /dev/vda)
 head -c 64 /dev/urandom > /run/kept.key
-to2 /dev/null /run/mode.err "$SECRETFS" up --disk /dev/vda --passphrase-file /run/kept.key; echo $? > /run/mode.rc
-cat /run/mode.err
-check kept_mode_exit_3 test "$(cat /run/mode.rc)" = 3
-check kept_mode_one_error test "$(grep -c '^secretfs: error:' /run/mode.err)" = 1
-check kept_mode_says grep -q 'secretfs down. it first' /run/mode.err
-check kept_mode_header_same test "$(hdr /dev/vda)" = "$H"
+refused kept_mode /dev/vda 'secretfs down. it first' "$SECRETFS" up --disk /dev/vda --passphrase-file /run/kept.key
 check kept_mode_still_mounted mounted /mnt/secretfs
 to2 /dev/null /run/rot.err "$SECRETFS" rotate; echo $? > /run/rot.rc
 cat /run/rot.err
@@ -111,18 +131,14 @@ head -c 64 /dev/urandom > /run/any.key
 check_fails no_key_opens cryptsetup open --test-passphrase --key-file /run/any.key /dev/vda
 check_fails no_empty_key_opens sh -c 'printf "" | cryptsetup open --test-passphrase --key-file - /dev/vda'
 
-check kept_up "$SECRETFS" up --disk /dev/vdb --name k --mount /mnt/k --passphrase-file /run/kept.key
+check kept_up "$SECRETFS" up --disk /dev/vdb --name k --mount /mnt/k --passphrase-file /run/kept.key --pbkdf pbkdf2
 check kept_write write_pattern "$KEPT_CANARY" /mnt/k/canary.txt
 check kept_down "$SECRETFS" down --name k
 K=$(hdr /dev/vdb)
 echo "$K" > /run/out/kept.hdr
 rm -f /run/kept.key
 for f in "" --force; do
-  to2 /dev/null /run/eph.err up --disk /dev/vdb --name k --mount /mnt/k $f; echo $? > /run/eph.rc
-  cat /run/eph.err
-  check "eph_over_kept${f:+_force}_exit_3" test "$(cat /run/eph.rc)" = 3
-  check "eph_over_kept${f:+_force}_says" grep -q -- '--ephemeral would make a new volume' /run/eph.err
-  check "eph_over_kept${f:+_force}_header_same" test "$(hdr /dev/vdb)" = "$K"
+  refused "eph_over_kept${f:+_force}" /dev/vdb '--ephemeral would make a new volume' up --disk /dev/vdb --name k --mount /mnt/k $f
 done
 check_fails eph_over_kept_not_mounted mounted /mnt/k
 
@@ -151,7 +167,7 @@ P="--file /mnt/store/p.img --size 64M --name p --mount /mnt/p"
 check p_up up $P
 check p_write write_pattern "$FILE_CANARY" /mnt/p/canary.txt
 check p_down "$SECRETFS" down --name p
-check p_kept_over_closed to /run/out/p.json "$SECRETFS" up $P --passphrase-file /run/any.key --json
+check p_kept_over_closed to /run/out/p.json "$SECRETFS" up $P --passphrase-file /run/any.key --pbkdf pbkdf2 --json
 check p_kept_first_format test "$(json /run/out/p.json 'd["first_format"]')" = True
 check p_kept_one_slot test "$(slots /mnt/store/p.img)" = 1
 check p_kept_token test "$(field /mnt/store/p.img 'd.get("ephemeral", False)')" = False
@@ -160,6 +176,37 @@ check p_kept_down "$SECRETFS" down --name p
 check p_kept_opens cryptsetup open --test-passphrase --key-file /run/any.key /mnt/store/p.img
 check file_down "$SECRETFS" down --name f
 check umount_store umount /mnt/store
+
+# Swap space at priority 7 on vdg.
+check swap_up to /run/out/swap1.json "$SECRETFS" swap --disk /dev/vdg --priority 7 --json
+check swap_listed_at_7 sh -c 'test "$(awk "NR > 1 && \$5 == 7" /proc/swaps | wc -l)" = 1'
+check swap_token test "$(field /dev/vdg 'd["purpose"]')" = swap
+check swap_token_ephemeral test "$(field /dev/vdg 'd["ephemeral"]')" = True
+check swap_no_slots test "$(slots /dev/vdg)" = 0
+check swap_again to /run/out/swap2.json "$SECRETFS" swap --disk /dev/vdg --priority 7 --json
+check swap_again_already_up test "$(json /run/out/swap2.json 'd["outcome"]')" = already_up
+cryptsetup luksUUID /dev/vdg > /run/out/swap.uuid
+# Memory pressure: a tmpfs file 4 times the memory limit of its cgroup.
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
+echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p /sys/fs/cgroup/squeeze /run/sq && echo 48M > /sys/fs/cgroup/squeeze/memory.max
+mount -t tmpfs -o size=300M tmpfs /run/sq
+check swap_pressure sh -c 'echo $$ > /sys/fs/cgroup/squeeze/cgroup.procs && yes "$SWAP_CANARY" | head -c 200M > /run/sq/fill'
+check swap_used sh -c 'test "$(awk "NR > 1 && \$5 == 7 {print \$4}" /proc/swaps)" -gt 100000'
+check swap_pattern_in_swap grep -qaF "$SWAP_CANARY" /dev/mapper/secretfs-swap
+check swap_pattern_not_on_disk sh -c '! grep -qaF "$SWAP_CANARY" /dev/vdg'
+# Neither takes the other: a volume over the swap disk, swap over a volume.
+refused up_over_swap /dev/vdg "held by device-mapper device 'secretfs-swap'" up --disk /dev/vdg --name uv --mount /mnt/uv
+refused swap_over_volume /dev/vdb 'swap never takes one' "$SECRETFS" swap --disk /dev/vdb --name sv
+rm /run/sq/fill && umount /run/sq
+check swap_off "$SECRETFS" swap --off
+check swap_off_not_listed sh -c 'test "$(awk "NR > 1" /proc/swaps | wc -l)" = 0'
+check swap_off_closed test ! -e /dev/mapper/secretfs-swap
+refused up_over_closed_swap /dev/vdg 'holds the swap space of .secretfs swap.' up --disk /dev/vdg --name uv --mount /mnt/uv
+check swap_on_anew to /run/out/swap3.json "$SECRETFS" swap --disk /dev/vdg --priority 7 --json
+check swap_anew_first_format test "$(json /run/out/swap3.json 'd["first_format"]')" = True
+check swap_anew_new_uuid test "$(cryptsetup luksUUID /dev/vdg)" != "$(cat /run/out/swap.uuid)"
+cryptsetup luksUUID /dev/vdg > /run/out/swap.uuid
 "# + &kills
         + r#"
 check down "$SECRETFS" down
@@ -175,7 +222,7 @@ check set_up_again up --disk /dev/vdc --disk /dev/vdd --name s --mount /mnt/s
 check set_rewrite write_pattern "$SET_CANARY" /mnt/s/canary.txt
 field /dev/vdc 'd["set"]' > /run/out/set1.id
 "#;
-    let run1 = boot("ephemeral-1", s1, &imgs);
+    let run1 = boot("ephemeral-1", s1, imgs.iter().map(Disk::virtio).collect());
     let mut expected1 = vec![
         "up_first",
         "first_format",
@@ -194,7 +241,6 @@ field /dev/vdc 'd["set"]' > /run/out/set1.id
         "again_noop",
         "again_already_up",
         "kept_mode_exit_3",
-        "kept_mode_one_error",
         "kept_mode_says",
         "kept_mode_header_same",
         "kept_mode_still_mounted",
@@ -239,6 +285,32 @@ field /dev/vdc 'd["set"]' > /run/out/set1.id
         "p_kept_opens",
         "file_down",
         "umount_store",
+        "swap_up",
+        "swap_listed_at_7",
+        "swap_token",
+        "swap_token_ephemeral",
+        "swap_no_slots",
+        "swap_again",
+        "swap_again_already_up",
+        "swap_pressure",
+        "swap_used",
+        "swap_pattern_in_swap",
+        "swap_pattern_not_on_disk",
+        "up_over_swap_exit_3",
+        "up_over_swap_says",
+        "up_over_swap_header_same",
+        "swap_over_volume_exit_3",
+        "swap_over_volume_says",
+        "swap_over_volume_header_same",
+        "swap_off",
+        "swap_off_not_listed",
+        "swap_off_closed",
+        "up_over_closed_swap_exit_3",
+        "up_over_closed_swap_says",
+        "up_over_closed_swap_header_same",
+        "swap_on_anew",
+        "swap_anew_first_format",
+        "swap_anew_new_uuid",
         "down",
         "down_up_anew",
         "down_up_says",
@@ -263,11 +335,12 @@ field /dev/vdc 'd["set"]' > /run/out/set1.id
             .trim()
             .to_string()
     };
-    let (uuid1, set1, kept_hdr, file1) = (
+    let (uuid1, set1, kept_hdr, file1, swap1) = (
         out1("uuid1"),
         out1("set1.id"),
         out1("kept.hdr"),
         out1("file.uuid"),
+        out1("swap.uuid"),
     );
     assert_eq!(file1.len(), 36, "file.uuid: {file1:?}");
     assert_eq!(uuid1.len(), 36, "uuid1: {uuid1:?}");
@@ -284,7 +357,9 @@ field /dev/vdc 'd["set"]' > /run/out/set1.id
 
     // Boot 2: a reboot, the same disk images.
     let s2 = lib
-        + &format!("uuid1={uuid1}\nset1={set1}\nkept_hdr='{kept_hdr}'\nfile1={file1}\n")
+        + &format!(
+            "uuid1={uuid1}\nset1={set1}\nkept_hdr='{kept_hdr}'\nfile1={file1}\nswap1={swap1}\n"
+        )
         + r#"
 check status_before_is_down_exit_6 sh -c '"$SECRETFS" status >/dev/null; test $? = 6'
 # As the unit runs it (`secretfs up --config FILE`): everything from the
@@ -307,8 +382,28 @@ check file_made_anew test "$(json /run/out/f.json 'd["first_format"]')" = True
 check file_new_uuid test "$(cryptsetup luksUUID /mnt/store/eph.img)" != "$file1"
 check file_data_gone test ! -e /mnt/f/canary.txt
 check file_still_ephemeral no_slots_ephemeral /mnt/store/eph.img
+# Swap from the config's [swap] table (as secretfs-swap.service runs it),
+# on the swap image, now an NVMe disk beside a blank one.
+SW=$(for d in /dev/nvme?n1; do token $d | grep -q '"purpose": *"swap"' && echo $d; done)
+check swap_disk_found test -b "$SW"
+printf '[swap]\ndisk = "%s"\npriority = 7\n' "$SW" > /run/swap.toml
+check swap_reboot to /run/out/swap4.json "$SECRETFS" swap --config /run/swap.toml --json
+check swap_reboot_made_anew test "$(json /run/out/swap4.json 'd["first_format"]')" = True
+check swap_reboot_new_uuid test "$(cryptsetup luksUUID "$SW")" != "$swap1"
+check swap_reboot_listed sh -c 'test "$(awk "NR > 1 && \$5 == 7" /proc/swaps | wc -l)" = 1'
+S=$(hdr "$SW")
+to2 /dev/null /run/auto.err env SECRETFS_INSTANCE_STORE_MODEL='QEMU NVMe Ctrl' "$SECRETFS" up --ephemeral --disk auto --name a --mount /mnt/a; echo $? > /run/auto.rc
+cat /run/auto.err
+check auto_up test "$(cat /run/auto.rc)" = 0
+check auto_leaves_swap_out grep -q "$SW holds the swap space of .secretfs swap.; leaving it out" /run/auto.err
+check auto_one_disk sh -c 'test "$(cryptsetup status a | grep -c "device:")" = 1'
+check auto_swap_header_same test "$(hdr "$SW")" = "$S"
+check auto_swap_still_on sh -c 'test "$(awk "NR > 1 && \$5 == 7" /proc/swaps | wc -l)" = 1'
 "#;
-    let run2 = boot("ephemeral-2", s2, &imgs);
+    let mut disks2: Vec<Disk> = imgs[..6].iter().map(Disk::virtio).collect();
+    disks2.push(Disk::nvme(&imgs[6], "sw"));
+    disks2.push(Disk::nvme(&imgs[7], "au"));
+    let run2 = boot("ephemeral-2", s2, disks2);
     run2.assert_checks(&[
         "status_before_is_down_exit_6",
         "reboot_up",
@@ -326,6 +421,16 @@ check file_still_ephemeral no_slots_ephemeral /mnt/store/eph.img
         "file_new_uuid",
         "file_data_gone",
         "file_still_ephemeral",
+        "swap_disk_found",
+        "swap_reboot",
+        "swap_reboot_made_anew",
+        "swap_reboot_new_uuid",
+        "swap_reboot_listed",
+        "auto_up",
+        "auto_leaves_swap_out",
+        "auto_one_disk",
+        "auto_swap_header_same",
+        "auto_swap_still_on",
     ]);
     assert_eq!(run2.exit_code, Some(0), "{}", run2.console_tail(60));
     for img in &imgs {
