@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{refuse, FsRecord, Refusal};
 use crate::luks::header::{Header, TokenFound};
-use crate::luks::token::{Place, Purpose, TokenState};
+use crate::luks::token::{Place, Purpose, TokenState, LAYOUT_LUKS_PER_MEMBER};
 use crate::names;
 use crate::observe::{Content, Data, Signature};
 
@@ -45,7 +45,17 @@ pub fn classify(c: &Content) -> Class {
             active_keyslots,
             ..
         }) => {
-            if token.state == TokenState::Formatting {
+            if let Some(l) = token
+                .layout
+                .as_deref()
+                .filter(|l| *l != LAYOUT_LUKS_PER_MEMBER)
+            {
+                // Assembled the way this build knows, it would be garbage.
+                Class::Foreign(format!(
+                    "a member of a secretfs set in layout {l:?}, which this secretfs does not know \
+                     (it knows {LAYOUT_LUKS_PER_MEMBER:?}): upgrade secretfs"
+                ))
+            } else if token.state == TokenState::Formatting {
                 Class::HalfMade {
                     why: "its token says the format did not finish".into(),
                 }

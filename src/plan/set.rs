@@ -21,7 +21,8 @@
 //! | members of two sets                                 | refuse                        |
 //! | a single-disk volume of ours, the rest blank (`auto`) | `lone_volume`: keep that volume, the blank disks unused |
 //! | a single-disk volume of ours among the disks        | refuse                        |
-//! | anything foreign                                    | refuse; `--force`: wipe every non-blank disk, make a new set |
+//! | anything foreign (a set layout this build does not know) | refuse; `--force`: wipe every non-blank disk, make a new set |
+//! | members that disagree on the chunk                  | refuse; `--force` as above    |
 //! | a damaged LUKS header, a busy or partition disk     | refuse, even with `--force`   |
 //! | a read-only disk (for a new set)                    | refuse                        |
 //! | an ephemeral set, not all open (any key mode)       | close the open members, format all again, open, stripe, mkfs, mount |
@@ -54,6 +55,8 @@ enum Verdict {
     Assemble {
         order: Vec<usize>,
         fs: Option<String>,
+        /// The stripe's chunk size, as the members' tokens record it.
+        chunk: u64,
     },
     /// A new set over every disk; `wipe` lists what `--force` erases.
     Create {
@@ -192,8 +195,17 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
     let mut push = |step, todo| steps.push(Planned { step, todo });
     let member_names: Vec<String> = (0..n as u32).map(|i| names::member_name(name, i)).collect();
     let mapper = names::mapper_path(name);
-    let (order, first_format, record, forced) = match verdict {
-        Verdict::Assemble { order, fs } => (order, false, FsRecord::Token { filesystem: fs }, None),
+    // The geometry of an assembled set is the one its tokens record (a
+    // later release may make new sets with another chunk); CHUNK is only
+    // for new sets.
+    let (order, first_format, record, forced, chunk) = match verdict {
+        Verdict::Assemble { order, fs, chunk } => (
+            order,
+            false,
+            FsRecord::Token { filesystem: fs },
+            None,
+            chunk,
+        ),
         Verdict::Create { again, wipe } => {
             if let Some(i) = obs.disks.iter().position(|d| d.read_only) {
                 return refuse(format!(
@@ -260,7 +272,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
                 },
                 Todo::WillDo,
             );
-            ((0..n).collect(), true, FsRecord::New, forced)
+            ((0..n).collect(), true, FsRecord::New, forced, CHUNK)
         }
     };
 
@@ -340,7 +352,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
             name: name.clone(),
             members: member_names.iter().map(|m| names::mapper_path(m)).collect(),
             set: set_id,
-            chunk: CHUNK,
+            chunk,
         },
         if stripe_open {
             Todo::AlreadyDone
@@ -358,7 +370,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         order.iter().map(|&i| dev(paths, i)).collect(),
         record,
         Some(Geometry {
-            chunk: CHUNK,
+            chunk,
             members: n as u32,
         }),
     )?);
@@ -492,6 +504,16 @@ fn together(
     let mut order: Vec<Option<usize>> = vec![None; want.max(n)];
     for (i, p, _) in &members {
         let m = p.member as usize;
+        if p.chunk != first.chunk {
+            return Err(format!(
+                "{} records a stripe chunk of {} bytes, another member of set {} {}: \
+                 the members disagree on the set's geometry",
+                shown(*i),
+                p.chunk,
+                first.set,
+                first.chunk
+            ));
+        }
         if p.members != first.members || m >= want {
             return Err(format!(
                 "{} says member {} of {}, but another member says {} members",
@@ -554,5 +576,6 @@ fn together(
     Ok(Verdict::Assemble {
         order: order.into_iter().map(|o| o.unwrap()).collect(),
         fs: filesystem,
+        chunk: first.chunk,
     })
 }

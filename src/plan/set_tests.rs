@@ -2,7 +2,7 @@
 
 use super::tests::{disk_input, header, pending, refused, sig, with_sig};
 use super::*;
-use crate::luks::header::TokenFound;
+use crate::luks::header::{Header, TokenFound};
 use crate::luks::token::{Place, Token, TokenState};
 use crate::observe::{
     BlockDev, Content, DevNo, DeviceObs, Mapping, MountState, SetObserved, TargetState,
@@ -188,6 +188,60 @@ fn members_reassemble_in_token_order_whatever_the_disk_order() {
     assert_eq!(set, "s1");
     assert_eq!(members[0], names::mapper_path("secretfs-0"));
     assert!(p.steps.iter().any(|s| matches!(&s.step, Step::MakeFilesystem { record: FsRecord::Token { filesystem: Some(f) }, .. } if f == "ext4")));
+}
+
+/// `member` with the token changed by `change`.
+fn member_with(m: u32, members: u32, change: impl Fn(&mut Token)) -> Content {
+    let mut c = member("s1", m, members, Some("ext4"));
+    if let Some(Header {
+        token: TokenFound::Present { token, .. },
+        ..
+    }) = &mut c.header
+    {
+        change(token);
+    }
+    c
+}
+
+#[test]
+fn an_assembled_set_takes_its_geometry_from_the_tokens() {
+    // Made by a release with 64 KiB chunks: assembled with 64 KiB.
+    let small = 64 << 10;
+    let o = obs((0..4)
+        .map(|i| member_with(i, 4, |t| t.chunk = Some(small)))
+        .collect());
+    let p = plan4(&o).unwrap();
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| matches!(s.step, Step::CreateStripe { chunk, .. } if chunk == small)),
+        "{p:?}"
+    );
+    assert!(
+        p.steps.iter().any(|s| matches!(
+            s.step,
+            Step::MakeFilesystem {
+                stripe: Some(Geometry { chunk, members: 4 }),
+                ..
+            } if chunk == small
+        )),
+        "{p:?}"
+    );
+    // Members that disagree: refused, --force aside.
+    let mut o = obs((0..4).map(|i| member("s1", i, 4, Some("ext4"))).collect());
+    o.disks[2].content = Some(member_with(2, 4, |t| t.chunk = Some(small)));
+    let m = refused(plan4(&o));
+    assert!(m.contains("disagree on the set's geometry"), "{m}");
+    // A layout this build does not know: foreign, refused.
+    let mut o = obs((0..4).map(|i| member("s1", i, 4, Some("ext4"))).collect());
+    for d in &mut o.disks {
+        d.content = Some(member_with(0, 4, |t| t.layout = Some("raid5".into())));
+    }
+    let m = refused(plan4(&o));
+    assert!(
+        m.contains("layout \"raid5\", which this secretfs does not know"),
+        "{m}"
+    );
 }
 
 #[test]
