@@ -225,7 +225,12 @@ pub fn endpoint_url(s: &str) -> Result<String, String> {
 /// instance metadata service, a local emulator's forwarded address). A
 /// plain http URL to any other host is refused unless `--allow-http`.
 pub fn cleartext_is_local(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
+    // The scheme in any case: the SDK reads `HTTP://` as http.
+    let Some(rest) = url
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
         return true;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -471,6 +476,8 @@ mod tests {
             "http://127.0.0.1.example.com",
             "http://localhost.example.com",
             "http://169.254.169.254@192.0.2.1/",
+            "HTTP://kms.us-east-1.amazonaws.com",
+            "Http://192.0.2.1:4566",
         ] {
             assert!(!cleartext_is_local(remote), "{remote}");
         }

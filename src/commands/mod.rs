@@ -144,11 +144,32 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-/// Writes one JSON object and a newline to stdout.
+/// Writes one JSON object and a newline to stdout, without the wrapped
+/// data keys of any token in it (see [`without_wrapped_keys`]).
 pub fn print_json(v: &impl Serialize) -> Result<()> {
+    let mut v = serde_json::to_value(v).context("writing JSON")?;
+    without_wrapped_keys(&mut v);
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v).context("writing JSON")?;
+    serde_json::to_writer(&mut out, &v).context("writing JSON")?;
     writeln!(out).context("writing JSON")
+}
+
+/// Drops the KMS ciphertext of every data-key record (an object with
+/// `kms_key` and `ciphertext`) in `v`: `status --json` and `up --dry-run
+/// --json` show the tokens, and a report collected from a fleet would
+/// otherwise gather every volume's wrapped key in one place. Which KMS key
+/// wraps it and whether it is bound stay.
+fn without_wrapped_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.contains_key("kms_key") {
+                m.remove("ciphertext");
+            }
+            m.values_mut().for_each(without_wrapped_keys);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(without_wrapped_keys),
+        _ => {}
+    }
 }
 
 /// A usage error (exit 2) unless running as root.
@@ -180,8 +201,25 @@ pub fn print_error_json(cli: &Cli, err: &anyhow::Error, code: u8) {
 
 #[cfg(test)]
 mod tests {
-    use super::loggable;
+    use super::{loggable, without_wrapped_keys};
     use tracing::Level;
+
+    #[test]
+    fn json_reports_leave_out_wrapped_keys() {
+        let mut v = serde_json::json!({"luks": {"token": {
+            "data_key": {"kms_key": "arn:k", "ciphertext": "AQID", "instance": true},
+            "next_key": {"kms_key": "arn:n", "ciphertext": "BAUG", "instance": false}}},
+            "members": [{"token": {"data_key": {"kms_key": "arn:k", "ciphertext": "Bwg="}}}],
+            "ciphertext": "not a data key record"});
+        without_wrapped_keys(&mut v);
+        let text = v.to_string();
+        for c in ["AQID", "BAUG", "Bwg="] {
+            assert!(!text.contains(c), "{text}");
+        }
+        assert_eq!(v["luks"]["token"]["data_key"]["kms_key"], "arn:k");
+        assert_eq!(v["luks"]["token"]["data_key"]["instance"], true);
+        assert_eq!(v["ciphertext"], "not a data key record");
+    }
 
     #[test]
     fn other_crates_never_log_at_trace() {

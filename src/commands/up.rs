@@ -372,8 +372,12 @@ fn resolve_auto(root: &Path, s: &mut Up) -> Result<Option<bool>> {
     if s.target != Target::Auto {
         return Ok(Some(false));
     }
+    // Set but empty, the override is ignored (an empty model would name
+    // every NVMe disk, EBS too).
     let model = std::env::var(names::ENV_MODEL_OVERRIDE)
-        .unwrap_or_else(|_| names::INSTANCE_STORE_MODEL.to_string());
+        .ok()
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| names::INSTANCE_STORE_MODEL.to_string());
     let mut disks = observe::sys::instance_store_disks(root, &model);
     // The disk `secretfs swap` took (it runs first) is not for volumes.
     disks.retain(|d| {

@@ -304,9 +304,13 @@ pub fn busy_reasons(
 /// `model` is matched as a prefix of the controller's sysfs model (which
 /// the kernel pads with spaces).
 pub fn instance_store_disks(root: &Path, model: &str) -> Vec<PathBuf> {
+    let model = model.trim();
     let Ok(rd) = std::fs::read_dir(under(root, Path::new(SYS_BLOCK))) else {
         return Vec::new();
     };
+    if model.is_empty() {
+        return Vec::new();
+    }
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
         .filter(|e| {
@@ -572,6 +576,10 @@ bogus line
             vec![PathBuf::from("/dev/nvme1n1"), PathBuf::from("/dev/nvme2n1")]
         );
         assert!(instance_store_disks(r, "QEMU NVMe Ctrl").is_empty());
+        // An empty model (an override set to "") matches nothing, never
+        // every NVMe disk (the EBS root among them).
+        assert!(instance_store_disks(r, "").is_empty());
+        assert!(instance_store_disks(r, "  ").is_empty());
         let d = DevNo {
             major: 254,
             minor: 16,
