@@ -11,6 +11,14 @@
 //! opens only on the instance that made it; a key policy can require it to
 //! equal `${ec2:SourceInstanceARN}`), plus the operator's
 //! `--encryption-context` pairs, which must be given again on every `up`.
+//!
+//! The operator's settings pin the key, not the header: `up --kms-key K`
+//! has KMS decrypt only under K (Decrypt's KeyId is K, so a ciphertext
+//! made under any other key is refused by KMS itself, alias or not), and
+//! refuses before any call a header that names another key ARN than a
+//! configured ARN, or that is not bound to the instance when
+//! `--bind-instance` is set. A header planted under a key someone else
+//! controls is thus never opened, whatever the instance role may decrypt.
 
 use std::collections::BTreeMap;
 
@@ -150,17 +158,55 @@ impl DataKeys {
 
     /// The data key of the volume `volume`, from its token's record.
     pub fn open(&self, volume: &str, w: &WrappedKey) -> Result<Passphrase> {
+        let pin = self.pinned(volume, w)?;
         let ciphertext = self.ciphertext(volume, w)?;
         let ctx = self.context(volume, w.instance)?;
         let p = aws::block_on(open_data_key(
             &self.opts,
-            &w.kms_key,
+            pin,
             &ciphertext,
             &ctx,
             &format!("the data key of volume {volume}"),
-        ))?;
+        ))
+        .map_err(|e| {
+            if pin == w.kms_key {
+                e
+            } else {
+                e.context(format!(
+                    "decrypting under the configured kms-key {pin} (the header of volume {volume} \
+                     names KMS key {})",
+                    w.kms_key
+                ))
+            }
+        })?;
         info!(volume, "KMS decrypted the volume's data key");
         Ok(p)
+    }
+
+    /// The key Decrypt is pinned to for `w`: the configured `--kms-key`
+    /// (for `rotate` and `rewrap`, which configure none, the token's).
+    /// Refuses, before any call, a token naming another ARN than a
+    /// configured ARN, and an unbound token when `--bind-instance` is set.
+    fn pinned<'a>(&'a self, volume: &str, w: &'a WrappedKey) -> Result<&'a str> {
+        if self.kms_key.is_empty() {
+            return Ok(&w.kms_key);
+        }
+        if self.kms_key.starts_with("arn:") && self.kms_key != w.kms_key {
+            return key_unavailable(format!(
+                "the header of volume {volume} says KMS key {} wraps its data key, not the configured \
+                 kms-key {}: refused, the header is unchanged (planted under another key? re-wrapped \
+                 with `rewrap`? then set kms-key to the new key)",
+                w.kms_key, self.kms_key
+            ));
+        }
+        if self.bind_instance && !w.instance {
+            return key_unavailable(format!(
+                "the data key of volume {volume} is not bound to an instance, but bind-instance is set: \
+                 refused, the header is unchanged (made without --bind-instance? a header planted by \
+                 someone else?)"
+            ));
+        }
+        Ok(&self.kms_key)
     }
 
     /// The encryption context for `volume`.
@@ -322,6 +368,52 @@ mod tests {
         let bad = doc.replace("111122223333", "1111:2222");
         assert!(instance_arn_of(&bad).unwrap_err().contains("accountId"));
         assert!(instance_arn_of("{}").unwrap_err().contains("instanceId"));
+    }
+
+    #[test]
+    fn the_configured_key_and_binding_pin_the_header() {
+        let opts = || AwsOptions {
+            kms_key_id: None,
+            encryption_context: BTreeMap::new(),
+            expected_bucket_owner: None,
+            region: None,
+            endpoint_url: None,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/a";
+        let rec = |kms_key: &str, instance| WrappedKey {
+            kms_key: kms_key.into(),
+            ciphertext: "AQID".into(),
+            instance,
+        };
+        let up = DataKeys::new(arn.into(), false, opts());
+        assert_eq!(up.pinned("u", &rec(arn, false)).unwrap(), arn);
+        // Another key's ARN in the header: refused before any call, exit 4.
+        let other = "arn:aws:kms:eu-west-1:444455556666:key/b";
+        let e = up.pinned("u", &rec(other, false)).unwrap_err();
+        assert!(
+            format!("{e}").contains(other) && format!("{e}").contains(arn),
+            "{e}"
+        );
+        assert_eq!(
+            crate::error::exit_code_of(&e),
+            crate::error::EXIT_KEY_UNAVAILABLE
+        );
+        // An alias: Decrypt is pinned to it, and KMS refuses another key.
+        let alias = DataKeys::new("alias/secretfs".into(), false, opts());
+        assert_eq!(
+            alias.pinned("u", &rec(other, false)).unwrap(),
+            "alias/secretfs"
+        );
+        // bind-instance set: an unbound header is refused.
+        let bound = DataKeys::new(arn.into(), true, opts());
+        assert!(
+            format!("{}", bound.pinned("u", &rec(arn, false)).unwrap_err()).contains("not bound")
+        );
+        assert_eq!(bound.pinned("u", &rec(arn, true)).unwrap(), arn);
+        // rotate and rewrap configure no key: the token's.
+        let existing = DataKeys::for_existing(opts());
+        assert_eq!(existing.pinned("u", &rec(other, false)).unwrap(), other);
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //! after down and up; the old data key (its token put back) opens no slot;
 //! killed after each of its steps (five points), the volume opens with one of the two
 //! keys, data intact, and `rotate` again ends with one slot and a settled
-//! token; a set rotates each member. `rewrap` moves the first volume's and
+//! token; a set rotates each member. The operator's key pins the header:
+//! after the first volume is re-wrapped to the other KMS key, `up` with
+//! the first key configured (by alias, and by ARN) is refused (exit 4,
+//! both keys named, header unchanged); it opens with the other key
+//! configured. `rewrap` moves the first volume's and
 //! the bound volume's data keys to the other KMS key, slot and data
 //! unchanged. The rotation runs at `SECRETFS_LOG=trace` with the SDK's
 //! body-logging switches on: the old and the new data key (decrypted on
@@ -46,11 +50,13 @@ const KILL_POINTS: [&str; 5] = [
     "rotate_slot_destroyed",
 ];
 
-fn guest_lib(alias: &str, canary: &str) -> String {
+fn guest_lib(alias: &str, other: &str, canary: &str) -> String {
     format!(
         r#"
 export CANARY={canary}
 up() {{ "$SECRETFS" up --kms-key {alias} --encryption-context {CONTEXT} --timeout 60s "$@"; }}
+# The volumes re-wrapped to the other KMS key open with it configured.
+up_other() {{ "$SECRETFS" up --kms-key {other} --encryption-context {CONTEXT} --timeout 60s "$@"; }}
 token() {{ for i in 0 1 2 3; do cryptsetup token export --token-id $i "$1" 2>/dev/null; done | grep '"secretfs"'; }}
 field() {{ token "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"; }}
 uuid() {{ cryptsetup luksUUID "$1"; }}
@@ -97,7 +103,7 @@ fn vm_data_keys_in_the_header() {
         .collect();
     let disks = || imgs.iter().map(Disk::virtio).collect::<Vec<_>>();
     let canary = aws::hex(&aws::random_bytes(16));
-    let lib = guest_lib(&aws.moto.alias, &canary);
+    let lib = guest_lib(&aws.moto.alias, &aws.moto.other_key_arn, &canary);
 
     // Boot 1: vda (A), vdb (B), vdc (bound), vdd (stop/start), vde+vdf (set).
     let s1 = lib.clone()
@@ -207,7 +213,21 @@ check rewrap "$SECRETFS" rewrap --new-kms-key OTHER --encryption-context team=db
 check rewrap_key test "$(field /dev/vda 'd["data_key"]["kms_key"]')" = OTHER
 check rewrap_same_slot test "$(cryptsetup luksDump /dev/vda | grep -A1 '^Keyslots:' | tail -1)" = "$S0"
 check rewrap_down "$SECRETFS" down
-check rewrap_reopen up --disk /dev/vda
+# The operator's key pins the header: with the first key configured, the
+# volume now under the other key is refused, both keys named.
+H=$(hdr /dev/vda)
+to2 /dev/null /run/pin.err up --disk /dev/vda; echo $? > /run/pin.rc
+cat /run/pin.err
+check pinned_exit_4 test "$(cat /run/pin.rc)" = 4
+check pinned_names_both sh -c 'grep -qF "OTHER" /run/pin.err && grep -q "under the configured kms-key ALIAS" /run/pin.err'
+check pinned_header_same test "$(hdr /dev/vda)" = "$H"
+check_fails pinned_not_mounted grep -q " /mnt/secretfs " /proc/mounts
+to2 /dev/null /run/pin2.err "$SECRETFS" up --disk /dev/vda --kms-key KEYARN --encryption-context team=db --timeout 60s; echo $? > /run/pin2.rc
+cat /run/pin2.err
+check pinned_arn_exit_4 test "$(cat /run/pin2.rc)" = 4
+check pinned_arn_says grep -q "not the configured kms-key KEYARN" /run/pin2.err
+check pinned_arn_header_same test "$(hdr /dev/vda)" = "$H"
+check rewrap_reopen up_other --disk /dev/vda
 check rewrap_intact same_data
 check rewrap_down2 "$SECRETFS" down
 check rewrap_c_up up --disk /dev/vdc --name c --mount /mnt/c
@@ -228,6 +248,7 @@ check rot_set_down2 "$SECRETFS" down --name s
     let s1 = s1
         .replace("ALIAS", &aws.moto.alias)
         .replace("OTHER", &aws.moto.other_key_arn)
+        .replace("KEYARN", &aws.moto.key_arn)
         .replace("POINTS", &KILL_POINTS.join(" "));
     let run1 = boot("data-key-1", &aws, None, s1, disks());
     run1.assert_checks(&[
@@ -316,6 +337,13 @@ check rot_set_down2 "$SECRETFS" down --name s
         "rewrap_key",
         "rewrap_same_slot",
         "rewrap_down",
+        "pinned_exit_4",
+        "pinned_names_both",
+        "pinned_header_same",
+        "pinned_not_mounted",
+        "pinned_arn_exit_4",
+        "pinned_arn_says",
+        "pinned_arn_header_same",
         "rewrap_reopen",
         "rewrap_intact",
         "rewrap_down2",
@@ -391,7 +419,7 @@ check rot_set_down2 "$SECRETFS" down --name s
     let s2 = lib
         + &format!("echo {} > /run/out/data.sum\n", sum.trim())
         + r#"
-to2 /dev/null /run/bound.err up --disk /dev/vdc --name c --mount /mnt/c; echo $? > /run/bound.rc
+to2 /dev/null /run/bound.err up_other --disk /dev/vdc --name c --mount /mnt/c; echo $? > /run/bound.rc
 cat /run/bound.err
 check bound_elsewhere_exit_4 test "$(cat /run/bound.rc)" = 4
 check bound_elsewhere_not_mounted sh -c '! grep -q " /mnt/c " /proc/mounts'
@@ -400,7 +428,7 @@ to2 /dev/null /run/disabled.err up --disk /dev/vdd --name d --mount /mnt/d; echo
 cat /run/disabled.err
 check disabled_key_exit_4 test "$(cat /run/disabled.rc)" = 4
 check disabled_key_says_so grep -q 'disabled' /run/disabled.err
-check unbound_opens up --disk /dev/vda
+check unbound_opens up_other --disk /dev/vda
 check unbound_intact same_data
 check unbound_down "$SECRETFS" down
 "#;
