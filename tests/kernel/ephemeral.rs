@@ -91,6 +91,18 @@ fn vm_ephemeral_volumes() {
         &file_canary,
         &swap_canary,
     ];
+    // After each power-off: no canary in the clear in any raw image.
+    let no_canary_in_any_image = || {
+        for img in &imgs {
+            for c in canaries {
+                assert!(
+                    !image_contains(img, c),
+                    "a canary in the clear in {}",
+                    img.display()
+                );
+            }
+        }
+    };
     let lib = format!(
         "export CANARY={canary} SET_CANARY={set_canary} KEPT_CANARY={kept_canary} \
          FILE_CANARY={file_canary} SWAP_CANARY={swap_canary}\n{LIB}"
@@ -345,15 +357,7 @@ field /dev/vdc 'd["set"]' > /run/out/set1.id
     assert_eq!(file1.len(), 36, "file.uuid: {file1:?}");
     assert_eq!(uuid1.len(), 36, "uuid1: {uuid1:?}");
     assert_eq!(set1.len(), 32, "set1.id: {set1:?}");
-    for img in &imgs {
-        for c in canaries {
-            assert!(
-                !image_contains(img, c),
-                "a canary in the clear in {}",
-                img.display()
-            );
-        }
-    }
+    no_canary_in_any_image();
 
     // Boot 2: a reboot, the same disk images.
     let s2 = lib
@@ -433,15 +437,7 @@ check auto_swap_still_on sh -c 'test "$(awk "NR > 1 && \$5 == 7" /proc/swaps | w
         "auto_swap_still_on",
     ]);
     assert_eq!(run2.exit_code, Some(0), "{}", run2.console_tail(60));
-    for img in &imgs {
-        for c in canaries {
-            assert!(
-                !image_contains(img, c),
-                "a canary in the clear in {}",
-                img.display()
-            );
-        }
-    }
+    no_canary_in_any_image();
 }
 
 /// A kill (SIGKILL) after each step of making an ephemeral volume on one
