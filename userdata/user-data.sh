@@ -5,9 +5,10 @@
 # on every later boot.
 #
 # Edit the five settings below. The instance role needs s3:GetObject on
-# the binary and on the wrapped key, and kms:Decrypt on the key
-# (examples/iam-policy.json). Any failed step stops the script (and fails
-# cloud-init's user-data module): nothing after it runs.
+# the binary and on the wrapped key (examples/iam-policy.json), and the
+# key's policy must let it kms:Decrypt with the encryption context
+# (examples/kms-key-policy.json). Any failed step stops the script (and
+# fails cloud-init's user-data module): nothing after it runs.
 set -euo pipefail
 
 SECRETFS_BINARY=s3://my-artifacts/secretfs/secretfs-x86_64   # the release binary
