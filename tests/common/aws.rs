@@ -58,7 +58,7 @@ pub fn moto_server_path() -> PathBuf {
 }
 
 /// The interpreter named on a script's `#!` line, if it is a Python.
-fn shebang_python(script: &Path) -> Option<PathBuf> {
+pub fn shebang_python(script: &Path) -> Option<PathBuf> {
     let mut head = [0u8; 512];
     let n = fs::File::open(script).ok()?.read(&mut head).ok()?;
     let text = String::from_utf8_lossy(&head[..n]);

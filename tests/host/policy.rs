@@ -3,7 +3,8 @@
 //! nothing in the suite shows AWS enforcing them; what is checked here:
 //!
 //! - every example passes parliament, the IAM policy linter (installed by
-//!   `scripts/setup` into `.cache/venv`), with no finding at any severity;
+//!   `scripts/setup` into `.cache/venv`; run through
+//!   `tests/support/parliament_lint.py`), with no finding at any severity;
 //!   without parliament the test fails, it never skips;
 //! - in each key mode's key policy, every statement that lets a principal
 //!   use the key names one role and carries the encryption-context
@@ -24,6 +25,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use secretfs::keys::data_key::{CONTEXT_INSTANCE, CONTEXT_VOLUME};
+
+use crate::common::aws::shebang_python;
 
 /// The context pair the examples require (`--encryption-context
 /// purpose=secretfs`, as the shipped user data sets it).
@@ -253,6 +256,12 @@ fn parliament() -> PathBuf {
 #[test]
 fn every_example_policy_passes_parliament() {
     let parliament = parliament();
+    let python = shebang_python(&parliament).unwrap_or_else(|| {
+        panic!(
+            "{} names no Python on its #! line: run scripts/setup",
+            parliament.display()
+        )
+    });
     let files = example_policies();
     for m in &MODES {
         for f in [m.key_policy, m.iam_policy] {
@@ -261,19 +270,18 @@ fn every_example_policy_passes_parliament() {
     }
     let mut findings = Vec::new();
     for f in &files {
-        let mut cmd = Command::new(&parliament);
-        cmd.current_dir(root()).args(["--minimum_severity", "INFO"]);
+        // parliament --minimum_severity INFO [--config FILE], through its
+        // library (see parliament_lint.py).
+        let mut cmd = Command::new(&python);
+        cmd.current_dir(root())
+            .arg("tests/support/parliament_lint.py");
         if is_key_policy(f, &read_json(f)) {
-            cmd.arg("--config")
-                .arg(root().join("tests/support/parliament-key-policy.yaml"));
+            cmd.args(["--config", "tests/support/parliament-key-policy.yaml"]);
         }
-        // The policy goes on stdin: parliament refuses --file when its
-        // stdin is not a terminal.
-        let policy = std::fs::File::open(root().join(f)).unwrap();
         let out = cmd
-            .stdin(policy)
+            .arg(f)
             .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", parliament.display()));
+            .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || !stdout.trim().is_empty() {
             findings.push(format!(
