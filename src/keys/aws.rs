@@ -396,19 +396,42 @@ async fn get_object(
         .map_err(|e| classify(&e, &format!("s3://{bucket}/{key}"), Service::S3))?;
     if let Some(len) = out.content_length() {
         if len > blob::MAX_STORED as i64 {
-            return Err(Attempt::Fatal(format!(
-                "s3://{bucket}/{key} is {len} bytes; a KMS ciphertext is under {} bytes: is it the right object?",
-                blob::MAX_CIPHERTEXT
-            )));
+            return Err(too_large(bucket, key, &format!("{len} bytes")));
         }
     }
-    let bytes = out
-        .body
-        .collect()
+    read_capped(out.body, bucket, key).await
+}
+
+/// The body of an object, refused as soon as it passes
+/// [`blob::MAX_STORED`] bytes: its `Content-Length` may be absent or
+/// wrong, so the bytes are counted as they arrive.
+async fn read_capped(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, Attempt> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = body
+        .try_next()
         .await
         .map_err(|e| Attempt::Retry(format!("reading the object body: {e}")))?
-        .into_bytes();
-    Ok(bytes.to_vec())
+    {
+        if buf.len() + chunk.len() > blob::MAX_STORED {
+            let over = format!("more than {} bytes", blob::MAX_STORED);
+            return Err(too_large(bucket, key, &over));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// An object too large to be a wrapped key (`size` says how large).
+fn too_large(bucket: &str, key: &str, size: &str) -> Attempt {
+    Attempt::Fatal(format!(
+        "s3://{bucket}/{key} is {size}; a KMS ciphertext is under {} bytes: is it the right object? \
+         check --wrapped-key",
+        blob::MAX_CIPHERTEXT
+    ))
 }
 
 pub(super) async fn decrypt(
