@@ -12,7 +12,6 @@
 //! [`crate::settings`]; the planner and the key code never see clap.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -277,28 +276,7 @@ pub fn volume_and_aws(
 /// Checks who may change a config file: root (or the user running
 /// secretfs) only. A file others can write could point `up` at any disk.
 pub fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
-        return usage(format!(
-            "config {} is owned by uid {}, not root: `chown root:root {}`",
-            path.display(),
-            meta.uid(),
-            path.display()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return usage(format!(
-            "config {} is writable by {}: `chmod go-w {}`",
-            path.display(),
-            if meta.mode() & 0o002 != 0 {
-                "everyone"
-            } else {
-                "its group"
-            },
-            path.display()
-        ));
-    }
-    Ok(())
+    crate::perm::check("config", path, meta, "go-w").or_else(usage)
 }
 
 /// Reads and parses a config file, after checking its owner and mode.

@@ -23,6 +23,7 @@ pub mod names;
 pub mod observe;
 pub mod parallel;
 pub mod parse;
+pub mod perm;
 pub mod plan;
 pub mod settings;
 pub mod signals;

@@ -70,6 +70,12 @@ pub fn lock_path(name: &str) -> PathBuf {
     Path::new(LOCK_DIR).join(format!("{name}.lock"))
 }
 
+/// `device-KEY.lock`: the name, in [`LOCK_DIR`], of the lock of the disk
+/// or backing file `key` names.
+pub fn device_lock_name(key: &str) -> String {
+    format!("device-{key}.lock")
+}
+
 /// `path` seen under `root` (`/dev/vdb` under `/tmp/fixture` is
 /// `/tmp/fixture/dev/vdb`; under `/` it is itself).
 pub fn under(root: &Path, path: &Path) -> PathBuf {

@@ -51,6 +51,15 @@ impl Target {
             Target::Auto => Path::new(AUTO),
         }
     }
+
+    /// Every path it names: each disk of several; none for `Auto`.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            Target::Disk(p) | Target::File { path: p, .. } => vec![p],
+            Target::Disks(v) => v.iter().map(PathBuf::as_path).collect(),
+            Target::Auto => Vec::new(),
+        }
+    }
 }
 
 /// The `--disk` value that asks for every instance-store disk.

@@ -14,7 +14,8 @@ use super::require_root;
 use crate::cli::InstallUnitArgs;
 use crate::cmd::{self, Tool};
 use crate::error::usage;
-use crate::names;
+use crate::names::{self, under};
+use crate::perm;
 
 /// The unit, as shipped (`userdata/secretfs.service`).
 pub const UNIT: &str = include_str!("../../userdata/secretfs.service");
@@ -41,7 +42,7 @@ pub struct UnitFile {
 }
 
 /// The files for `binary`, the drop-ins' units and the swap unit (when
-/// `swap`), under `root`.
+/// `swap`), under `root`. Refuses a binary others could replace.
 pub fn plan(root: &Path, binary: &Path, requires: &[String], swap: bool) -> Result<Vec<UnitFile>> {
     let bin = binary.to_str().filter(|b| !b.contains(char::is_whitespace));
     let Some(bin) = bin.filter(|b| b.starts_with('/')) else {
@@ -50,6 +51,7 @@ pub fn plan(root: &Path, binary: &Path, requires: &[String], swap: bool) -> Resu
             binary.display()
         ));
     };
+    check_binary(root, binary)?;
     let dir = root.join(UNIT_DIR);
     let mut files = vec![UnitFile {
         path: dir.join(UNIT_NAME),
@@ -69,6 +71,44 @@ pub fn plan(root: &Path, binary: &Path, requires: &[String], swap: bool) -> Resu
         });
     }
     Ok(files)
+}
+
+/// Refuses (exit 2) a binary that someone other than root could replace,
+/// since the unit runs it as root at every boot: the binary and each
+/// directory above it that exists under `root` must pass [`perm::check`]
+/// (a missing one is made by whoever may write the nearest existing
+/// one), and on the live system so must the file its symlinks lead to
+/// and the directories above that.
+fn check_binary(root: &Path, binary: &Path) -> Result<()> {
+    let mut chains = vec![under(root, binary)];
+    if root == Path::new("/") {
+        if let Ok(real) = std::fs::canonicalize(binary) {
+            chains.push(real);
+        }
+    }
+    for file in &chains {
+        for (i, p) in file.ancestors().enumerate() {
+            if !p.starts_with(root) {
+                break;
+            }
+            let meta = match std::fs::symlink_metadata(p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("examining {}", p.display())),
+            };
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            let what = if i == 0 { "binary" } else { "directory" };
+            if let Err(m) = perm::check(what, p, &meta, "go-w") {
+                return usage(format!(
+                    "--binary {}: {m} (the unit runs it as root at every boot)",
+                    binary.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A unit name as systemd takes it; `postgresql` means `postgresql.service`.
@@ -202,6 +242,57 @@ mod tests {
             "secretfs.service",
         ] {
             assert!(unit_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_binary_others_could_replace_is_refused() {
+        use crate::error::{exit_code_of, EXIT_USAGE};
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let bin = r.join("usr/local/bin/secretfs");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        let chmod = |p: &str, mode| {
+            std::fs::set_permissions(r.join(p), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        for p in [
+            "usr",
+            "usr/local",
+            "usr/local/bin",
+            "usr/local/bin/secretfs",
+        ] {
+            chmod(p, 0o755);
+        }
+        let binary = Path::new("/usr/local/bin/secretfs");
+        assert!(plan(r, binary, &[], false).is_ok());
+        for (p, mode, shown) in [
+            ("usr/local/bin/secretfs", 0o775, "0775"),
+            ("usr/local/bin", 0o757, "0757"),
+            ("usr", 0o777, "0777"),
+        ] {
+            chmod(p, mode);
+            let e = plan(r, binary, &[], false).unwrap_err();
+            assert_eq!(exit_code_of(&e), EXIT_USAGE);
+            let m = format!("{e:#}");
+            assert!(
+                m.contains(&r.join(p).display().to_string())
+                    && m.contains(shown)
+                    && m.contains("chmod go-w"),
+                "{m}"
+            );
+            chmod(p, 0o755);
+        }
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(
+                &r.join("usr/local"),
+                Some(nix::unistd::Uid::from_raw(4242)),
+                None,
+            )
+            .unwrap();
+            let m = format!("{:#}", plan(r, binary, &[], false).unwrap_err());
+            assert!(m.contains("uid 4242") && m.contains("chown"), "{m}");
         }
     }
 

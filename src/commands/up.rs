@@ -130,10 +130,12 @@ pub fn bring_up(mut s: Up) -> Result<()> {
     let Some(auto) = resolve_auto(root, &mut s)? else {
         return Ok(());
     };
-    let _lock = if s.dry_run {
+    let _locks = if s.dry_run {
         None
     } else {
-        Some(lock::acquire(&s.name, s.aws.timeout)?)
+        let volume = lock::acquire(&s.name, s.aws.timeout)?;
+        let devices = lock::acquire_devices(&s.target.paths(), s.aws.timeout)?;
+        Some((volume, devices))
     };
     let (seen, planned) = match s.target.clone() {
         Target::Disks(disks) => {

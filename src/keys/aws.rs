@@ -269,6 +269,12 @@ fn read_blob_file(p: &std::path::Path) -> Result<Vec<u8>> {
             return Err(e).with_context(|| format!("opening wrapped key file {}", p.display()))
         }
     };
+    let meta = f
+        .metadata()
+        .with_context(|| format!("examining wrapped key file {}", p.display()))?;
+    if meta.is_file() {
+        crate::perm::check("wrapped key file", p, &meta, "600").or_else(key_unavailable)?;
+    }
     let mut buf = Vec::new();
     f.take(blob::MAX_STORED as u64 + 1)
         .read_to_end(&mut buf)
@@ -396,19 +402,42 @@ async fn get_object(
         .map_err(|e| classify(&e, &format!("s3://{bucket}/{key}"), Service::S3))?;
     if let Some(len) = out.content_length() {
         if len > blob::MAX_STORED as i64 {
-            return Err(Attempt::Fatal(format!(
-                "s3://{bucket}/{key} is {len} bytes; a KMS ciphertext is under {} bytes: is it the right object?",
-                blob::MAX_CIPHERTEXT
-            )));
+            return Err(too_large(bucket, key, &format!("{len} bytes")));
         }
     }
-    let bytes = out
-        .body
-        .collect()
+    read_capped(out.body, bucket, key).await
+}
+
+/// The body of an object, refused as soon as it passes
+/// [`blob::MAX_STORED`] bytes: its `Content-Length` may be absent or
+/// wrong, so the bytes are counted as they arrive.
+async fn read_capped(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, Attempt> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = body
+        .try_next()
         .await
         .map_err(|e| Attempt::Retry(format!("reading the object body: {e}")))?
-        .into_bytes();
-    Ok(bytes.to_vec())
+    {
+        if buf.len() + chunk.len() > blob::MAX_STORED {
+            let over = format!("more than {} bytes", blob::MAX_STORED);
+            return Err(too_large(bucket, key, &over));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// An object too large to be a wrapped key (`size` says how large).
+fn too_large(bucket: &str, key: &str, size: &str) -> Attempt {
+    Attempt::Fatal(format!(
+        "s3://{bucket}/{key} is {size}; a KMS ciphertext is under {} bytes: is it the right object? \
+         check --wrapped-key",
+        blob::MAX_CIPHERTEXT
+    ))
 }
 
 pub(super) async fn decrypt(
@@ -653,17 +682,39 @@ pub(super) async fn refuse_existing(
     Ok(())
 }
 
+/// Writes `data` to the file `p`, mode 0600; `force` replaces a file
+/// there, but never through a symbolic link, nor anything but a regular
+/// file.
 pub(super) fn write_private(p: &std::path::Path, data: &[u8], force: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .write(true)
         .create_new(!force)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(p)
-        .with_context(|| format!("creating {}", p.display()))?;
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p);
+    let mut f = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return refused(format!(
+                "{} is a symbolic link: give the path of the file itself, or remove the link",
+                p.display()
+            ))
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+    };
+    let meta = f
+        .metadata()
+        .with_context(|| format!("examining {}", p.display()))?;
+    if !meta.is_file() {
+        return refused(format!(
+            "{} is not a regular file: give the path of a file to write the blob to",
+            p.display()
+        ));
+    }
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("setting mode 0600 on {}", p.display()))?;
     f.write_all(data)
@@ -760,6 +811,57 @@ async fn encrypt(
 mod tests {
     use super::*;
     use crate::error::{exit_code_of, EXIT_KEY_UNAVAILABLE};
+
+    #[test]
+    fn a_blob_file_others_can_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("wrapped.bin");
+        std::fs::write(&p, [0x81u8; 200]).unwrap();
+        let set = |mode| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
+        set(0o644).unwrap();
+        assert_eq!(read_blob_file(&p).unwrap().len(), 200);
+        set(0o666).unwrap();
+        let e = read_blob_file(&p).unwrap_err();
+        assert_eq!(exit_code_of(&e), EXIT_KEY_UNAVAILABLE);
+        let m = format!("{e:#}");
+        assert!(
+            m.contains(&p.display().to_string()) && m.contains("0666") && m.contains("chmod 600"),
+            "{m}"
+        );
+        set(0o644).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+            let m = format!("{:#}", read_blob_file(&p).unwrap_err());
+            assert!(m.contains("uid 4242") && m.contains("chown"), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_forced_write_replaces_a_file_but_not_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("wrapped.bin");
+        std::fs::write(&p, b"old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&p, b"new", true).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = d.path().join("link.bin");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = write_private(&link, b"new", true).unwrap_err();
+        assert_eq!(exit_code_of(&e), crate::error::EXIT_REFUSED);
+        assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
 
     #[test]
     fn retry_gives_up_at_the_deadline_with_exit_4() {

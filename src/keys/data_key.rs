@@ -303,7 +303,8 @@ async fn open_data_key(
 
 /// This instance's ARN (`arn:PARTITION:ec2:REGION:ACCOUNT:instance/ID`,
 /// the value IAM gives `ec2:SourceInstanceARN` for its role's requests),
-/// from the instance identity document (IMDSv2), within `opts.timeout`.
+/// from the instance identity document and the partition instance
+/// metadata names (IMDSv2), within `opts.timeout`.
 async fn instance_arn(opts: &AwsOptions) -> Result<String> {
     let deadline = Instant::now() + opts.timeout;
     let provider = aws_config::provider_config::ProviderConfig::without_region()
@@ -321,29 +322,65 @@ async fn instance_arn(opts: &AwsOptions) -> Result<String> {
                 .await
                 .map_err(|e| Attempt::Retry(format!("instance metadata: {}", chain(&e))))?;
             let doc: String = doc.into();
-            instance_arn_of(&doc).map_err(Attempt::Fatal)
+            let partition = imds_partition(&imds).await?;
+            instance_arn_of(&doc, partition.as_deref()).map_err(Attempt::Fatal)
         },
     )
     .await
 }
 
-/// The instance ARN an identity document describes.
-fn instance_arn_of(doc: &str) -> Result<String, String> {
+/// The partition instance metadata names, or `None` where it serves none
+/// (an older or emulated service): the region's partition is taken then.
+async fn imds_partition(imds: &aws_config::imds::Client) -> Result<Option<String>, Attempt> {
+    use aws_config::imds::client::error::ImdsError;
+    match imds.get("/latest/meta-data/services/partition").await {
+        Ok(p) => Ok(Some(p.into())),
+        Err(ImdsError::ErrorResponse(r)) if r.response().status().as_u16() == 404 => Ok(None),
+        Err(e) => Err(Attempt::Retry(format!("instance metadata: {}", chain(&e)))),
+    }
+}
+
+/// The partition of each region prefix outside `aws`.
+const PARTITIONS: [(&str, &str); 7] = [
+    ("cn-", "aws-cn"),
+    ("us-gov-", "aws-us-gov"),
+    ("us-iso-", "aws-iso"),
+    ("us-isob-", "aws-iso-b"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("us-isof-", "aws-iso-f"),
+    ("eusc-", "aws-eusc"),
+];
+
+/// The partition `region` is in.
+fn partition_of(region: &str) -> &'static str {
+    PARTITIONS
+        .iter()
+        .find(|(prefix, _)| region.starts_with(prefix))
+        .map_or("aws", |(_, p)| p)
+}
+
+/// The instance ARN an identity document describes, in `partition` (as
+/// instance metadata names it), else in its region's.
+fn instance_arn_of(doc: &str, partition: Option<&str>) -> Result<String, String> {
     let v: serde_json::Value = serde_json::from_str(doc)
         .map_err(|e| format!("the instance identity document is not JSON: {e}"))?;
+    let usable =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     let field = |k: &str| {
         v.get(k)
             .and_then(|x| x.as_str())
-            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|s| usable(s))
             .ok_or_else(|| format!("the instance identity document has no usable {k}"))
     };
     let (id, region, account) = (field("instanceId")?, field("region")?, field("accountId")?);
-    let partition = if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
+    let partition = match partition.map(str::trim) {
+        Some(p) if usable(p) => p,
+        Some(p) => {
+            return Err(format!(
+                "instance metadata names {p:?} as the partition: not a partition name"
+            ))
+        }
+        None => partition_of(region),
     };
     Ok(format!(
         "arn:{partition}:ec2:{region}:{account}:instance/{id}"
@@ -358,16 +395,53 @@ mod tests {
     fn the_instance_arn_comes_from_the_identity_document() {
         let doc = r#"{"instanceId": "i-0123456789abcdef0", "region": "eu-west-1", "accountId": "111122223333"}"#;
         assert_eq!(
-            instance_arn_of(doc).unwrap(),
+            instance_arn_of(doc, None).unwrap(),
             "arn:aws:ec2:eu-west-1:111122223333:instance/i-0123456789abcdef0"
         );
         let cn = doc.replace("eu-west-1", "cn-north-1");
-        assert!(instance_arn_of(&cn)
+        assert!(instance_arn_of(&cn, None)
             .unwrap()
             .starts_with("arn:aws-cn:ec2:cn-north-1:"));
         let bad = doc.replace("111122223333", "1111:2222");
-        assert!(instance_arn_of(&bad).unwrap_err().contains("accountId"));
-        assert!(instance_arn_of("{}").unwrap_err().contains("instanceId"));
+        assert!(instance_arn_of(&bad, None)
+            .unwrap_err()
+            .contains("accountId"));
+        assert!(instance_arn_of("{}", None)
+            .unwrap_err()
+            .contains("instanceId"));
+    }
+
+    #[test]
+    fn the_partition_of_the_instance_arn_follows_the_region() {
+        let doc = |region: &str| {
+            format!(
+                r#"{{"instanceId": "i-0123456789abcdef0", "region": "{region}", "accountId": "111122223333"}}"#
+            )
+        };
+        for (region, partition) in [
+            ("us-east-1", "aws"),
+            ("eu-west-1", "aws"),
+            ("il-central-1", "aws"),
+            ("cn-north-1", "aws-cn"),
+            ("cn-northwest-1", "aws-cn"),
+            ("us-gov-west-1", "aws-us-gov"),
+            ("us-iso-east-1", "aws-iso"),
+            ("us-isob-east-1", "aws-iso-b"),
+            ("eu-isoe-west-1", "aws-iso-e"),
+            ("us-isof-south-1", "aws-iso-f"),
+            ("eusc-de-east-1", "aws-eusc"),
+        ] {
+            assert_eq!(
+                instance_arn_of(&doc(region), None).unwrap(),
+                format!("arn:{partition}:ec2:{region}:111122223333:instance/i-0123456789abcdef0"),
+                "{region}"
+            );
+        }
+        // The partition instance metadata names wins over the table.
+        assert!(instance_arn_of(&doc("xx-new-1"), Some("aws-new\n"))
+            .unwrap()
+            .starts_with("arn:aws-new:ec2:xx-new-1:"));
+        assert!(instance_arn_of(&doc("us-east-1"), Some("aws:x")).is_err());
     }
 
     #[test]

@@ -289,6 +289,12 @@ impl KeySource for PassphraseFile {
                     .with_context(|| format!("opening passphrase file {}", self.0.display()))
             }
         };
+        let meta = f
+            .metadata()
+            .with_context(|| format!("examining passphrase file {}", self.0.display()))?;
+        if meta.is_file() {
+            crate::perm::check("passphrase file", &self.0, &meta, "600").or_else(usage)?;
+        }
         Passphrase::read_from(f, &format!("passphrase file {}", self.0.display()))
     }
 }
@@ -430,6 +436,39 @@ mod tests {
         assert_eq!(b.expose(), &[7u8; 5000][..]);
         // The bytes past the passphrase stay zero.
         assert!(a.buf.bytes()[1..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn a_passphrase_file_others_can_change_is_refused() {
+        use crate::error::{exit_code_of, EXIT_USAGE};
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pass");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let set = |mode| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
+        set(0o600).unwrap();
+        assert_eq!(
+            PassphraseFile(p.clone()).fetch(false).unwrap().expose(),
+            b"s3cret"
+        );
+        for (mode, shown) in [(0o620, "0620"), (0o602, "0602")] {
+            set(mode).unwrap();
+            let e = PassphraseFile(p.clone()).fetch(false).unwrap_err();
+            assert_eq!(exit_code_of(&e), EXIT_USAGE);
+            let m = format!("{e:#}");
+            assert!(
+                m.contains(&p.display().to_string())
+                    && m.contains(shown)
+                    && m.contains("chmod 600"),
+                "{m}"
+            );
+        }
+        set(0o600).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+            let m = format!("{:#}", PassphraseFile(p.clone()).fetch(false).unwrap_err());
+            assert!(m.contains("uid 4242") && m.contains("chown"), "{m}");
+        }
     }
 
     #[test]

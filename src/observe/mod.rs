@@ -40,11 +40,15 @@ pub enum TargetState {
         partition_of: Option<String>,
     },
     /// A regular file, possibly attached to a loop device already (found
-    /// by device and inode, not by name).
+    /// by device and inode, not by name). `others_can_change` says why
+    /// someone other than root (or the user running secretfs) could
+    /// change it, when they could.
     File {
         size: u64,
         loop_dev: Option<LoopState>,
         free_bytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        others_can_change: Option<String>,
     },
 }
 
@@ -276,6 +280,7 @@ pub fn observe_device(
                     size: meta.len(),
                     loop_dev,
                     free_bytes: free_space(&at),
+                    others_can_change: crate::perm::check("backing file", path, &meta, "600").err(),
                 },
                 probe,
             )

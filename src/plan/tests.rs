@@ -621,6 +621,7 @@ fn new_file_needs_the_space() {
         size: 0,
         loop_dev: None,
         free_bytes: 0,
+        others_can_change: None,
     };
     o.device.content = Some(Content::blank());
     assert!(usage(plan(&file_input(Some(2 << 30)), &o)).contains("only 0 bytes"));
@@ -640,6 +641,7 @@ fn attached_file_reopens() {
             autoclear: true,
         }),
         free_bytes: 0,
+        others_can_change: None,
     };
     o.mapping = open_on(LOOP);
     o.inner = Some(vec![sig("ext4")]);
@@ -694,6 +696,51 @@ fn step_names_match_their_json() {
             serde_json::to_value(&s.step).unwrap()["step"],
             s.step.name()
         );
+    }
+}
+
+#[test]
+fn a_backing_file_others_can_change_is_refused() {
+    use crate::observe::sys::tests::mk;
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    mk(
+        r,
+        "proc/self/mountinfo",
+        "22 1 252:1 / / rw - ext4 /dev/vda1 rw\n",
+    );
+    mk(r, "proc/swaps", "Filename Type Size Used Priority\n");
+    mk(r, "sys/class/misc/device-mapper/dev", "10:236\n");
+    std::fs::create_dir_all(r.join("sys/block")).unwrap();
+    let img = r.join("var/s.img");
+    std::fs::create_dir_all(img.parent().unwrap()).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let input = file_input(None);
+    let look = |mode| {
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = crate::observe::observe(r, &input.target, "secretfs", Path::new("/mnt/secretfs"))
+            .unwrap();
+        plan(&input, &o)
+    };
+    assert!(pending(&look(0o600).unwrap()).contains(&"format"));
+    for (mode, shown) in [(0o660, "0660"), (0o606, "0606")] {
+        let m = refused(look(mode));
+        assert!(
+            m.contains("/var/s.img") && m.contains(shown) && m.contains("chmod 600"),
+            "{m}"
+        );
+    }
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(&img, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        let o = crate::observe::observe(r, &input.target, "secretfs", Path::new("/mnt/secretfs"))
+            .unwrap();
+        let m = refused(plan(&input, &o));
+        assert!(m.contains("uid 4242") && m.contains("chown"), "{m}");
     }
 }
 

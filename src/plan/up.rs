@@ -128,7 +128,18 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         (_, TargetState::WrongKind { what }) => {
             return bad(format!("{path} is {what}"));
         }
-        (Target::File { path: file, .. }, TargetState::File { size, loop_dev, .. }) => {
+        (
+            Target::File { path: file, .. },
+            TargetState::File {
+                size,
+                loop_dev,
+                others_can_change,
+                ..
+            },
+        ) => {
+            if let Some(m) = others_can_change {
+                return refuse(m.clone());
+            }
             match loop_dev {
                 Some(l) => {
                     push(Step::AttachLoop { file: file.clone() }, Todo::AlreadyDone);

@@ -283,6 +283,43 @@ fn a_missing_object_is_key_unavailable_at_once() {
 }
 
 #[test]
+fn an_object_too_large_for_a_blob_is_refused_without_reading_it_all() {
+    let moto = Moto::start();
+    // Its Content-Length says so: refused before the body is read.
+    moto.put_object("large.bin", &aws::random_bytes(17 * 1024));
+    check_key(
+        &moto.endpoint(),
+        &moto.s3_uri("large.bin"),
+        &["--timeout", "60s"],
+        QUICK,
+    )
+    .assert_code(4)
+    .assert_one_error_line()
+    .assert_stderr_mentions(&[&moto.s3_uri("large.bin")])
+    .assert_stderr_mentions(&["is 17408 bytes"]);
+
+    // No Content-Length and a body without end: the reading stops at the
+    // cap, long before the deadline.
+    wrapped_s3(&moto, "flood.bin");
+    let proxy = Proxy::start(moto.port, &["--pattern", "flood", "--pattern-scope", "s3"]);
+    let r = check_key(
+        &proxy.endpoint(),
+        &moto.s3_uri("flood.bin"),
+        &["--timeout", "15s"],
+        QUICK,
+    );
+    r.assert_code(4)
+        .assert_one_error_line()
+        .assert_stderr_mentions(&[&moto.s3_uri("flood.bin")])
+        .assert_stderr_mentions(&["is more than 16384 bytes"]);
+    assert!(
+        r.elapsed < Duration::from_secs(10),
+        "the endless body was read until the deadline: took {:?}",
+        r.elapsed
+    );
+}
+
+#[test]
 fn a_wrong_expected_bucket_owner_is_key_unavailable() {
     let moto = Moto::start();
     let pass = wrapped_s3(&moto, "owner.bin");

@@ -12,6 +12,7 @@ Modes:
                   /latest/meta-data/placement/region            --region
                   /latest/meta-data/placement/availability-zone <region>a
                   /latest/meta-data/instance-id
+                  /latest/meta-data/services/partition          --partition
                   /latest/meta-data/iam/info
                   /latest/meta-data/iam/security-credentials/      the role name
                   /latest/meta-data/iam/security-credentials/ROLE  credentials JSON
@@ -182,6 +183,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, ARGS.region + "a")
         if path == "/latest/meta-data/instance-id":
             return self._send(200, ARGS.instance_id)
+        if path == "/latest/meta-data/services/partition":
+            return self._send(200, ARGS.partition)
         if path == "/latest/meta-data/iam/info":
             return self._send(200, json.dumps({
                 "Code": "Success",
@@ -237,6 +240,7 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--instance-id", default=INSTANCE_ID)
+    p.add_argument("--partition", default="aws")
     p.add_argument("--access-key", default=None, help="default: a fresh fake ASIA... id")
     p.add_argument("--secret-key", default=None, help="default: a fresh fake secret")
     p.add_argument("--session-token", default=None, help="default: a fresh fake token")

@@ -58,6 +58,10 @@ scope (--pattern-scope all|kms|s3, default all):
                                  S3 500 InternalError
                        stall:S   wait S seconds, then forward (slow success)
                        ok        forward
+                       flood     200 with a body that does not end:
+                                 chunked, no Content-Length, 64 KiB
+                                 every 10 ms until the client goes
+                                 (or FLOOD_SECONDS pass)
                      and "stall:S+ITEM": wait S seconds, then ITEM (e.g.
                      "stall:2+503": a slow failure).
 
@@ -118,6 +122,7 @@ class State:
             "owner_denied": 0,
             "denied": 0,
             "pattern": 0,
+            "flood_bytes": 0,
             "upstream_errors": 0,
         }
         self.pattern_no = 0
@@ -353,7 +358,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 )
             xml = S3_XML.format(code="InternalError", message="We encountered an internal error.", rid="FPI")
             return self._send(500, xml.encode(), "application/xml")
+        if what == "flood":
+            return self._flood()
         return self._forward(body, chunked)  # "ok"
+
+    def _flood(self):
+        """200 and a chunked body without end, until the client closes the
+        connection (or FLOOD_SECONDS pass): an object too large to read."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b"\x81" * FLOOD_CHUNK
+        frame = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+        end = time.monotonic() + FLOOD_SECONDS
+        try:
+            while time.monotonic() < end:
+                self.wfile.write(frame)
+                self.wfile.flush()
+                STATE.bump("flood_bytes", len(chunk))
+                time.sleep(FLOOD_PAUSE)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+        return 200
 
     def _reset_now(self):
         """Closes this connection with a TCP reset, after a request was read."""
@@ -505,7 +535,12 @@ def parse_count(text):
     return value
 
 
-PATTERN_ITEMS = ("reset", "throttle", "503", "500", "ok")
+PATTERN_ITEMS = ("reset", "throttle", "503", "500", "ok", "flood")
+# The body of a "flood" answer: FLOOD_CHUNK bytes every FLOOD_PAUSE seconds,
+# for at most FLOOD_SECONDS.
+FLOOD_CHUNK = 64 * 1024
+FLOOD_PAUSE = 0.01
+FLOOD_SECONDS = 60.0
 
 
 def parse_pattern(text):
