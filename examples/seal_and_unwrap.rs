@@ -38,6 +38,7 @@ fn main() -> Result<()> {
         expected_bucket_owner: None,
         region: None,
         endpoint_url: None,
+        allow_http: false,
         timeout: Duration::from_secs(30),
     };
     let pass = Passphrase::generate(GENERATED_LEN)?;

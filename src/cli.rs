@@ -281,6 +281,15 @@ pub struct CheckKeyArgs {
 pub struct ShredArgs {
     #[command(flatten)]
     pub volume: VolumeArgs,
+    /// Shred a closed volume on these raw block devices (each member of a
+    /// set): each must hold a secretfs header (proven by its token) or read
+    /// as blank already, as a set shredded in part does; anything else on
+    /// any of them refuses the whole run
+    #[arg(long, value_name = "DEVICE", conflicts_with = "file")]
+    pub disk: Vec<PathBuf>,
+    /// Shred a closed loop-backed volume in this file (as --disk)
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
     /// Do not ask: destroy the volume and its data
     #[arg(long)]
     pub yes: bool,

@@ -139,7 +139,8 @@ fn merge_aws(a: &AwsArgs, f: &FileConfig) -> Result<AwsOptions> {
         "endpoint-url",
         parse::endpoint_url,
     )?;
-    if !(a.allow_http || f.allow_http == Some(true)) {
+    let allow_http = a.allow_http || f.allow_http == Some(true);
+    if !allow_http {
         let named = if a.endpoint_url.is_some() {
             "--endpoint-url"
         } else {
@@ -159,6 +160,7 @@ fn merge_aws(a: &AwsArgs, f: &FileConfig) -> Result<AwsOptions> {
         )?,
         region: pick(&a.region, &f.region, "region", parse::region)?,
         endpoint_url,
+        allow_http,
         timeout: match (a.timeout, &f.timeout) {
             (Some(t), _) => t,
             (None, Some(s)) => {

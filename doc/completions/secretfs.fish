@@ -147,6 +147,8 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -s q -l quiet 
 complete -c secretfs -n "__fish_secretfs_using_subcommand rewrap" -s h -l help -d 'Print help'
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l name -d 'Volume name [default: the config\'s name, else secretfs]' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l config -d 'TOML file to take the volume name from (as `up --config`)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l disk -d 'Shred a closed volume on these raw block devices (each member of a set): each must hold a secretfs header (proven by its token) or read as blank already, as a set shredded in part does; anything else on any of them refuses the whole run' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l file -d 'Shred a closed loop-backed volume in this file (as --disk)' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l yes -d 'Do not ask: destroy the volume and its data'
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -l json -d 'Print one JSON object with the outcome on stdout'
 complete -c secretfs -n "__fish_secretfs_using_subcommand shred" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'

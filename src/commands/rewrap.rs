@@ -16,12 +16,12 @@ use super::rotate::open_members;
 use super::{down, print_json, require_root};
 use crate::cli::RewrapArgs;
 use crate::config;
-use crate::error::refused;
+use crate::error::{key_unavailable, refused};
 use crate::keys::aws;
 use crate::keys::data_key::DataKeys;
 use crate::keys::rewrap::rewrap_blob;
 use crate::lock;
-use crate::luks::update_token;
+use crate::luks::{slots, update_token};
 use crate::plan::rotate::check_rewrap;
 use crate::signals;
 
@@ -59,11 +59,28 @@ pub fn run(args: &RewrapArgs) -> Result<()> {
         check_rewrap(&m.dev, &m.token).or_else(refused)?;
     }
     let keys = DataKeys::for_existing(opts);
-    let mut done = Vec::new();
+    // Every member's new record is made and proven (decrypted as `up`
+    // will, and opening its key slot) before any header is changed.
+    let mut rewrapped = Vec::new();
     for m in &members {
         signals::check()?;
         let w = m.token.data_key.as_ref().expect("checked above");
         let new = keys.rewrap(&m.uuid, w, &args.new_kms_key)?;
+        let p = keys.prove(&m.uuid, &new, "the re-wrap")?;
+        if slots::opened_by(&m.dev, &p)?.is_none() {
+            return key_unavailable(format!(
+                "the re-wrap stopped before any change: the data key KMS re-wrapped under {} \
+                 opens no key slot of {}",
+                new.kms_key,
+                m.dev.display()
+            ));
+        }
+        rewrapped.push(new);
+    }
+    let mut done = Vec::new();
+    for (m, new) in members.iter().zip(rewrapped) {
+        signals::check()?;
+        let w = m.token.data_key.as_ref().expect("checked above");
         let to = new.kms_key.clone();
         update_token(&m.dev, |t| t.data_key = Some(new))?;
         info!(

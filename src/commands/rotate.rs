@@ -70,7 +70,7 @@ pub fn open_members(root: &Path, name: &str, what: &str) -> Result<Vec<Member>> 
         members.push(Member {
             dev,
             uuid: h.uuid,
-            token,
+            token: *token,
         });
     }
     if members.is_empty() {
@@ -177,6 +177,15 @@ fn rotate_member(
             RotateStep::MakeNext => {
                 let under = new_kms_key.unwrap_or(&cur_key.kms_key);
                 let (p, w) = keys.make_under(&m.uuid, under, cur_key.instance)?;
+                // Decrypted as `up` will decrypt it, before it is recorded.
+                if !keys.prove(&m.uuid, &w, "the rotation")?.same_as(&p) {
+                    return key_unavailable(format!(
+                        "the rotation of {} stopped before any change: KMS decrypted the new data \
+                         key under {} to other bytes than it generated",
+                        dev.display(),
+                        w.kms_key
+                    ));
+                }
                 update_token(dev, |t| t.next_key = Some(Box::new(w.clone())))?;
                 next_key = Some(w);
                 next = Some(p);

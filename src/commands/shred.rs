@@ -1,12 +1,15 @@
 //! `secretfs shred`: crypto-shred the volume. Unmount, close, destroy
 //! every key slot and both LUKS2 header copies on every device below it
 //! (each member of a set), leave the devices reading as blank, verify that
-//! no header remains, and log one audit line. Irreversible: without
-//! `--yes` it asks on a terminal, and without a terminal it refuses.
+//! no header remains, and log one audit line. A closed volume is named by
+//! its devices (`--disk`, `--file`) and proven ours by their tokens; a set
+//! shredded in part is finished ([`crate::plan::plan_shred_closed`]).
+//! Irreversible: without `--yes` it asks on a terminal, and without a
+//! terminal it refuses.
 
 use std::io::{BufRead, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use serde_json::json;
@@ -18,9 +21,11 @@ use crate::config;
 use crate::error::{refused, usage};
 use crate::exec;
 use crate::lock;
-use crate::luks::header;
-use crate::observe::content;
-use crate::plan::{self, Refusal, Step};
+use crate::luks::header::{self, Header, TokenFound};
+use crate::observe::content::{self, Content};
+use crate::observe::{self, sys, TargetState};
+use crate::plan::{self, Holds, Refusal, ShredTarget};
+use crate::settings::Target;
 use crate::signals;
 
 /// `secretfs shred`.
@@ -31,16 +36,25 @@ pub fn run(args: &ShredArgs) -> Result<()> {
     signals::install();
     let _lock = lock::acquire(&v.name, down::LOCK_WAIT)?;
     let root = Path::new("/");
-    let obs = down::observe(root, &v.name)?;
-    let plan = plan::plan_shred(&v.name, &obs).map_err(Refusal::into_error)?;
-    let targets: Vec<PathBuf> = plan
-        .steps
-        .iter()
-        .filter_map(|p| match &p.step {
-            Step::Shred { target, .. } => Some(target.clone()),
-            _ => None,
-        })
-        .collect();
+    let given: Vec<Target> = match &args.file {
+        Some(f) => vec![Target::File {
+            path: f.clone(),
+            size: None,
+        }],
+        None => args.disk.iter().cloned().map(Target::Disk).collect(),
+    };
+    let sp = if given.is_empty() {
+        let obs = down::observe(root, &v.name)?;
+        plan::plan_shred(&v.name, &obs)
+    } else {
+        let open = !matches!(sys::mapping(root, &v.name), sys::Mapping::Absent);
+        plan::plan_shred_closed(&v.name, open, &observe_closed(root, &given)?)
+    }
+    .map_err(Refusal::into_error)?;
+    for n in &sp.plan.notes {
+        info!("{n}");
+    }
+    let targets = sp.targets();
     // The volume's identity, for the audit line, before it is gone.
     let mut uuids = Vec::new();
     for t in &targets {
@@ -48,26 +62,127 @@ pub fn run(args: &ShredArgs) -> Result<()> {
             uuids.push(h.uuid);
         }
     }
-    exec::run(&plan, None)?;
+    exec::run(&sp.plan, None)?;
     for t in &targets {
         verify(t)?;
     }
     let shown: Vec<String> = targets.iter().map(|t| t.display().to_string()).collect();
-    info!(
-        "audit: shredded volume {} (LUKS2 UUID {}) on {} at {}: every key slot destroyed, both header copies zeroed, \
-         no header found afterwards",
-        v.name,
-        uuids.join(", "),
-        shown.join(", "),
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-    );
+    if !targets.is_empty() {
+        info!(
+            "audit: shredded volume {} (LUKS2 UUID {}) on {} at {}: every key slot destroyed, both header copies zeroed, \
+             no header found afterwards",
+            v.name,
+            uuids.join(", "),
+            shown.join(", "),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        );
+    }
+    if !sp.unresolved.is_empty() {
+        anyhow::bail!(
+            "shred of {} is not complete: {} erased, but found no device for {}: name every device \
+             of the volume with `secretfs shred --disk DEV ...` (blank ones count as shredded)",
+            v.name,
+            if shown.is_empty() {
+                "nothing".to_string()
+            } else {
+                shown.join(", ")
+            },
+            sp.unresolved.join("; ")
+        );
+    }
+    if targets.is_empty() {
+        info!(
+            "nothing of volume {} is left on {}: already shredded",
+            v.name,
+            given
+                .iter()
+                .map(|t| t.path().display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if v.json {
-        print_json(
-            &json!({"command": "shred", "ok": true, "outcome": "shredded", "name": v.name,
-            "luks_uuids": uuids, "devices": targets}),
-        )?;
+        print_json(&json!({"command": "shred", "ok": true,
+            "outcome": if targets.is_empty() { "already_shredded" } else { "shredded" },
+            "name": v.name, "luks_uuids": uuids, "devices": targets,
+            "already_blank": sp.already_blank}))?;
     }
     Ok(())
+}
+
+/// What each device named to `shred --disk/--file` holds and what uses
+/// it (read-only, through `root`).
+fn observe_closed(root: &Path, given: &[Target]) -> Result<Vec<ShredTarget>> {
+    let mounts = sys::mounts(root)?;
+    let swaps = sys::swaps(root);
+    let mut out = Vec::new();
+    for t in given {
+        let path = t.path().to_path_buf();
+        let d = observe::observe_device(root, t, &mounts, &swaps, &[])?;
+        let mut busy = d.busy.clone();
+        let file = matches!(t, Target::File { .. });
+        let holds = match &d.target {
+            TargetState::Missing { .. } => Holds::Other("nothing: it does not exist".into()),
+            TargetState::WrongKind { what } => Holds::Other(what.clone()),
+            TargetState::File { loop_dev, .. } => {
+                if let Some(l) = loop_dev {
+                    busy.push(format!("attached to {}", l.dev.path.display()));
+                }
+                holds_of(d.content.as_ref())
+            }
+            TargetState::Block { .. } => holds_of(d.content.as_ref()),
+        };
+        out.push(ShredTarget {
+            path,
+            file,
+            busy,
+            holds,
+        });
+    }
+    Ok(out)
+}
+
+/// Ours by the token (or our legacy header), blank, or something else.
+fn holds_of(c: Option<&Content>) -> Holds {
+    let Some(c) = c else {
+        return Holds::Blank;
+    };
+    match &c.header {
+        Some(Header {
+            uuid,
+            token: TokenFound::Present { token, .. },
+            ..
+        }) => Holds::Ours {
+            uuid: uuid.clone(),
+            set: token.set.clone(),
+            member: token.member,
+            members: token.members,
+        },
+        _ => match plan::classify(c) {
+            plan::Class::Blank => Holds::Blank,
+            plan::Class::Ours {
+                place: None,
+                ephemeral: false,
+                ..
+            }
+            | plan::Class::HalfMade { .. }
+                if c.header.is_some() =>
+            {
+                // Our legacy header (no token): our LUKS subsystem.
+                Holds::Ours {
+                    uuid: c
+                        .header
+                        .as_ref()
+                        .map(|h| h.uuid.clone())
+                        .unwrap_or_default(),
+                    set: None,
+                    member: None,
+                    members: None,
+                }
+            }
+            _ => Holds::Other(c.describe()),
+        },
+    }
 }
 
 /// After the erase: no LUKS2 header for libcryptsetup, no signature for

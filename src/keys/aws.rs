@@ -71,6 +71,9 @@ pub struct AwsOptions {
     pub expected_bucket_owner: Option<String>,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// Plain http to a remote endpoint allowed (`--allow-http`): the
+    /// endpoint the SDK resolves from the AWS profile is checked too.
+    pub allow_http: bool,
     pub timeout: Duration,
 }
 
@@ -210,6 +213,7 @@ impl<'a> Sdk<'a> {
                 &o.encryption_context,
                 ciphertext,
                 &what,
+                Service::Kms,
             )
             .await,
         )
@@ -360,6 +364,18 @@ async fn sdk_config(opts: &AwsOptions) -> Result<SdkConfig, Attempt> {
         loader = loader.endpoint_url(u);
     }
     let cfg = loader.load().await;
+    // The profile's endpoint_url reaches only the SDK: the flags and the
+    // variables were checked by `config`, this is checked here, before
+    // any request goes to it.
+    if let Some(u) = cfg.endpoint_url().filter(|_| !opts.allow_http) {
+        if !crate::parse::cleartext_is_local(u.trim()) {
+            return Err(Attempt::Fatal(format!(
+                "the AWS profile's endpoint_url {u} is plain http to a remote host: the key would \
+                 cross the network in the clear; use https:// in the profile, or pass --allow-http \
+                 (allow-http = true) if the path is otherwise protected"
+            )));
+        }
+    }
     if cfg.region().is_none() {
         // On EC2 the region comes from instance metadata, which may not
         // answer yet this early in boot.
@@ -446,6 +462,7 @@ pub(super) async fn decrypt(
     ctx: &BTreeMap<String, String>,
     ciphertext: &[u8],
     what: &str,
+    svc: Service,
 ) -> Result<Passphrase, Attempt> {
     let kms = aws_sdk_kms::Client::new(cfg);
     let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
@@ -456,7 +473,7 @@ pub(super) async fn decrypt(
         .set_key_id(key_id.map(str::to_owned))
         .send()
         .await
-        .map_err(|e| classify(&e, what, Service::Kms))?;
+        .map_err(|e| classify(&e, what, svc))?;
     take_plaintext(out.plaintext.take())
 }
 
@@ -482,6 +499,9 @@ pub(super) fn take_plaintext(blob: Option<Blob>) -> Result<Passphrase, Attempt> 
 pub(super) enum Service {
     S3,
     Kms,
+    /// KMS, for a data key in a header: the caller names the likely cause
+    /// from the token ([`super::data_key`]), so no blob hint.
+    KmsDataKey,
 }
 
 /// Error codes that mean "try again later".
@@ -566,6 +586,35 @@ where
     }
 }
 
+/// KMS error codes a caller may explain further from what it knows (the
+/// key's record, the settings).
+const EXPLAINED_KMS_CODES: &[&str] = &[
+    "InvalidCiphertextException",
+    "DisabledException",
+    "KMSInvalidStateException",
+    "NotFoundException",
+    "AccessDeniedException",
+];
+
+/// The KMS error code of a failed call's error, as [`classify`] put it at
+/// the head of its message, when it is one of [`EXPLAINED_KMS_CODES`].
+pub(super) fn kms_error_code(e: &anyhow::Error) -> Option<&'static str> {
+    let text = format!("{e:#}");
+    EXPLAINED_KMS_CODES
+        .iter()
+        .copied()
+        .find(|c| text.contains(&format!("{c}: ")) || text.contains(&format!("{c} (HTTP")))
+}
+
+/// A failed call in a few words for a message that explains it itself:
+/// KMS's error code when it is a known one, else the whole chain.
+pub(super) fn kms_said(e: &anyhow::Error) -> String {
+    match kms_error_code(e) {
+        Some(code) => format!("KMS answered {code}"),
+        None => format!("{e:#}"),
+    }
+}
+
 pub(super) fn chain(e: &dyn StdError) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -601,6 +650,7 @@ fn hint(svc: Service, code: &str, status: u16, what: &str) -> String {
              and --kms-key-id must be the key the blob was sealed under"
                 .into()
         }
+        (Service::KmsDataKey, _) => format!("KMS refused {what}"),
         _ => format!("while reading {what}"),
     }
 }

@@ -61,6 +61,11 @@ pub struct WrappedKey {
     /// Whether the context holds the instance's ARN (`--bind-instance`).
     #[serde(default)]
     pub instance: bool,
+    /// The names (never the values) of the operator's
+    /// `--encryption-context` pairs it was made with, so that a refusal
+    /// can say which pair is missing. Absent in records made before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_keys: Option<Vec<String>>,
 }
 
 /// Makes and opens the data keys of `up --kms-key`.
@@ -120,6 +125,7 @@ impl DataKeys {
             kms_key: k.key_arn,
             ciphertext: base64::engine::general_purpose::STANDARD.encode(&k.ciphertext),
             instance: bind_instance,
+            context_keys: Some(self.context_keys()),
         };
         Ok((k.pass, wrapped))
     }
@@ -143,6 +149,33 @@ impl DataKeys {
             kms_key: r.key_arn,
             ciphertext: base64::engine::general_purpose::STANDARD.encode(&r.ciphertext),
             instance: w.instance,
+            context_keys: w.context_keys.clone(),
+        })
+    }
+
+    /// Proves that `w`, a data key just made or re-wrapped and not yet
+    /// recorded, opens as `up` will open it at every boot: KMS Decrypt
+    /// pinned to its key, with the volume's context. Returns its
+    /// plaintext; a refusal (exit 4) names the permission the role lacks.
+    pub fn prove(&self, volume: &str, w: &WrappedKey, what: &str) -> Result<Passphrase> {
+        let ciphertext = self.ciphertext(volume, w)?;
+        let ctx = self.context(volume, w.instance)?;
+        aws::block_on(open_data_key(
+            &self.opts,
+            &w.kms_key,
+            &ciphertext,
+            &ctx,
+            &format!("the new data key of volume {volume}"),
+        ))
+        .or_else(|e| {
+            key_unavailable(format!(
+                "{what} of volume {volume} stopped before any change: the new data key does not \
+                 decrypt under KMS key {} ({}); `up` needs kms:Decrypt on that key with the \
+                 volume's encryption context at every boot: grant it to this role (and enable the \
+                 key), then run it again. The old data key still opens the volume",
+                w.kms_key,
+                aws::kms_said(&e)
+            ))
         })
     }
 
@@ -169,6 +202,10 @@ impl DataKeys {
             &format!("the data key of volume {volume}"),
         ))
         .map_err(|e| {
+            let e = match self.cause(w, aws::kms_error_code(&e)) {
+                Some(cause) => e.context(format!("volume {volume}: {cause}")),
+                None => e,
+            };
             if pin == w.kms_key {
                 e
             } else {
@@ -207,6 +244,77 @@ impl DataKeys {
             ));
         }
         Ok(&self.kms_key)
+    }
+
+    /// The names of the operator's context pairs, sorted.
+    fn context_keys(&self) -> Vec<String> {
+        self.opts.encryption_context.keys().cloned().collect()
+    }
+
+    /// The likely cause of KMS's refusal `code` to decrypt `w`, from what
+    /// its record and the settings say (None: KMS's own words suffice).
+    fn cause(&self, w: &WrappedKey, code: Option<&str>) -> Option<String> {
+        match code? {
+            "InvalidCiphertextException" => {
+                let mut causes = Vec::new();
+                if w.instance {
+                    causes.push(
+                        "its data key is bound to the instance that made it (the header records \
+                         --bind-instance): on another instance, or one whose ARN differs, KMS refuses \
+                         it, and the data stays sealed to that instance"
+                            .to_string(),
+                    );
+                }
+                let given = self.context_keys();
+                match &w.context_keys {
+                    Some(made) if *made != given => causes.push(format!(
+                        "the --encryption-context differs: it was made with the keys [{}], this run \
+                         gives [{}]; give the same pairs as when it was made",
+                        made.join(", "),
+                        given.join(", ")
+                    )),
+                    Some(made) if !made.is_empty() => causes.push(format!(
+                        "a value of the --encryption-context differs from when it was made (keys \
+                         [{}]), or the data key was copied from another volume's header",
+                        made.join(", ")
+                    )),
+                    Some(_) => causes.push(
+                        "the data key was copied from another volume's header (its context names \
+                         the volume), or the header is damaged"
+                            .into(),
+                    ),
+                    None => causes.push(
+                        "the --encryption-context differs from when it was made, or the data key \
+                         was copied from another volume's header"
+                            .into(),
+                    ),
+                }
+                Some(causes.join("; or "))
+            }
+            "DisabledException" => Some(format!(
+                "KMS key {} that wraps its data key is disabled: enable it (aws kms enable-key)",
+                w.kms_key
+            )),
+            "KMSInvalidStateException" => Some(format!(
+                "KMS key {} that wraps its data key is not usable (pending deletion? cancel it)",
+                w.kms_key
+            )),
+            "NotFoundException" => Some(format!(
+                "KMS key {} that wraps its data key does not exist in this account and region",
+                w.kms_key
+            )),
+            "AccessDeniedException" => Some(format!(
+                "this role may not decrypt under KMS key {}{}: it needs kms:Decrypt on it with the \
+                 volume's encryption context",
+                w.kms_key,
+                if w.instance {
+                    " (the volume is bound to its instance: a key policy may allow only that instance)"
+                } else {
+                    ""
+                }
+            )),
+            _ => None,
+        }
     }
 
     /// The encryption context for `volume`.
@@ -296,7 +404,17 @@ async fn open_data_key(
         .call(
             Instant::now() + opts.timeout,
             &format!("decrypting {what} with KMS"),
-            |cfg| async move { decrypt(&cfg, Some(key_id), ctx, ciphertext, what).await },
+            |cfg| async move {
+                decrypt(
+                    &cfg,
+                    Some(key_id),
+                    ctx,
+                    ciphertext,
+                    what,
+                    Service::KmsDataKey,
+                )
+                .await
+            },
         )
         .await
 }
@@ -452,6 +570,7 @@ mod tests {
             expected_bucket_owner: None,
             region: None,
             endpoint_url: None,
+            allow_http: false,
             timeout: std::time::Duration::from_secs(1),
         };
         let arn = "arn:aws:kms:eu-west-1:111122223333:key/a";
@@ -459,6 +578,7 @@ mod tests {
             kms_key: kms_key.into(),
             ciphertext: "AQID".into(),
             instance,
+            context_keys: None,
         };
         let up = DataKeys::new(arn.into(), false, opts());
         assert_eq!(up.pinned("u", &rec(arn, false)).unwrap(), arn);
@@ -490,16 +610,117 @@ mod tests {
         assert_eq!(existing.pinned("u", &rec(other, false)).unwrap(), other);
     }
 
+    /// What a key refusal says of its cause, from the record and the
+    /// settings: a row per case.
+    #[test]
+    fn a_refusal_names_its_likely_cause() {
+        let mut opts = AwsOptions {
+            kms_key_id: None,
+            encryption_context: BTreeMap::new(),
+            expected_bucket_owner: None,
+            region: None,
+            endpoint_url: None,
+            allow_http: false,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        opts.encryption_context.insert("team".into(), "db".into());
+        let keys = DataKeys::new("alias/k".into(), false, opts);
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/k";
+        let rec = |instance, made: Option<&[&str]>| WrappedKey {
+            kms_key: arn.into(),
+            ciphertext: "AQID".into(),
+            instance,
+            context_keys: made.map(|m| m.iter().map(|k| k.to_string()).collect()),
+        };
+        let bad = Some("InvalidCiphertextException");
+        let rows: [(WrappedKey, Option<&str>, &[&str]); 8] = [
+            (
+                rec(true, Some(&["team"])),
+                bad,
+                &["bound to the instance", "value of the --encryption-context"],
+            ),
+            (
+                rec(false, Some(&["app", "team"])),
+                bad,
+                &["made with the keys [app, team], this run gives [team]"],
+            ),
+            (
+                rec(false, Some(&[])),
+                bad,
+                &["made with the keys [], this run gives [team]"],
+            ),
+            (
+                rec(false, Some(&["team"])),
+                bad,
+                &["a value of the --encryption-context differs", "[team]"],
+            ),
+            (
+                rec(false, None),
+                bad,
+                &["--encryption-context differs from when it was made"],
+            ),
+            (
+                rec(false, None),
+                Some("DisabledException"),
+                &[arn, "is disabled: enable it"],
+            ),
+            (
+                rec(true, None),
+                Some("AccessDeniedException"),
+                &[arn, "kms:Decrypt", "bound to its instance"],
+            ),
+            (
+                rec(false, None),
+                Some("KMSInvalidStateException"),
+                &[arn, "pending deletion"],
+            ),
+        ];
+        for (w, code, says) in rows {
+            let c = keys.cause(&w, code).expect("a cause");
+            for s in says {
+                assert!(c.contains(s), "{code:?} {w:?}: {c:?} lacks {s:?}");
+            }
+        }
+        assert!(!keys
+            .cause(&rec(false, Some(&["team"])), bad)
+            .unwrap()
+            .contains("bound"));
+        assert_eq!(keys.cause(&rec(true, None), None), None);
+        assert_eq!(
+            keys.cause(&rec(true, None), Some("ThrottlingException")),
+            None
+        );
+    }
+
+    #[test]
+    fn the_kms_code_is_read_from_the_head_of_classifys_message() {
+        let e =
+            anyhow::anyhow!("InvalidCiphertextException: (HTTP 400); KMS cannot decrypt this blob")
+                .context("decrypting the data key of volume u with KMS");
+        assert_eq!(aws::kms_error_code(&e), Some("InvalidCiphertextException"));
+        let e = anyhow::anyhow!("DisabledException (HTTP 400); the KMS key is disabled");
+        assert_eq!(aws::kms_error_code(&e), Some("DisabledException"));
+        let e = anyhow::anyhow!("cannot reach the service: connection refused");
+        assert_eq!(aws::kms_error_code(&e), None);
+    }
+
     #[test]
     fn the_record_round_trips_and_defaults_to_unbound() {
         let w = WrappedKey {
             kms_key: "arn:aws:kms:eu-west-1:111122223333:key/k".into(),
             ciphertext: "AAEC".into(),
             instance: true,
+            context_keys: Some(vec!["team".into()]),
         };
         let v = serde_json::to_value(&w).unwrap();
         assert_eq!(serde_json::from_value::<WrappedKey>(v).unwrap(), w);
         let old = serde_json::json!({"kms_key": "k", "ciphertext": "AA=="});
-        assert!(!serde_json::from_value::<WrappedKey>(old).unwrap().instance);
+        let old = serde_json::from_value::<WrappedKey>(old).unwrap();
+        assert!(!old.instance);
+        assert_eq!(old.context_keys, None);
+        assert!(serde_json::to_value(&old)
+            .unwrap()
+            .get("context_keys")
+            .is_none());
     }
 }

@@ -118,6 +118,13 @@ impl Passphrase {
     pub fn is_locked(&self) -> bool {
         self.buf.locked
     }
+
+    /// Whether `other` holds the same bytes, compared in constant time
+    /// (the lengths are not secret).
+    pub fn same_as(&self, other: &Passphrase) -> bool {
+        use subtle::ConstantTimeEq;
+        self.len == other.len && bool::from(self.expose().ct_eq(other.expose()))
+    }
 }
 
 /// Whole pages of their own, zero-filled, mlocked and left out of core
@@ -387,6 +394,14 @@ fn raw_stdin() -> std::mem::ManuallyDrop<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_as_compares_every_byte_and_the_length() {
+        let a = Passphrase::from_slice(b"abcdef");
+        assert!(a.same_as(&Passphrase::from_slice(b"abcdef")));
+        assert!(!a.same_as(&Passphrase::from_slice(b"abcdeg")));
+        assert!(!a.same_as(&Passphrase::from_slice(b"abcde")));
+    }
 
     #[test]
     fn debug_is_redacted() {

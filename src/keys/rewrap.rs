@@ -1,9 +1,13 @@
 //! Re-wrapping under another KMS key (`secretfs rewrap`) with KMS
-//! ReEncrypt, which decrypts and encrypts again inside KMS: the plaintext
-//! never reaches this host. For a blob in S3 or a file ([`rewrap_blob`])
-//! and for the data keys in volumes' headers
-//! ([`super::data_key::DataKeys::rewrap`]). The encryption context stays
-//! the same.
+//! ReEncrypt, which decrypts and encrypts again inside KMS. For a blob in
+//! S3 or a file ([`rewrap_blob`]) and for the data keys in volumes'
+//! headers ([`super::data_key::DataKeys::rewrap`]). The encryption context
+//! stays the same. Before the new ciphertext replaces the old one it is
+//! proven: KMS decrypts it under the new key, as every boot will, into
+//! locked memory, and it must hold the same secret (a blob: the old blob's
+//! passphrase; a data key: it opens the volume's key slot). A role that
+//! may re-encrypt but not decrypt under the new key is refused (exit 4)
+//! with nothing changed, instead of every later boot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -14,9 +18,11 @@ use aws_sdk_kms::primitives::Blob;
 use tracing::info;
 
 use super::aws::{
-    classify, fetch_ciphertext, refuse_existing, retry, write_private, Attempt, AwsOptions, Sdk,
-    Service,
+    classify, decrypt, fetch_ciphertext, refuse_existing, retry, write_private, Attempt,
+    AwsOptions, Sdk, Service,
 };
+use super::Passphrase;
+use crate::error::key_unavailable;
 use crate::parse::BlobLocation;
 
 /// A ciphertext KMS re-encrypted.
@@ -80,6 +86,65 @@ pub(super) async fn re_encrypt(
     .await
 }
 
+/// Proves the re-wrapped blob before it is stored: KMS decrypts it under
+/// its new key with the same context, as every boot will, and it holds
+/// the same passphrase as the old blob (compared in constant time, in
+/// locked memory). A refusal (exit 4) names the permission the caller
+/// lacks; nothing has been written yet.
+async fn prove_blob(
+    sdk: &Sdk<'_>,
+    deadline: Instant,
+    old: &[u8],
+    opts: &AwsOptions,
+    r: &ReEncrypted,
+    what: &str,
+) -> Result<()> {
+    let stopped = |e: anyhow::Error, which: &str, key: &str| {
+        key_unavailable::<()>(format!(
+            "the re-wrap of {what} stopped before anything was written: the {which} blob does not \
+             decrypt under KMS key {key} ({}); every boot needs kms:Decrypt on the new key with \
+             this encryption context, and the proof needs it on the old one too: grant it, then run \
+             rewrap again",
+            super::aws::kms_said(&e)
+        ))
+    };
+    let ctx = &opts.encryption_context;
+    let new = match open_blob(sdk, deadline, &r.ciphertext, Some(&r.key_arn), ctx, what).await {
+        Ok(p) => p,
+        Err(e) => return stopped(e, "re-wrapped", &r.key_arn),
+    };
+    let old_key = opts.kms_key_id.as_deref().unwrap_or(&r.source_arn);
+    let old = match open_blob(sdk, deadline, old, opts.kms_key_id.as_deref(), ctx, what).await {
+        Ok(p) => p,
+        Err(e) => return stopped(e, "old", old_key),
+    };
+    if !new.same_as(&old) {
+        return key_unavailable(format!(
+            "the re-wrap of {what} stopped before anything was written: the re-wrapped blob \
+             decrypts to other bytes than the old one"
+        ));
+    }
+    info!(blob = %what, key_id = %r.key_arn, "the re-wrapped blob decrypts to the same passphrase");
+    Ok(())
+}
+
+/// KMS's plaintext of one blob of `what`, decrypted under `key`.
+async fn open_blob(
+    sdk: &Sdk<'_>,
+    deadline: Instant,
+    ciphertext: &[u8],
+    key: Option<&str>,
+    ctx: &BTreeMap<String, String>,
+    what: &str,
+) -> Result<Passphrase> {
+    sdk.call(
+        deadline,
+        &format!("decrypting {what} with KMS"),
+        |cfg| async move { decrypt(&cfg, key, ctx, ciphertext, what, Service::Kms).await },
+    )
+    .await
+}
+
 /// What `rewrap --wrapped-key` wrote.
 #[derive(Debug, serde::Serialize)]
 pub struct Rewrapped {
@@ -120,6 +185,7 @@ pub async fn rewrap_blob(
         &from.to_string(),
     )
     .await?;
+    prove_blob(&sdk, deadline, &ciphertext, opts, &r, &from.to_string()).await?;
     match to {
         BlobLocation::File(p) if in_place => {
             // Written beside it and renamed over it: the old blob stays

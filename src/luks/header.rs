@@ -21,7 +21,7 @@ pub enum TokenFound {
     /// No token of ours: a volume made before tokens, or not ours.
     Absent,
     /// Our token, in slot `id`.
-    Present { id: u32, token: Token },
+    Present { id: u32, token: Box<Token> },
     /// A token of our type that this build cannot read (the reason).
     Unreadable { reason: String },
 }
@@ -70,7 +70,10 @@ pub fn find_token(cd: &mut CryptDevice) -> TokenFound {
         }
         return match cd.token_handle().json_get(id) {
             Ok(v) => match Token::from_json(&v) {
-                Ok(token) => TokenFound::Present { id, token },
+                Ok(token) => TokenFound::Present {
+                    id,
+                    token: Box::new(token),
+                },
                 Err(reason) => TokenFound::Unreadable { reason },
             },
             Err(e) => TokenFound::Unreadable {
@@ -185,7 +188,7 @@ pub fn inspect(dev: &Path) -> Result<Option<LuksInfo>> {
             })
             .unwrap_or_default();
         let token = match find_token(&mut cd) {
-            TokenFound::Present { token, .. } => Some(token),
+            TokenFound::Present { token, .. } => Some(*token),
             _ => None,
         };
         (flags, token)

@@ -264,7 +264,7 @@ pub fn update_token(dev: &Path, change: impl FnOnce(&mut Token)) -> Result<Token
         .with_context(what)?
         .with_context(|| format!("{} has no LUKS2 header", dev.display()))?;
     let (input_id, mut token) = match header::find_token(&mut cd) {
-        TokenFound::Present { id, token } => (Some(id), token),
+        TokenFound::Present { id, token } => (Some(id), *token),
         TokenFound::Absent => {
             let uuid = cd
                 .status_handle()
@@ -658,6 +658,6 @@ mod tests {
         let t = update_token(&img, |t| t.filesystem = Some("ext4".into())).unwrap();
         assert_eq!(t.state, TokenState::Ready);
         let h = header::read(&img).unwrap().unwrap();
-        assert!(matches!(h.token, TokenFound::Present { ref token, .. } if *token == t));
+        assert!(matches!(h.token, TokenFound::Present { ref token, .. } if **token == t));
     }
 }

@@ -279,6 +279,7 @@ mod tests {
             kms_key: "arn:k".into(),
             ciphertext: "AAEC".into(),
             instance: false,
+            context_keys: None,
         };
         let t = Token::member("u", &p).with_data_key(w.clone());
         let v = t.to_json();

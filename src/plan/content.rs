@@ -60,8 +60,17 @@ pub fn classify(c: &Content) -> Class {
                     why: "its token says the format did not finish".into(),
                 }
             } else if *active_keyslots == 0 && !token.ephemeral {
-                Class::HalfMade {
-                    why: "it has no key slot".into(),
+                match &token.filesystem {
+                    // It held data: a header backup still opens it, so it
+                    // is not formatted over.
+                    Some(fs) => Class::Damaged(format!(
+                        "a secretfs volume that held data (its token records {fs}) but has no key \
+                         slot left, so nothing opens it; a header backup would (`cryptsetup \
+                         luksHeaderRestore`), or erase it for good with `secretfs shred --disk`"
+                    )),
+                    None => Class::HalfMade {
+                        why: "it has no key slot".into(),
+                    },
                 }
             } else {
                 Class::Ours {

@@ -1,7 +1,6 @@
 //! The plan of `down`: unmount every mount of the mapping (or disable
-//! its swap space), close it,
-//! detach the loop devices secretfs attached; and of `shred`: the same,
-//! with every LUKS2 header below erased before the loop devices go.
+//! its swap space), close it, detach the loop devices secretfs attached
+//! (`shred` builds on it: [`super::shred`]).
 
 use std::path::PathBuf;
 
@@ -161,47 +160,4 @@ pub fn below(obs: &DownObserved) -> Vec<&Under> {
     } else {
         obs.members.iter().flat_map(|m| m.under.iter()).collect()
     }
-}
-
-/// Maps observed state to the crypto-shred of `name`: `down`, then the
-/// key slots and headers of every device below (each member of a set; the
-/// backing file of a loop device, which autoclear detaches at the close)
-/// erased, before any loop device secretfs attached is detached. Only an
-/// open volume: that it opened proves the headers are ours and whole.
-pub fn plan_shred(name: &str, obs: &DownObserved) -> Result<Plan, Refusal> {
-    if !matches!(obs.mapping, Mapping::Open { .. }) {
-        return refuse(format!(
-            "{} is not open: shred erases the headers of an open volume (bring it up first; \
-             a volume that cannot be opened any more is already unreadable)",
-            names::mapper_path(name).display()
-        ));
-    }
-    let mut plan = plan_down(name, obs)?;
-    let below = below(obs);
-    if below.is_empty() {
-        return refuse(format!(
-            "found no device below {}; nothing to shred",
-            names::mapper_path(name).display()
-        ));
-    }
-    let shreds = below.into_iter().map(|u| Planned {
-        step: match &u.loop_dev {
-            Some(l) => Step::Shred {
-                target: l.file.clone(),
-                file: true,
-            },
-            None => Step::Shred {
-                target: u.dev.path.clone(),
-                file: false,
-            },
-        },
-        todo: Todo::WillDo,
-    });
-    let at = plan
-        .steps
-        .iter()
-        .position(|p| matches!(p.step, Step::Detach { .. }))
-        .unwrap_or(plan.steps.len());
-    plan.steps.splice(at..at, shreds.collect::<Vec<_>>());
-    Ok(plan)
 }

@@ -20,7 +20,13 @@ fn ephemeral(state: TokenState, fs: Option<&str>) -> Content {
     let mut t = Token::formatting("u").ephemeral();
     t.state = state;
     t.filesystem = fs.map(str::to_string);
-    header(TokenFound::Present { id: 0, token: t }, 0)
+    header(
+        TokenFound::Present {
+            id: 0,
+            token: Box::new(t),
+        },
+        0,
+    )
 }
 
 /// A kept-key volume of ours, ready, ext4.
@@ -28,7 +34,13 @@ fn kept() -> Content {
     let mut t = Token::formatting("u");
     t.state = TokenState::Ready;
     t.filesystem = Some("ext4".into());
-    header(TokenFound::Present { id: 0, token: t }, 1)
+    header(
+        TokenFound::Present {
+            id: 0,
+            token: Box::new(t),
+        },
+        1,
+    )
 }
 
 #[test]
@@ -149,7 +161,13 @@ fn eph_member(m: u32, n: u32) -> Content {
     .ephemeral();
     t.state = TokenState::Ready;
     t.filesystem = Some("ext4".into());
-    header(TokenFound::Present { id: 0, token: t }, 0)
+    header(
+        TokenFound::Present {
+            id: 0,
+            token: Box::new(t),
+        },
+        0,
+    )
 }
 
 #[test]
@@ -252,7 +270,13 @@ fn swap_header() -> Content {
     let mut t = Token::formatting("u").swap();
     t.state = TokenState::Ready;
     t.filesystem = Some("swap".into());
-    header(TokenFound::Present { id: 0, token: t }, 0)
+    header(
+        TokenFound::Present {
+            id: 0,
+            token: Box::new(t),
+        },
+        0,
+    )
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! | LUKS2 header, our token `ready`, a key slot               | ours               |
 //! | LUKS2 header, our token `ready` and `ephemeral`, no slot  | ours (ephemeral)   |
 //! | LUKS2 header, our token `formatting`, or no key slot      | half-made (no data)|
+//! | ... `ready` with a filesystem recorded, but no key slot   | damaged (held data)|
 //! | LUKS2 header, subsystem `secretfs`, no token, a key slot  | ours (legacy)      |
 //! | LUKS2 header, our token unreadable (newer format)         | foreign            |
 //! | a LUKS signature libcryptsetup cannot load                | damaged            |
@@ -60,6 +61,7 @@ pub mod rotate;
 mod set;
 #[cfg(test)]
 mod set_tests;
+mod shred;
 #[cfg(test)]
 mod tests;
 mod up;
@@ -70,8 +72,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use self::content::{classify, filesystem, Class, FsTodo};
-pub use self::down::{below, plan_down, plan_shred, DownMember, DownObserved, Under};
+pub use self::down::{below, plan_down, DownMember, DownObserved, Under};
 pub use self::set::{lone_volume, plan_set, CHUNK};
+pub use self::shred::{plan_shred, plan_shred_closed, Holds, ShredPlan, ShredTarget};
 pub use self::up::{plan, sector_size_for, PlanInput, MIN_SIZE};
 use crate::names;
 use crate::parse::MountOptions;

@@ -118,6 +118,7 @@ mod tests {
             kms_key: "arn:aws:kms:eu-west-1:111122223333:key/k".into(),
             ciphertext: c.into(),
             instance: false,
+            context_keys: None,
         }
     }
 

@@ -46,7 +46,13 @@ pub(super) fn member(set: &str, m: u32, members: u32, fs: Option<&str>) -> Conte
     );
     t.state = TokenState::Ready;
     t.filesystem = fs.map(str::to_string);
-    header(TokenFound::Present { id: 0, token: t }, 1)
+    header(
+        TokenFound::Present {
+            id: 0,
+            token: Box::new(t),
+        },
+        1,
+    )
 }
 fn half_made() -> Content {
     let t = Token::member(
@@ -58,7 +64,13 @@ fn half_made() -> Content {
             chunk: CHUNK,
         },
     );
-    header(TokenFound::Present { id: 0, token: t }, 1)
+    header(
+        TokenFound::Present {
+            id: 0,
+            token: Box::new(t),
+        },
+        1,
+    )
 }
 
 pub(super) fn input(n: usize) -> PlanInput {
@@ -308,7 +320,13 @@ fn a_partial_set_refuses() {
 fn single() -> Content {
     let mut t = Token::formatting("u");
     t.state = TokenState::Ready;
-    header(TokenFound::Present { id: 0, token: t }, 1)
+    header(
+        TokenFound::Present {
+            id: 0,
+            token: Box::new(t),
+        },
+        1,
+    )
 }
 
 #[test]

@@ -49,7 +49,10 @@ fn token(state: TokenState, fs: Option<&str>) -> TokenFound {
     let mut t = Token::formatting("u");
     t.state = state;
     t.filesystem = fs.map(str::to_string);
-    TokenFound::Present { id: 0, token: t }
+    TokenFound::Present {
+        id: 0,
+        token: Box::new(t),
+    }
 }
 /// Our volume, ready, with ext4 recorded.
 fn ours() -> Content {
@@ -224,6 +227,11 @@ fn classification_table() {
             "ready but no slot",
             header(token(TokenState::Ready, None), 0),
             |c| matches!(c, Class::HalfMade { .. }),
+        ),
+        (
+            "ready with a filesystem but no slot (held data; a header backup opens it)",
+            header(token(TokenState::Ready, Some("ext4")), 0),
+            |c| matches!(c, Class::Damaged(w) if w.contains("no key slot") && w.contains("shred --disk")),
         ),
         ("legacy", header(TokenFound::Absent, 1), |c| {
             matches!(
@@ -745,7 +753,7 @@ fn a_backing_file_others_can_change_is_refused() {
 }
 
 #[test]
-fn wipe_only_on_first_format() {
+fn wipe_only_before_the_filesystem_is_made() {
     let input = PlanInput {
         wipe: true,
         ..disk_input()
@@ -753,6 +761,14 @@ fn wipe_only_on_first_format() {
     let p = plan(&input, &base(Content::blank())).unwrap();
     assert_eq!(todo(&p, "wipe"), Some(Todo::WillDo));
     let p = plan(&input, &base(ours())).unwrap();
+    assert_eq!(todo(&p, "wipe"), None);
+    // A wipe killed before mkfs (the unit's start timeout): the volume
+    // never held data, and the next `up --wipe` wipes it again.
+    let killed = header(token(TokenState::Ready, None), 1);
+    let p = plan(&input, &base(killed.clone())).unwrap();
+    assert_eq!(todo(&p, "wipe"), Some(Todo::WillDo));
+    assert_eq!(pending(&p)[..3], ["open", "wipe", "make_filesystem"]);
+    let p = plan(&disk_input(), &base(killed)).unwrap();
     assert_eq!(todo(&p, "wipe"), None);
 }
 
@@ -840,7 +856,7 @@ fn shred_is_down_with_every_header_erased_before_the_loop_goes() {
         under: vec![under(true, Some(true))],
         members: vec![],
     };
-    let p = plan_shred("secretfs", &up).unwrap();
+    let p = plan_shred("secretfs", &up).unwrap().plan;
     assert_eq!(pending(&p), vec!["unmount", "close", "shred", "detach"]);
     // Autoclear detaches the loop device at the close: the file is erased.
     assert_eq!(
@@ -857,7 +873,7 @@ fn shred_is_down_with_every_header_erased_before_the_loop_goes() {
         }],
         ..up.clone()
     };
-    let p = plan_shred("secretfs", &disk).unwrap();
+    let p = plan_shred("secretfs", &disk).unwrap().plan;
     assert_eq!(pending(&p), vec!["unmount", "close", "shred"]);
     assert_eq!(
         p.steps[2].step,
@@ -873,10 +889,12 @@ fn shred_is_down_with_every_header_erased_before_the_loop_goes() {
         under: vec![],
         members: vec![],
     };
-    assert!(refused(plan_shred("secretfs", &closed)).contains("is not open"));
+    assert!(refused(plan_shred("secretfs", &closed).map(|s| s.plan)).contains("is not open"));
     let foreign = DownObserved {
         under: vec![under(false, None)],
         ..up
     };
-    assert!(refused(plan_shred("secretfs", &foreign)).contains("not a secretfs volume"));
+    assert!(
+        refused(plan_shred("secretfs", &foreign).map(|s| s.plan)).contains("not a secretfs volume")
+    );
 }

@@ -499,7 +499,9 @@ pub(super) fn mount_point(
     ])
 }
 
-/// `--wipe` after a first format, and the filesystem step: already done
+/// `--wipe` after a first format (or again on a volume whose token
+/// records no filesystem yet: a wipe killed half-way, by the unit's start
+/// timeout say, never held data), and the filesystem step: already done
 /// when the open volume holds the filesystem its token records, to do on
 /// a new volume, else decided once the volume is open.
 #[allow(clippy::too_many_arguments)]
@@ -514,7 +516,8 @@ pub(super) fn filesystem_steps(
     stripe: Option<super::Geometry>,
 ) -> Result<Vec<Planned>, Refusal> {
     let mut steps = Vec::new();
-    if first_format && input.wipe {
+    let unmade = matches!(record, FsRecord::Token { filesystem: None });
+    if input.wipe && (first_format || unmade) {
         steps.push(Planned {
             step: Step::Wipe {
                 mapper: mapper.clone(),

@@ -419,6 +419,15 @@ impl Moto {
         assert_eq!(out["key_state"], "Disabled", "{out}");
     }
 
+    /// A new KMS key (`description` says what for); its ARN.
+    pub fn create_key(&self, description: &str) -> String {
+        let out = self.tool(&["create-key", "--description", description]);
+        out["key_arn"]
+            .as_str()
+            .expect("create-key printed key_arn")
+            .to_owned()
+    }
+
     /// Stores `body` at `key` in the bucket.
     pub fn put_object(&self, key: &str, body: &[u8]) {
         let path = self.dir().join(format!("put-{}", hex(&random_bytes(8))));

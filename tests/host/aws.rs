@@ -842,6 +842,46 @@ fn cleartext_endpoints_to_remote_hosts_are_refused() {
         .assert_stderr_mentions(&["does not exist"]);
 }
 
+/// The AWS profile's `endpoint_url` (which only the SDK reads) is held to
+/// the same rule: plain http to a remote host is refused before any
+/// request (exit 4, naming it and `--allow-http`); plain http to loopback
+/// passes (and then finds nothing listening).
+#[test]
+fn a_cleartext_endpoint_in_the_aws_profile_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("key.bin");
+    fs::write(&blob, aws::random_bytes(64)).unwrap();
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o600)).unwrap();
+    let check = |endpoint: &str| {
+        let profile = dir.path().join("config");
+        fs::write(
+            &profile,
+            format!("[default]\nregion = us-east-1\nendpoint_url = {endpoint}\n"),
+        )
+        .unwrap();
+        let mut cmd = secretfs_cmd("http://127.0.0.1:9");
+        cmd.env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_CONFIG_FILE", &profile)
+            .args(["check-key", "--wrapped-key"])
+            .arg(&blob)
+            .args(["--timeout", "2s"]);
+        run(cmd, QUICK)
+    };
+    check("http://192.0.2.1:4566")
+        .assert_code(4)
+        .assert_stderr_mentions(&[
+            "profile's endpoint_url",
+            "http://192.0.2.1:4566",
+            "--allow-http",
+        ]);
+    let local = check("http://127.0.0.1:9");
+    assert!(
+        !local.stderr().contains("profile's endpoint_url"),
+        "a loopback endpoint in the profile was refused:\n{}",
+        local.stderr()
+    );
+}
+
 // ---- h. re-wrapping a blob ------------------------------------------------
 
 fn rewrap(endpoint: &str, wrapped: &str, new_key: &str, extra: &[&str]) -> Run {
@@ -852,6 +892,42 @@ fn rewrap(endpoint: &str, wrapped: &str, new_key: &str, extra: &[&str]) -> Run {
         .env("SECRETFS_LOG", "trace")
         .env("LOG_SENSITIVE_BODIES", "true");
     run(cmd, QUICK)
+}
+
+/// `rewrap --wrapped-key` proves the new blob before it writes: with
+/// Decrypt under the new key denied (ReEncrypt to it still allowed, as a
+/// key policy without kms:Decrypt for the caller does), it stops with exit
+/// 4 naming kms:Decrypt and the key, and the blob is unchanged and still
+/// opens; with Decrypt allowed it is re-wrapped.
+#[test]
+fn rewrap_refuses_a_new_key_that_does_not_decrypt() {
+    let moto = Moto::start();
+    let pass = wrapped_s3(&moto, "fleet/key.bin");
+    let uri = moto.s3_uri("fleet/key.bin");
+    let before = moto.get_object("fleet/key.bin").unwrap();
+    let deny = format!("Decrypt:{}", moto.other_key_arn);
+    let proxy = Proxy::start(moto.port, &["--deny-kms", &deny]);
+    let ctx = context_flags();
+    let ctx: Vec<&str> = ctx.iter().map(String::as_str).collect();
+    let r = rewrap(&proxy.endpoint(), &uri, &moto.other_key_id, &ctx);
+    r.assert_code(4)
+        .assert_no_leak(&pass)
+        .assert_stderr_mentions(&[
+            "kms:Decrypt",
+            &moto.other_key_arn,
+            "before anything was written",
+        ]);
+    assert_eq!(
+        moto.get_object("fleet/key.bin").unwrap(),
+        before,
+        "a rewrap whose new key does not decrypt wrote the object"
+    );
+    check_key(&proxy.endpoint(), &uri, &[], QUICK).assert_code(0);
+    rewrap(&moto.endpoint(), &uri, &moto.other_key_id, &ctx).assert_code(0);
+    assert_eq!(
+        moto.decrypt(&moto.get_object("fleet/key.bin").unwrap(), &CONTEXT),
+        (moto.other_key_arn.clone(), pass)
+    );
 }
 
 /// `rewrap --wrapped-key`: a blob in S3 re-wrapped in place and a blob file

@@ -4,8 +4,9 @@
 //!
 //! Boot 1 (instance A): first format (token version 3 with the wrapped key,
 //! PBKDF2 slot); data written; down and up again from the token alone; a
-//! wrong encryption context and a passphrase file are refused with exit 4
-//! and the header untouched; a second volume's token replaced by a copy of
+//! wrong encryption context (a value differs; a pair missing, named by
+//! the keys the token records) and a passphrase file are refused with exit
+//! 4 and the header untouched; a second volume's token replaced by a copy of
 //! the first's (with the second's UUID) does not decrypt (exit 4); a
 //! two-member set gets one data key per member; a volume bound to the
 //! instance (`--bind-instance`) re-opens; a blanked disk (stop/start) gets
@@ -18,7 +19,10 @@
 //! after the first volume is re-wrapped to the other KMS key, `up` with
 //! the first key configured (by alias, and by ARN) is refused (exit 4,
 //! both keys named, header unchanged); it opens with the other key
-//! configured. `rewrap` moves the first volume's and
+//! configured. `rotate --new-kms-key` and `rewrap` to a third key whose
+//! Decrypt the role lacks (a proxy denies it; GenerateDataKey and
+//! ReEncrypt to it work) stop with exit 4 naming kms:Decrypt, the header
+//! unchanged, and the old key still opens. `rewrap` moves the first volume's and
 //! the bound volume's data keys to the other KMS key, slot and data
 //! unchanged. The rotation runs at `SECRETFS_LOG=trace` with the SDK's
 //! body-logging switches on: the old and the new data key (decrypted on
@@ -26,14 +30,15 @@
 //! stderr or on the console.
 //! Between the boots the first KMS key is disabled.
 //! Boot 2 (instance B, the same disk images): the bound volume is refused
-//! (exit 4: the instance ARN is in its context); the stop/start volume,
-//! still under the disabled key, is refused (exit 4, "disabled"); the
+//! (exit 4, naming the instance binding its token records); the stop/start
+//! volume, still under the disabled key, is refused (exit 4, the key named
+//! as disabled); the
 //! re-wrapped unbound one opens with its data intact.
 //! After each power-off the canary is searched for in every raw image.
 
 use std::time::Duration;
 
-use crate::common::aws::{self, FakeImds};
+use crate::common::aws::{self, FakeImds, Proxy};
 use crate::common::vm::{self, image_contains, report, Disk, VmRun, VmSpec};
 use crate::common::LocalAws;
 
@@ -74,12 +79,16 @@ fn boot(
     name: &str,
     aws: &LocalAws,
     imds: Option<&FakeImds>,
+    proxy: Option<&Proxy>,
     script: String,
     disks: Vec<Disk>,
 ) -> VmRun {
     let mut spec = VmSpec::new(name, &script);
     spec.disks = disks;
     aws.attach(&mut spec);
+    if let Some(p) = proxy {
+        spec.endpoint_port = Some(p.port);
+    }
     if let Some(i) = imds {
         spec.imds_port = Some(i.port);
     }
@@ -104,6 +113,10 @@ fn vm_data_keys_in_the_header() {
     let disks = || imgs.iter().map(Disk::virtio).collect::<Vec<_>>();
     let canary = aws::hex(&aws::random_bytes(16));
     let lib = guest_lib(&aws.moto.alias, &aws.moto.other_key_arn, &canary);
+    // Boot 1 reaches KMS through a proxy that denies Decrypt under a third
+    // key (and nothing else).
+    let denied = aws.moto.create_key("Decrypt denied by the proxy");
+    let proxy = Proxy::start(aws.moto.port, &["--deny-kms", &format!("Decrypt:{denied}")]);
 
     // Boot 1: vda (A), vdb (B), vdc (bound), vdd (stop/start), vde+vdf (set).
     let s1 = lib.clone()
@@ -127,7 +140,11 @@ to2 /dev/null /run/ctx.err "$SECRETFS" up --disk /dev/vda --kms-key ALIAS --encr
 cat /run/ctx.err
 check wrong_context_exit_4 test "$(cat /run/ctx.rc)" = 4
 check wrong_context_one_error test "$(grep -c '^secretfs: error:' /run/ctx.err)" = 1
-check wrong_context_names_it grep -q 'encryption-context differs' /run/ctx.err
+check wrong_context_names_it grep -q 'a value of the --encryption-context differs from when it was made (keys \[team\])' /run/ctx.err
+to2 /dev/null /run/nopair.err "$SECRETFS" up --disk /dev/vda --kms-key ALIAS --timeout 20s; echo $? > /run/nopair.rc
+cat /run/nopair.err
+check missing_pair_exit_4 test "$(cat /run/nopair.rc)" = 4
+check missing_pair_names_it grep -q 'made with the keys \[team\], this run gives \[\]' /run/nopair.err
 check wrong_context_not_mounted sh -c '! grep -q " /mnt/secretfs " /proc/mounts'
 check wrong_context_header_same test "$(hdr /dev/vda)" = "$H"
 head -c 64 /dev/urandom > /run/other.key
@@ -206,6 +223,25 @@ for p in POINTS; do
   check "settled_after_$p" settled /dev/vda
   check "down_again_after_$p" "$SECRETFS" down
 done
+# A new KMS key whose Decrypt this role lacks (the proxy denies it, while
+# GenerateDataKey and ReEncrypt to it work): rotate and rewrap stop before
+# any change, naming the permission, and the old key still opens.
+check denied_up up --disk /dev/vda
+H=$(hdr /dev/vda)
+to2 /dev/null /run/deny_rot.err rot --new-kms-key DENIED; echo $? > /run/deny_rot.rc
+cat /run/deny_rot.err
+check denied_rotate_exit_4 test "$(cat /run/deny_rot.rc)" = 4
+check denied_rotate_names_it sh -c 'grep -q "needs kms:Decrypt on that key" /run/deny_rot.err && grep -qF "DENIED" /run/deny_rot.err'
+check denied_rotate_header_same test "$(hdr /dev/vda)" = "$H"
+to2 /dev/null /run/deny_rw.err "$SECRETFS" rewrap --new-kms-key DENIED --encryption-context team=db --timeout 60s; echo $? > /run/deny_rw.rc
+cat /run/deny_rw.err
+check denied_rewrap_exit_4 test "$(cat /run/deny_rw.rc)" = 4
+check denied_rewrap_names_it sh -c 'grep -q "needs kms:Decrypt on that key" /run/deny_rw.err && grep -qF "DENIED" /run/deny_rw.err'
+check denied_rewrap_header_same test "$(hdr /dev/vda)" = "$H"
+check denied_down "$SECRETFS" down
+check denied_old_key_opens up --disk /dev/vda
+check denied_intact same_data
+check denied_down2 "$SECRETFS" down
 # Re-wrap under the other KMS key: ciphertext and key change, slot and data stay.
 check rewrap_up up --disk /dev/vda
 S0=$(cryptsetup luksDump /dev/vda | grep -A1 '^Keyslots:' | tail -1)
@@ -249,8 +285,9 @@ check rot_set_down2 "$SECRETFS" down --name s
         .replace("ALIAS", &aws.moto.alias)
         .replace("OTHER", &aws.moto.other_key_arn)
         .replace("KEYARN", &aws.moto.key_arn)
+        .replace("DENIED", &denied)
         .replace("POINTS", &KILL_POINTS.join(" "));
-    let run1 = boot("data-key-1", &aws, None, s1, disks());
+    let run1 = boot("data-key-1", &aws, None, Some(&proxy), s1, disks());
     run1.assert_checks(&[
         "up_first",
         "first_format",
@@ -269,6 +306,8 @@ check rot_set_down2 "$SECRETFS" down --name s
         "wrong_context_exit_4",
         "wrong_context_one_error",
         "wrong_context_names_it",
+        "missing_pair_exit_4",
+        "missing_pair_names_it",
         "wrong_context_not_mounted",
         "wrong_context_header_same",
         "passphrase_refused_exit_4",
@@ -332,6 +371,17 @@ check rot_set_down2 "$SECRETFS" down --name s
         .collect();
     run1.assert_checks(&kill_checks.iter().map(String::as_str).collect::<Vec<_>>());
     run1.assert_checks(&[
+        "denied_up",
+        "denied_rotate_exit_4",
+        "denied_rotate_names_it",
+        "denied_rotate_header_same",
+        "denied_rewrap_exit_4",
+        "denied_rewrap_names_it",
+        "denied_rewrap_header_same",
+        "denied_down",
+        "denied_old_key_opens",
+        "denied_intact",
+        "denied_down2",
         "rewrap_up",
         "rewrap",
         "rewrap_key",
@@ -423,20 +473,20 @@ to2 /dev/null /run/bound.err up_other --disk /dev/vdc --name c --mount /mnt/c; e
 cat /run/bound.err
 check bound_elsewhere_exit_4 test "$(cat /run/bound.rc)" = 4
 check bound_elsewhere_not_mounted sh -c '! grep -q " /mnt/c " /proc/mounts'
-check bound_elsewhere_says_context grep -q 'encryption-context differs' /run/bound.err
+check bound_elsewhere_says_bound grep -q 'bound to the instance that made it' /run/bound.err
 to2 /dev/null /run/disabled.err up --disk /dev/vdd --name d --mount /mnt/d; echo $? > /run/disabled.rc
 cat /run/disabled.err
 check disabled_key_exit_4 test "$(cat /run/disabled.rc)" = 4
-check disabled_key_says_so grep -q 'disabled' /run/disabled.err
+check disabled_key_says_so grep -q 'that wraps its data key is disabled: enable it' /run/disabled.err
 check unbound_opens up_other --disk /dev/vda
 check unbound_intact same_data
 check unbound_down "$SECRETFS" down
 "#;
-    let run2 = boot("data-key-2", &aws, Some(&other), s2, disks());
+    let run2 = boot("data-key-2", &aws, Some(&other), None, s2, disks());
     run2.assert_checks(&[
         "bound_elsewhere_exit_4",
         "bound_elsewhere_not_mounted",
-        "bound_elsewhere_says_context",
+        "bound_elsewhere_says_bound",
         "disabled_key_exit_4",
         "disabled_key_says_so",
         "unbound_opens",

@@ -15,7 +15,10 @@
 //! are compared on the host.
 //! Boot 4: four blank disks again (stop/start): a new set; then `shred`
 //! (refused without --yes; then no header, no signature, blank again for
-//! the next `up`, no header magic in the raw images).
+//! the next `up`, no header magic in the raw images); a shred killed
+//! between members is finished on the closed set by `shred --disk` (one
+//! member named: erased, the others named, exit 1; a foreign disk among
+//! them: refused, nothing erased; all named: done, twice).
 //! After each power-off the canary is searched for in every raw image.
 
 use std::path::PathBuf;
@@ -345,6 +348,41 @@ check shred_no_signature no_signature
 check shred_blank_again to "$VM_OUT/up2.json" up --disk auto --json
 check shred_new_volume test "$(json $VM_OUT/up2.json 'd["first_format"]')" = True
 check shred_again "$SECRETFS" shred --yes
+# Shred killed between members: the set is closed, one member erased,
+# three still ours. Shred of the (closed) volume by name refuses and
+# points at --disk; naming devices finishes it, a member at a time or all.
+check part_up up --disk auto
+SECRETFS_FAULT=shred:kill "$SECRETFS" shred --yes 2>/dev/null; echo $? > /run/pk.rc
+check part_killed test "$(cat /run/pk.rc)" = 137
+luks_count() { n=0; for s in f0 f1 f2 f3; do cryptsetup isLuks "$(dev $s)" && n=$((n+1)); done; echo $n; }
+check part_three_left test "$(luks_count)" = 3
+to2 /dev/null /run/pn.err "$SECRETFS" shred --yes; echo $? > /run/pn.rc
+cat /run/pn.err
+check part_by_name_refused test "$(cat /run/pn.rc)" = 3
+check part_by_name_says_disk grep -q -- "--disk" /run/pn.err
+# One member named: it is erased; the three it cannot account for are named, exit 1.
+ONE=$(for s in f0 f1 f2 f3; do d=$(dev $s); cryptsetup isLuks "$d" && { echo "$d"; break; }; done)
+to2 /dev/null /run/p1.err "$SECRETFS" shred --yes --disk "$ONE"; echo $? > /run/p1.rc
+cat /run/p1.err
+check part_unresolved_exit_1 test "$(cat /run/p1.rc)" = 1
+check part_unresolved_named test "$(grep -o 'member [0-9] of set [^ ]* (on none' /run/p1.err | wc -l)" = 3
+check part_one_erased test "$(luks_count)" = 2
+ALL="--disk $(dev f0) --disk $(dev f1) --disk $(dev f2) --disk $(dev f3)"
+# Something foreign on one of them refuses the whole run: nothing erased.
+BLANK=$(for s in f0 f1 f2 f3; do d=$(dev $s); cryptsetup isLuks "$d" || { echo "$d"; break; }; done)
+check part_make_foreign mkfs.ext4 -q "$BLANK"
+to2 /dev/null /run/pf.err "$SECRETFS" shred --yes $ALL; echo $? > /run/pf.rc
+cat /run/pf.err
+check part_foreign_refused test "$(cat /run/pf.rc)" = 3
+check part_foreign_named grep -q "holds an ext4" /run/pf.err
+check part_foreign_nothing_erased test "$(luks_count)" = 2
+check part_unforeign dd if=/dev/zero of="$BLANK" bs=4M count=128 conv=fsync status=none
+check part_finish to "$VM_OUT/shred3.json" "$SECRETFS" shred --yes --json $ALL
+check part_finished_luks no_luks
+check part_finished_signature no_signature
+check part_two_blank test "$(json $VM_OUT/shred3.json 'len(d["already_blank"])')" = 2
+check part_again to "$VM_OUT/shred4.json" "$SECRETFS" shred --yes --json $ALL
+check part_again_nothing test "$(json $VM_OUT/shred4.json 'd["outcome"]')" = already_shredded
 "#;
     let run4 = boot(
         "set-4-stop-start",
@@ -369,6 +407,25 @@ check shred_again "$SECRETFS" shred --yes
         "shred_blank_again",
         "shred_new_volume",
         "shred_again",
+        "part_up",
+        "part_killed",
+        "part_three_left",
+        "part_by_name_refused",
+        "part_by_name_says_disk",
+        "part_unresolved_exit_1",
+        "part_unresolved_named",
+        "part_one_erased",
+        "part_make_foreign",
+        "part_foreign_refused",
+        "part_foreign_named",
+        "part_foreign_nothing_erased",
+        "part_unforeign",
+        "part_finish",
+        "part_finished_luks",
+        "part_finished_signature",
+        "part_two_blank",
+        "part_again",
+        "part_again_nothing",
     ]);
     let st = read_json(&run4, "status.json");
     assert_ne!(

@@ -42,6 +42,13 @@ Faults, checked in this order for each request:
                      <Code>AccessDenied</Code>; a KMS request whose body
                      contains M (e.g. in its EncryptionContext) gets 400
                      {"__type":"AccessDeniedException"}. Not retried.
+  --deny-kms ACTION:M
+                     (repeatable) the same denial for the KMS requests of
+                     one action (X-Amz-Target: TrentService.ACTION) whose
+                     body contains M: e.g. Decrypt:<key ARN> refuses to
+                     decrypt under that key, while GenerateDataKey and
+                     ReEncrypt to it still work (a key policy that lacks
+                     kms:Decrypt for the caller).
 
 A fault pattern, checked before all of the above for the requests in its
 scope (--pattern-scope all|kms|s3, default all):
@@ -402,6 +409,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _denied(self, is_kms, body):
+        target = self.headers.get("X-Amz-Target") or ""
+        for rule in STATE.args.deny_kms or []:
+            action, marker = rule.split(":", 1)
+            if is_kms and target == f"TrentService.{action}" and marker.encode() in body:
+                return True
         for marker in STATE.args.deny_marker or []:
             if is_kms and marker.encode() in body:
                 return True
@@ -416,7 +428,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 json.dumps({
                     "__type": "AccessDeniedException",
                     "message": "User: arn:aws:sts::123456789012:assumed-role/secretfs-test-role/i-0 "
-                               "is not authorized to perform: kms:Decrypt (fault proxy --deny-marker)",
+                               "is not authorized to perform: kms:"
+                               + (self.headers.get("X-Amz-Target") or "TrentService.Decrypt").split(".", 1)[-1]
+                               + " (fault proxy)",
                 }).encode(),
                 "application/x-amz-json-1.1",
                 {"x-amzn-ErrorType": "AccessDeniedException"},
@@ -584,6 +598,7 @@ def main():
     p.add_argument("--owner", default="123456789012")
     p.add_argument("--admit-per-second", type=float, default=None)
     p.add_argument("--deny-marker", action="append", default=[])
+    p.add_argument("--deny-kms", action="append", default=[], metavar="ACTION:M")
     p.add_argument("--pattern", type=parse_pattern, default=None)
     p.add_argument("--pattern-scope", choices=("all", "kms", "s3"), default="all")
     p.add_argument("--max-seconds", type=float, default=600.0)

@@ -23,6 +23,11 @@
   moto_setup.py --endpoint URL delete --bucket B --key K
       S3 object helpers; head prints {"exists": bool, "size": n}.
 
+  moto_setup.py --endpoint URL disable-key --key-id ID
+  moto_setup.py --endpoint URL create-key --description TEXT
+      disables a key (prints {"key_state"}); makes another symmetric key
+      (prints {"key_id", "key_arn"}).
+
 Only ever talks to the given endpoint, which must be on 127.0.0.1/localhost,
 with dummy credentials (moto accepts any) in us-east-1.
 """
@@ -169,6 +174,11 @@ def cmd_disable_key(args):
     print(json.dumps({"key_state": kms.describe_key(KeyId=args.key_id)["KeyMetadata"]["KeyState"]}))
 
 
+def cmd_create_key(args):
+    key = client("kms", args.endpoint).create_key(Description="secretfs test: " + args.description)
+    print(json.dumps({"key_id": key["KeyMetadata"]["KeyId"], "key_arn": key["KeyMetadata"]["Arn"]}))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoint", required=True)
@@ -200,6 +210,8 @@ def main():
     x = sub.add_parser("delete")
     x.add_argument("--bucket", default=BUCKET)
     x.add_argument("--key", required=True)
+    c = sub.add_parser("create-key")
+    c.add_argument("--description", required=True)
     k = sub.add_parser("disable-key")
     k.add_argument("--key-id", required=True)
     args = p.parse_args()
@@ -218,6 +230,7 @@ def main():
         "head": cmd_head,
         "delete": cmd_delete,
         "disable-key": cmd_disable_key,
+        "create-key": cmd_create_key,
     }[args.cmd](args)
 
 
