@@ -220,21 +220,27 @@ impl DataKeys {
         Ok(p)
     }
 
-    /// The key Decrypt is pinned to for `w`: the configured `--kms-key`
-    /// (for `rotate` and `rewrap`, which configure none, the token's).
-    /// Refuses, before any call, a token naming another ARN than a
-    /// configured ARN, and an unbound token when `--bind-instance` is set.
+    /// The key Decrypt is pinned to for `w`: the configured `--kms-key-id`
+    /// if given, else `--kms-key` (for `rotate` and `rewrap`, which
+    /// configure neither, the token's). Refuses, before any call, a token
+    /// naming another key than a configured key ARN or key id (an alias is
+    /// left to KMS, which refuses a ciphertext of another key under the
+    /// pinned KeyId), and an unbound token when `--bind-instance` is set.
     fn pinned<'a>(&'a self, volume: &str, w: &'a WrappedKey) -> Result<&'a str> {
         if self.kms_key.is_empty() {
             return Ok(&w.kms_key);
         }
-        if self.kms_key.starts_with("arn:") && self.kms_key != w.kms_key {
-            return key_unavailable(format!(
-                "the header of volume {volume} says KMS key {} wraps its data key, not the configured \
-                 kms-key {}: refused, the header is unchanged (planted under another key? re-wrapped \
-                 with `rewrap`? then set kms-key to the new key)",
-                w.kms_key, self.kms_key
-            ));
+        let id = self.opts.kms_key_id.as_deref();
+        for (what, key) in [("kms-key", Some(self.kms_key.as_str())), ("kms-key-id", id)] {
+            let Some(key) = key else { continue };
+            if same_key(key, &w.kms_key) == Some(false) {
+                return key_unavailable(format!(
+                    "the header of volume {volume} says KMS key {} wraps its data key, not the \
+                     configured {what} {key}: refused, the header is unchanged (planted under \
+                     another key? re-wrapped with `rewrap`? then set {what} to the new key)",
+                    w.kms_key
+                ));
+            }
         }
         if self.bind_instance && !w.instance {
             return key_unavailable(format!(
@@ -243,7 +249,7 @@ impl DataKeys {
                  someone else?)"
             ));
         }
-        Ok(&self.kms_key)
+        Ok(id.unwrap_or(&self.kms_key))
     }
 
     /// The names of the operator's context pairs, sorted.
@@ -332,6 +338,19 @@ impl DataKeys {
             ctx.insert(CONTEXT_INSTANCE.into(), id);
         }
         Ok(ctx)
+    }
+}
+
+/// Whether `configured` (a key ARN, key id or alias, as `--kms-key`
+/// takes it) names the key whose ARN is `arn`; `None` for an alias, which
+/// only KMS can resolve.
+fn same_key(configured: &str, arn: &str) -> Option<bool> {
+    if configured.starts_with("alias/") || configured.contains(":alias/") {
+        None
+    } else if configured.starts_with("arn:") {
+        Some(configured == arn)
+    } else {
+        Some(arn.ends_with(&format!(":key/{configured}")))
     }
 }
 
@@ -562,9 +581,9 @@ mod tests {
         assert!(instance_arn_of(&doc("us-east-1"), Some("aws:x")).is_err());
     }
 
-    #[test]
-    fn the_configured_key_and_binding_pin_the_header() {
-        let opts = || AwsOptions {
+    /// Options with no pin, no context, no endpoint.
+    fn opts() -> AwsOptions {
+        AwsOptions {
             kms_key_id: None,
             encryption_context: BTreeMap::new(),
             expected_bucket_owner: None,
@@ -572,7 +591,11 @@ mod tests {
             endpoint_url: None,
             allow_http: false,
             timeout: std::time::Duration::from_secs(1),
-        };
+        }
+    }
+
+    #[test]
+    fn the_configured_key_and_binding_pin_the_header() {
         let arn = "arn:aws:kms:eu-west-1:111122223333:key/a";
         let rec = |kms_key: &str, instance| WrappedKey {
             kms_key: kms_key.into(),
@@ -605,6 +628,27 @@ mod tests {
             format!("{}", bound.pinned("u", &rec(arn, false)).unwrap_err()).contains("not bound")
         );
         assert_eq!(bound.pinned("u", &rec(arn, true)).unwrap(), arn);
+        // A key id is compared with the ARN's last part; an alias ARN is
+        // left to KMS.
+        let by_id = DataKeys::new("a".into(), false, opts());
+        assert_eq!(by_id.pinned("u", &rec(arn, false)).unwrap(), "a");
+        assert!(by_id.pinned("u", &rec(other, false)).is_err());
+        let alias_arn = "arn:aws:kms:eu-west-1:111122223333:alias/k";
+        let by_alias_arn = DataKeys::new(alias_arn.into(), false, opts());
+        assert_eq!(
+            by_alias_arn.pinned("u", &rec(other, false)).unwrap(),
+            alias_arn
+        );
+        // --kms-key-id pins too, and Decrypt goes under it.
+        let mut pinned_opts = opts();
+        pinned_opts.kms_key_id = Some(other.into());
+        let both = DataKeys::new("alias/secretfs".into(), false, pinned_opts);
+        assert_eq!(both.pinned("u", &rec(other, false)).unwrap(), other);
+        let e = both.pinned("u", &rec(arn, false)).unwrap_err();
+        assert!(
+            format!("{e}").contains("not the configured kms-key-id"),
+            "{e}"
+        );
         // rotate and rewrap configure no key: the token's.
         let existing = DataKeys::for_existing(opts());
         assert_eq!(existing.pinned("u", &rec(other, false)).unwrap(), other);
@@ -614,15 +658,7 @@ mod tests {
     /// settings: a row per case.
     #[test]
     fn a_refusal_names_its_likely_cause() {
-        let mut opts = AwsOptions {
-            kms_key_id: None,
-            encryption_context: BTreeMap::new(),
-            expected_bucket_owner: None,
-            region: None,
-            endpoint_url: None,
-            allow_http: false,
-            timeout: std::time::Duration::from_secs(1),
-        };
+        let mut opts = opts();
         opts.encryption_context.insert("team".into(), "db".into());
         let keys = DataKeys::new("alias/k".into(), false, opts);
         let arn = "arn:aws:kms:eu-west-1:111122223333:key/k";
