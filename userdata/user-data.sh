@@ -35,9 +35,10 @@ wrapped-key = "$WRAPPED_KEY"
 kms-key-id = "$KMS_KEY_ID"
 expected-bucket-owner = "$BUCKET_OWNER"
 encryption-context = { purpose = "secretfs" }
-# The instance-store NVMe disk; names change across stop/start, so let
-# secretfs find it. On instance types with /dev/xvdb-style instance store,
-# name the disk instead, or use a loop file:
+# Every instance-store NVMe disk (several become one striped volume);
+# names change across stop/start, so let secretfs find them. On instance
+# types with /dev/xvdb-style instance store, name the disks instead
+# (disk = ["/dev/xvdb", "/dev/xvdc"]), or use a loop file:
 #   file = "/var/lib/secretfs/volume.img"
 #   size = "20G"
 disk = "auto"
