@@ -477,6 +477,26 @@ pub(super) async fn decrypt(
     take_plaintext(out.plaintext.take())
 }
 
+/// KMS's plaintext of `ciphertext` (wrapped by `key` if given, bound to
+/// `ctx`; `what` names it, `svc` picks the hint of a refusal), retried
+/// until `deadline`.
+pub(super) async fn open_ciphertext(
+    sdk: &Sdk<'_>,
+    deadline: Instant,
+    ciphertext: &[u8],
+    key: Option<&str>,
+    ctx: &BTreeMap<String, String>,
+    what: &str,
+    svc: Service,
+) -> Result<Passphrase> {
+    sdk.call(
+        deadline,
+        &format!("decrypting {what} with KMS"),
+        |cfg| async move { decrypt(&cfg, key, ctx, ciphertext, what, svc).await },
+    )
+    .await
+}
+
 /// KMS's plaintext, moved into a locked buffer; the SDK's copy is zeroed.
 pub(super) fn take_plaintext(blob: Option<Blob>) -> Result<Passphrase, Attempt> {
     let mut plain = blob

@@ -15,9 +15,9 @@
 //! The operator's settings pin the key, not the header: `up --kms-key K`
 //! has KMS decrypt only under K (Decrypt's KeyId is K, so a ciphertext
 //! made under any other key is refused by KMS itself, alias or not), and
-//! refuses before any call a header that names another key ARN than a
-//! configured ARN, or that is not bound to the instance when
-//! `--bind-instance` is set. A header planted under a key someone else
+//! refuses before any call a header that names another key than a
+//! configured key ARN or key id (`--kms-key`, `--kms-key-id`), or that is
+//! not bound to the instance when `--bind-instance` is set. A header planted under a key someone else
 //! controls is thus never opened, whatever the instance role may decrypt.
 
 use std::collections::BTreeMap;
@@ -33,8 +33,8 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 
 use super::aws::{
-    self, chain, classify, decrypt, http_client, retry, take_plaintext, Attempt, AwsOptions, Sdk,
-    Service,
+    self, chain, classify, http_client, open_ciphertext, retry, take_plaintext, Attempt,
+    AwsOptions, Sdk, Service,
 };
 use super::rewrap::re_encrypt;
 use super::Passphrase;
@@ -158,17 +158,9 @@ impl DataKeys {
     /// pinned to its key, with the volume's context. Returns its
     /// plaintext; a refusal (exit 4) names the permission the role lacks.
     pub fn prove(&self, volume: &str, w: &WrappedKey, what: &str) -> Result<Passphrase> {
-        let ciphertext = self.ciphertext(volume, w)?;
-        let ctx = self.context(volume, w.instance)?;
-        aws::block_on(open_data_key(
-            &self.opts,
-            &w.kms_key,
-            &ciphertext,
-            &ctx,
-            &format!("the new data key of volume {volume}"),
-        ))
-        .or_else(|e| {
-            key_unavailable(format!(
+        self.decrypt_record(volume, w, &w.kms_key, "the new data key")
+            .or_else(|e| {
+                key_unavailable(format!(
                 "{what} of volume {volume} stopped before any change: the new data key does not \
                  decrypt under KMS key {} ({}); `up` needs kms:Decrypt on that key with the \
                  volume's encryption context at every boot: grant it to this role (and enable the \
@@ -176,7 +168,30 @@ impl DataKeys {
                 w.kms_key,
                 aws::kms_said(&e)
             ))
-        })
+            })
+    }
+
+    /// KMS's plaintext of `w`, the record of `volume`'s data key (`what`,
+    /// "the data key", names it), decrypted under `key` with the volume's
+    /// context.
+    fn decrypt_record(
+        &self,
+        volume: &str,
+        w: &WrappedKey,
+        key: &str,
+        what: &str,
+    ) -> Result<Passphrase> {
+        let ciphertext = self.ciphertext(volume, w)?;
+        let ctx = self.context(volume, w.instance)?;
+        aws::block_on(open_ciphertext(
+            &Sdk::new(&self.opts),
+            Instant::now() + self.opts.timeout,
+            &ciphertext,
+            Some(key),
+            &ctx,
+            &format!("{what} of volume {volume}"),
+            Service::KmsDataKey,
+        ))
     }
 
     /// The ciphertext of a token's record.
@@ -192,30 +207,23 @@ impl DataKeys {
     /// The data key of the volume `volume`, from its token's record.
     pub fn open(&self, volume: &str, w: &WrappedKey) -> Result<Passphrase> {
         let pin = self.pinned(volume, w)?;
-        let ciphertext = self.ciphertext(volume, w)?;
-        let ctx = self.context(volume, w.instance)?;
-        let p = aws::block_on(open_data_key(
-            &self.opts,
-            pin,
-            &ciphertext,
-            &ctx,
-            &format!("the data key of volume {volume}"),
-        ))
-        .map_err(|e| {
-            let e = match self.cause(w, aws::kms_error_code(&e)) {
-                Some(cause) => e.context(format!("volume {volume}: {cause}")),
-                None => e,
-            };
-            if pin == w.kms_key {
-                e
-            } else {
-                e.context(format!(
+        let p = self
+            .decrypt_record(volume, w, pin, "the data key")
+            .map_err(|e| {
+                let e = match self.cause(w, aws::kms_error_code(&e)) {
+                    Some(cause) => e.context(format!("volume {volume}: {cause}")),
+                    None => e,
+                };
+                if pin == w.kms_key {
+                    e
+                } else {
+                    e.context(format!(
                     "decrypting under the configured kms-key {pin} (the header of volume {volume} \
                      names KMS key {})",
                     w.kms_key
                 ))
-            }
-        })?;
+                }
+            })?;
         info!(volume, "KMS decrypted the volume's data key");
         Ok(p)
     }
@@ -406,34 +414,6 @@ async fn new_data_key(
             Instant::now() + opts.timeout,
             &format!("generating a data key with KMS key {kms_key}"),
             |cfg| async move { generate_data_key(&cfg, kms_key, bytes, ctx).await },
-        )
-        .await
-}
-
-/// Has KMS decrypt a data key's `ciphertext` (wrapped by `key_id`, bound
-/// to `ctx`; `what` names it in messages), within `opts.timeout`.
-async fn open_data_key(
-    opts: &AwsOptions,
-    key_id: &str,
-    ciphertext: &[u8],
-    ctx: &BTreeMap<String, String>,
-    what: &str,
-) -> Result<Passphrase> {
-    Sdk::new(opts)
-        .call(
-            Instant::now() + opts.timeout,
-            &format!("decrypting {what} with KMS"),
-            |cfg| async move {
-                decrypt(
-                    &cfg,
-                    Some(key_id),
-                    ctx,
-                    ciphertext,
-                    what,
-                    Service::KmsDataKey,
-                )
-                .await
-            },
         )
         .await
 }

@@ -18,10 +18,9 @@ use aws_sdk_kms::primitives::Blob;
 use tracing::info;
 
 use super::aws::{
-    classify, decrypt, fetch_ciphertext, refuse_existing, retry, write_private, Attempt,
+    classify, fetch_ciphertext, open_ciphertext, refuse_existing, retry, write_private, Attempt,
     AwsOptions, Sdk, Service,
 };
-use super::Passphrase;
 use crate::error::key_unavailable;
 use crate::parse::BlobLocation;
 
@@ -109,12 +108,14 @@ async fn prove_blob(
         ))
     };
     let ctx = &opts.encryption_context;
-    let new = match open_blob(sdk, deadline, &r.ciphertext, Some(&r.key_arn), ctx, what).await {
+    let open =
+        |ciphertext, key| open_ciphertext(sdk, deadline, ciphertext, key, ctx, what, Service::Kms);
+    let new = match open(&r.ciphertext, Some(&r.key_arn)).await {
         Ok(p) => p,
         Err(e) => return stopped(e, "re-wrapped", &r.key_arn),
     };
     let old_key = opts.kms_key_id.as_deref().unwrap_or(&r.source_arn);
-    let old = match open_blob(sdk, deadline, old, opts.kms_key_id.as_deref(), ctx, what).await {
+    let old = match open(old, opts.kms_key_id.as_deref()).await {
         Ok(p) => p,
         Err(e) => return stopped(e, "old", old_key),
     };
@@ -126,23 +127,6 @@ async fn prove_blob(
     }
     info!(blob = %what, key_id = %r.key_arn, "the re-wrapped blob decrypts to the same passphrase");
     Ok(())
-}
-
-/// KMS's plaintext of one blob of `what`, decrypted under `key`.
-async fn open_blob(
-    sdk: &Sdk<'_>,
-    deadline: Instant,
-    ciphertext: &[u8],
-    key: Option<&str>,
-    ctx: &BTreeMap<String, String>,
-    what: &str,
-) -> Result<Passphrase> {
-    sdk.call(
-        deadline,
-        &format!("decrypting {what} with KMS"),
-        |cfg| async move { decrypt(&cfg, key, ctx, ciphertext, what, Service::Kms).await },
-    )
-    .await
 }
 
 /// What `rewrap --wrapped-key` wrote.
@@ -175,6 +159,7 @@ pub async fn rewrap_blob(
         refuse_existing(&sdk, to, deadline, opts.timeout).await?;
     }
     let ciphertext = fetch_ciphertext(&sdk, deadline, from).await?;
+    let what = from.to_string();
     let r = re_encrypt(
         &sdk,
         deadline,
@@ -182,10 +167,10 @@ pub async fn rewrap_blob(
         opts.kms_key_id.as_deref(),
         &opts.encryption_context,
         new_key,
-        &from.to_string(),
+        &what,
     )
     .await?;
-    prove_blob(&sdk, deadline, &ciphertext, opts, &r, &from.to_string()).await?;
+    prove_blob(&sdk, deadline, &ciphertext, opts, &r, &what).await?;
     match to {
         BlobLocation::File(p) if in_place => {
             // Written beside it and renamed over it: the old blob stays
@@ -209,7 +194,7 @@ pub async fn rewrap_blob(
     info!(from = %from, to = %to, from_key = %r.source_arn, key_id = %r.key_arn,
           "re-wrapped the blob with KMS ReEncrypt (the passphrase inside is unchanged)");
     Ok(Rewrapped {
-        from: from.to_string(),
+        from: what,
         to: to.to_string(),
         from_key_id: r.source_arn,
         key_id: r.key_arn,
