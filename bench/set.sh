@@ -1,7 +1,8 @@
 # The set boot (after bench/lib.sh): one volume over several disks.
 #
 # Time to mounted, first format and re-open, of secretfs over 1, 4 and 8
-# members, and over one member of 8 TiB (sparse) against one of 1 GiB: the
+# members, and over one member of 8 TiB (sparse) against one of 1 GiB, with
+# ext4 (big, small) and with XFS (bigxfs, smallxfs): the
 # members are loop devices over sparse files in guest RAM (fresh for every
 # round), so the disk count is not bounded by the VM's PCI slots and a
 # round costs no host I/O. Rounds alternate the order of the cases.
@@ -41,14 +42,14 @@ drop_loops() {
   done
 }
 
-# up_set NAME DIR TAG DEV...: `up` over the devices, one timed step.
+# up_set NAME DIR TAG FS DEV...: `up` over the devices, one timed step.
 up_set() {
-  local name=$1 dir=$2 tag=$3 d
-  shift 3
+  local name=$1 dir=$2 tag=$3 fs=$4 d
+  shift 4
   local -a args=()
   for d in "$@"; do args+=(--disk "$d"); done
   mark
-  "$SECRETFS" up --passphrase-file "$PASS" --pbkdf pbkdf2 "${args[@]}" --name "$name" \
+  "$SECRETFS" up --passphrase-file "$PASS" --pbkdf pbkdf2 "${args[@]}" --fs "$fs" --name "$name" \
     --mount "$dir" --json >"$VM_OUT/json/$tag.json" || return
   mark
 }
@@ -56,18 +57,19 @@ up_set() {
 # Each up's --json (seconds per step) goes to $VM_OUT/json/CASE-rROUND.json.
 mkdir -p "$VM_OUT/json"
 for ((r = 1; r <= ROUNDS; r++)); do
-  if ((r % 2)); then order="1 4 8 big small"; else order="small big 8 4 1"; fi
+  if ((r % 2)); then order="1 4 8 big small bigxfs smallxfs"; else order="smallxfs bigxfs small big 8 4 1"; fi
   for c in $order; do
     case $c in
-      big) loops 1 8T ;;
-      small) loops 1 1G ;;
+      big*) loops 1 8T ;;
+      small*) loops 1 1G ;;
       *) loops "$c" 1G ;;
     esac
+    case $c in *xfs) fs=xfs ;; *) fs=ext4 ;; esac
     name=s$c$r
     mkdir -p "/mnt/$name"
-    measure "set_${c}_format" "$r" up up_set "$name" "/mnt/$name" "set_${c}_format-r$r" "${LOOPS[@]}"
+    measure "set_${c}_format" "$r" up up_set "$name" "/mnt/$name" "set_${c}_format-r$r" "$fs" "${LOOPS[@]}"
     "$SECRETFS" down --name "$name" >>"$B/log/set_down.log" 2>&1 || fail "down $name"
-    measure "set_${c}_reopen" "$r" up up_set "$name" "/mnt/$name" "set_${c}_reopen-r$r" "${LOOPS[@]}"
+    measure "set_${c}_reopen" "$r" up up_set "$name" "/mnt/$name" "set_${c}_reopen-r$r" "$fs" "${LOOPS[@]}"
     "$SECRETFS" down --name "$name" >>"$B/log/set_down.log" 2>&1 || fail "down $name"
     drop_loops
   done

@@ -83,6 +83,15 @@ pub enum PbkdfChoice {
     Argon2id,
 }
 
+/// The filesystem of a new volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FsChoice {
+    /// ext4
+    Ext4,
+    /// XFS, as ScyllaDB requires and Cassandra recommends (needs xfsprogs)
+    Xfs,
+}
+
 /// What `--disk auto` does when the instance has no instance store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NoDisks {
@@ -171,6 +180,10 @@ pub struct UpArgs {
     /// Mount point, created if absent [default: /mnt/secretfs]
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+    /// Filesystem of a new volume [default: ext4]; an existing volume
+    /// keeps its own, and refuses a different --fs
+    #[arg(long, value_enum, value_name = "FS")]
+    pub fs: Option<FsChoice>,
     /// Mount options, added to nodev,nosuid (unless they say dev or suid)
     /// [default: noatime]
     #[arg(long, value_name = "OPTS")]

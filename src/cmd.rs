@@ -12,6 +12,8 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::settings::Filesystem;
+
 /// Where programs are looked for, in order.
 const SEARCH_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
@@ -20,8 +22,8 @@ const SEARCH_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 pub enum Tool {
     /// `wipefs --all`: erases the signatures libblkid finds (`--force`).
     Wipefs,
-    /// `mkfs.ext4`.
-    MkfsExt4,
+    /// `mkfs.ext4` or `mkfs.xfs`.
+    Mkfs(Filesystem),
     /// `mkswap`, for `secretfs swap`.
     Mkswap,
     /// `modprobe`, to load dm-crypt when the kernel has not yet.
@@ -35,7 +37,8 @@ impl Tool {
     pub fn name(self) -> &'static str {
         match self {
             Tool::Wipefs => "wipefs",
-            Tool::MkfsExt4 => "mkfs.ext4",
+            Tool::Mkfs(Filesystem::Ext4) => "mkfs.ext4",
+            Tool::Mkfs(Filesystem::Xfs) => "mkfs.xfs",
             Tool::Mkswap => "mkswap",
             Tool::Modprobe => "modprobe",
             Tool::Systemctl => "systemctl",
@@ -55,7 +58,8 @@ impl Tool {
                     SEARCH_DIRS.join(", "),
                     match self {
                         Tool::Wipefs | Tool::Mkswap => "util-linux",
-                        Tool::MkfsExt4 => "e2fsprogs",
+                        Tool::Mkfs(Filesystem::Ext4) => "e2fsprogs",
+                        Tool::Mkfs(Filesystem::Xfs) => "xfsprogs",
                         Tool::Modprobe => "kmod",
                         Tool::Systemctl => "systemd",
                     }

@@ -22,7 +22,7 @@ use crate::luks::{self, FormatOptions, Kdf, SlotKey};
 use crate::names;
 use crate::observe::{content, sys};
 use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
-use crate::settings::PbkdfChoice;
+use crate::settings::{Filesystem, PbkdfChoice};
 use crate::signals;
 use crate::stripe;
 
@@ -353,25 +353,28 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
             mapper,
             devs,
             record,
+            fs: kind,
             stripe,
         } => {
             let devs = devs.iter().map(|d| r.dev(d)).collect::<Result<Vec<_>>>()?;
             let inner = content::examine_inner(mapper)?;
-            match plan::filesystem(record, &inner, mapper).map_err(plan::Refusal::into_error)? {
+            match plan::filesystem(record, *kind, &inner, mapper)
+                .map_err(plan::Refusal::into_error)?
+            {
                 FsTodo::Make => {
-                    fs::mkfs_ext4(mapper, *stripe)?;
-                    info!("made ext4 on {}", mapper.display());
-                    record_ext4(&devs)?;
+                    fs::mkfs(*kind, mapper, *stripe)?;
+                    info!("made {kind} on {}", mapper.display());
+                    record_fs(&devs, *kind)?;
                 }
                 FsTodo::Have { record: true } => {
                     info!(
-                        "{} holds ext4; recording it in the header's secretfs token",
+                        "{} holds {kind}; recording it in the header's secretfs token",
                         mapper.display()
                     );
-                    record_ext4(&devs)?;
+                    record_fs(&devs, *kind)?;
                 }
                 FsTodo::Have { record: false } => {
-                    info!("{} already holds ext4; no action taken", mapper.display());
+                    info!("{} already holds {kind}; no action taken", mapper.display());
                     return Ok(Outcome::AlreadyDone);
                 }
             }
@@ -382,9 +385,10 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         Step::Mount {
             mapper,
             dir,
+            fs: kind,
             options,
         } => {
-            fs::mount(mapper, dir, options)?;
+            fs::mount(mapper, dir, *kind, options)?;
             info!("mounted {} at {}", mapper.display(), dir.display());
             let dir = dir.clone();
             r.rollback
@@ -460,14 +464,16 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-fn record_ext4(devs: &[PathBuf]) -> Result<()> {
+fn record_fs(devs: &[PathBuf], kind: Filesystem) -> Result<()> {
     for dev in devs {
-        luks::update_token(dev, |t| t.filesystem = Some("ext4".into())).with_context(|| {
-            format!(
-                "recording the filesystem in the header of {}",
-                dev.display()
-            )
-        })?;
+        luks::update_token(dev, |t| t.filesystem = Some(kind.as_str().into())).with_context(
+            || {
+                format!(
+                    "recording the filesystem in the header of {}",
+                    dev.display()
+                )
+            },
+        )?;
     }
     Ok(())
 }

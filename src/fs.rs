@@ -1,5 +1,5 @@
-//! The filesystem inside the volume: mkfs, mount, unmount, wipe; or swap
-//! space: mkswap, swapon, swapoff.
+//! The filesystem inside the volume (ext4 or XFS): mkfs, mount, unmount,
+//! wipe; or swap space: mkswap, swapon, swapoff.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,6 +13,15 @@ use crate::cmd::{self, Tool};
 use crate::names;
 use crate::parse::MountOptions;
 use crate::plan::Geometry;
+use crate::settings::Filesystem;
+
+/// Makes `fs` on `dev`, aligned to `stripe` when given.
+pub fn mkfs(fs: Filesystem, dev: &Path, stripe: Option<Geometry>) -> Result<()> {
+    match fs {
+        Filesystem::Ext4 => mkfs_ext4(dev, stripe),
+        Filesystem::Xfs => mkfs_xfs(dev, stripe),
+    }
+}
 
 /// Makes ext4 on `dev`: lazy inode-table and journal init and no discard,
 /// so the time does not grow with the size (ext4's metadata checksums
@@ -23,7 +32,7 @@ use crate::plan::Geometry;
 /// `e2fsck -b 32768` still finds the first backup, and `resize_inode` is
 /// kept so the filesystem can still grow.
 /// On a stripe, 4 KiB blocks with `stride` and `stripe_width` matching it.
-pub fn mkfs_ext4(dev: &Path, stripe: Option<Geometry>) -> Result<()> {
+fn mkfs_ext4(dev: &Path, stripe: Option<Geometry>) -> Result<()> {
     let mut ext = String::from("lazy_itable_init=1,lazy_journal_init=1,nodiscard");
     let o = std::ffi::OsStr::new;
     let mut args = vec![
@@ -42,7 +51,26 @@ pub fn mkfs_ext4(dev: &Path, stripe: Option<Geometry>) -> Result<()> {
         args.extend([o("-b"), o("4096")]);
     }
     args.extend([o("-E"), o(&ext), dev.as_os_str()]);
-    cmd::run(Tool::MkfsExt4, &args, &[]).map(|_| ())
+    cmd::run(Tool::Mkfs(Filesystem::Ext4), &args, &[]).map(|_| ())
+}
+
+/// Makes XFS on `dev`, without discarding its blocks first (`-K`: a new
+/// dm-crypt volume reads as noise whatever the disk holds), over any
+/// signature the noise happens to match (`-f`: the planner decided this
+/// volume never held data). On a stripe, the data section's stripe unit
+/// is the chunk and its width the member count (`su`, `sw`), so the
+/// allocation groups and the log start on a chunk boundary; mkfs.xfs
+/// cannot see the geometry of the dm stripe itself.
+fn mkfs_xfs(dev: &Path, stripe: Option<Geometry>) -> Result<()> {
+    let o = std::ffi::OsStr::new;
+    let data;
+    let mut args = vec![o("-q"), o("-f"), o("-K"), o("-L"), o(names::FS_LABEL)];
+    if let Some(g) = stripe {
+        data = format!("su={}k,sw={}", g.chunk >> 10, g.members);
+        args.extend([o("-d"), o(&data)]);
+    }
+    args.push(dev.as_os_str());
+    cmd::run(Tool::Mkfs(Filesystem::Xfs), &args, &[]).map(|_| ())
 }
 
 /// The block size of ext4 on a stripe.
@@ -68,13 +96,13 @@ pub fn ms_flags(o: &MountOptions) -> MsFlags {
     })
 }
 
-/// Mounts ext4 from `dev` at `dir`.
-pub fn mount(dev: &Path, dir: &Path, o: &MountOptions) -> Result<()> {
+/// Mounts the `fs` on `dev` at `dir`.
+pub fn mount(dev: &Path, dir: &Path, fs: Filesystem, o: &MountOptions) -> Result<()> {
     let data = o.data.join(",");
     nix::mount::mount(
         Some(dev),
         dir,
-        Some("ext4"),
+        Some(fs.as_str()),
         ms_flags(o),
         (!data.is_empty()).then_some(data.as_str()),
     )

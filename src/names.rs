@@ -17,7 +17,7 @@ pub const DEFAULT_MOUNT_OPTIONS: &str = "noatime";
 pub const LUKS_SUBSYSTEM: &str = "secretfs";
 /// The LUKS2 token type secretfs keeps its record of the volume in.
 pub const TOKEN_TYPE: &str = "secretfs";
-/// The ext4 label of the inner filesystem.
+/// The label of the inner filesystem (ext4 or XFS: at most 12 bytes).
 pub const FS_LABEL: &str = "secretfs";
 /// Default device-mapper name of `secretfs swap`.
 pub const DEFAULT_SWAP_NAME: &str = "secretfs-swap";

@@ -267,7 +267,7 @@ pub fn region(s: &str) -> Result<String, String> {
 pub struct MountOptions {
     /// Flags the mount(2) flags word carries (`nodev`, `nosuid`, ...).
     pub flags: Vec<&'static str>,
-    /// Everything else, passed to ext4 as the data string.
+    /// Everything else, passed to the filesystem as the data string.
     pub data: Vec<String>,
 }
 

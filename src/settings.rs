@@ -85,11 +85,44 @@ pub enum PbkdfChoice {
     Argon2id,
 }
 
+/// The filesystem `up` makes inside a new volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    Ext4,
+    Xfs,
+}
+
+impl Filesystem {
+    /// The name mkfs, mount(2), libblkid and the token use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Xfs => "xfs",
+        }
+    }
+
+    /// The filesystem a token's or libblkid's name stands for.
+    pub fn from_name(name: &str) -> Option<Filesystem> {
+        [Filesystem::Ext4, Filesystem::Xfs]
+            .into_iter()
+            .find(|f| f.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a volume holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Use {
-    /// ext4, mounted (`up`).
-    Filesystem,
+    /// A filesystem, mounted (`up`): `fs` for a new volume (ext4 when
+    /// `None`); an existing volume keeps the one its token records, and
+    /// an `fs` asked for explicitly must match it.
+    Filesystem { fs: Option<Filesystem> },
     /// Swap space, enabled at `priority` (the kernel's default when
     /// `None`): `secretfs swap`.
     Swap { priority: Option<u16> },
@@ -113,7 +146,7 @@ pub struct Up {
     pub wipe: bool,
     pub discard: bool,
     pub pbkdf: PbkdfChoice,
-    /// ext4 (`up`) or swap (`swap`).
+    /// A filesystem (`up`) or swap (`swap`).
     pub inside: Use,
     pub dry_run: bool,
     pub json: bool,

@@ -429,7 +429,7 @@ _secretfs() {
             return 0
             ;;
         secretfs__subcmd__up)
-            opts="-v -q -h --wrapped-key --passphrase-file --kms-key --bind-instance --ephemeral --kms-key-id --encryption-context --expected-bucket-owner --region --endpoint-url --allow-http --timeout --disk --no-disks --file --size --name --mount --mount-options --mount-nonempty --force --no-force --wipe --discard --pbkdf --dry-run --json --config --verbose --quiet --help"
+            opts="-v -q -h --wrapped-key --passphrase-file --kms-key --bind-instance --ephemeral --kms-key-id --encryption-context --expected-bucket-owner --region --endpoint-url --allow-http --timeout --disk --no-disks --file --size --name --mount --fs --mount-options --mount-nonempty --force --no-force --wipe --discard --pbkdf --dry-run --json --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -493,6 +493,10 @@ _secretfs() {
                     ;;
                 --mount)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fs)
+                    COMPREPLY=($(compgen -W "ext4 xfs" -- "${cur}"))
                     return 0
                     ;;
                 --mount-options)

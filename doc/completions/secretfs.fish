@@ -56,6 +56,8 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l file -d 'Loop-b
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l size -d 'Size of the file to create (512M, 2G, 10T; powers of 1024)' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l name -d 'Volume name: /dev/mapper/NAME [default: secretfs]' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l mount -d 'Mount point, created if absent [default: /mnt/secretfs]' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l fs -d 'Filesystem of a new volume [default: ext4]; an existing volume keeps its own, and refuses a different --fs' -r -f -a "ext4\t'ext4'
+xfs\t'XFS, as ScyllaDB requires and Cassandra recommends (needs xfsprogs)'"
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l mount-options -d 'Mount options, added to nodev,nosuid (unless they say dev or suid) [default: noatime]' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l pbkdf -d 'Key-slot PBKDF [default: auto]' -r -f -a "auto\t'PBKDF2 (1000 iterations) for a KMS key, argon2id for a typed one'
 pbkdf2\t'PBKDF2-SHA256 with 1000 iterations (for high-entropy keys)'

@@ -117,7 +117,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
 /// describes.
 pub fn bring_up(mut s: Up) -> Result<()> {
     let command = match s.inside {
-        Use::Filesystem => "up",
+        Use::Filesystem { .. } => "up",
         Use::Swap { .. } => "swap",
     };
     if !s.dry_run {
@@ -209,13 +209,12 @@ pub fn bring_up(mut s: Up) -> Result<()> {
 
     // Preflight: nothing has been written yet, and nothing will be if any
     // of these fail.
-    cmd::verify_executables(&[
-        match s.inside {
-            Use::Filesystem => Tool::MkfsExt4,
-            Use::Swap { .. } => Tool::Mkswap,
-        },
-        Tool::Wipefs,
-    ])?;
+    let mut tools = vec![Tool::Wipefs];
+    tools.extend(match s.inside {
+        Use::Filesystem { .. } => plan.may_make().map(Tool::Mkfs),
+        Use::Swap { .. } => Some(Tool::Mkswap),
+    });
+    cmd::verify_executables(&tools)?;
     if plan.needs_key() {
         ensure_dm_crypt(seen.mapping())?;
     }
@@ -271,7 +270,7 @@ pub fn bring_up(mut s: Up) -> Result<()> {
 /// Where the volume is used: its mount point, or swap.
 fn where_used(s: &Up) -> String {
     match s.inside {
-        Use::Filesystem => format!("mounted at {}", s.mount.display()),
+        Use::Filesystem { .. } => format!("mounted at {}", s.mount.display()),
         Use::Swap { priority: Some(p) } => format!("enabled as swap at priority {p}"),
         Use::Swap { priority: None } => "enabled as swap".into(),
     }

@@ -8,6 +8,7 @@ use crate::luks::header::{Header, TokenFound};
 use crate::luks::token::{Place, Purpose, TokenState, LAYOUT_LUKS_PER_MEMBER};
 use crate::names;
 use crate::observe::{Content, Data, Signature};
+use crate::settings::Filesystem;
 
 /// What a device holds, as far as `up` is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,19 +136,55 @@ pub fn classify(c: &Content) -> Class {
 /// What the filesystem step does, once the volume is open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FsTodo {
-    /// Make ext4, then record it in the token.
+    /// Make the filesystem, then record it in the token.
     Make,
-    /// ext4 is there; `record` it in the token if the token does not say so.
+    /// The filesystem is there; `record` it in the token if the token
+    /// does not say so.
     Have { record: bool },
 }
 
-/// Decides the filesystem step (the third table above).
+/// The filesystem a volume has or gets (before it is open): the one its
+/// token records, else `want` (ext4 when not asked). A filesystem asked
+/// for that differs from the recorded one is refused: secretfs never
+/// converts one into the other.
+pub fn volume_fs(
+    want: Option<Filesystem>,
+    record: &FsRecord,
+    path: &str,
+) -> Result<Filesystem, Refusal> {
+    let recorded = match record {
+        FsRecord::Token {
+            filesystem: Some(name),
+        } => name,
+        FsRecord::New | FsRecord::Token { filesystem: None } | FsRecord::Legacy => {
+            return Ok(want.unwrap_or(Filesystem::Ext4))
+        }
+    };
+    let Some(have) = Filesystem::from_name(recorded) else {
+        return refuse(format!(
+            "{path} holds a volume with {recorded} inside, which this secretfs does not make: \
+             open it with the release that made it"
+        ));
+    };
+    match want {
+        Some(w) if w != have => refuse(format!(
+            "{path} holds a volume with {have} inside, not the {w} asked for (--fs, or fs in the \
+             config): secretfs does not convert a filesystem; ask for {have}, or `secretfs shred` \
+             the volume to make a new one"
+        )),
+        _ => Ok(have),
+    }
+}
+
+/// Decides the filesystem step (the third table above) for `fs`, the
+/// volume's filesystem ([`volume_fs`]).
 pub fn filesystem(
     record: &FsRecord,
+    fs: Filesystem,
     inner: &[Signature],
     mapper: &Path,
 ) -> Result<FsTodo, Refusal> {
-    let ext4 = inner.iter().any(|s| s.fstype() == Some("ext4")) && inner.len() == 1;
+    let there = inner.len() == 1 && inner[0].fstype() == Some(fs.as_str());
     let what = if inner.is_empty() {
         "no filesystem that libblkid recognises".to_string()
     } else {
@@ -160,28 +197,36 @@ pub fn filesystem(
     match record {
         FsRecord::New | FsRecord::Token { filesystem: None } => Ok(FsTodo::Make),
         FsRecord::Token {
-            filesystem: Some(fs),
+            filesystem: Some(_),
         } => {
-            if ext4 && fs == "ext4" {
+            if there {
                 Ok(FsTodo::Have { record: false })
             } else {
+                let m = mapper.display();
+                let repair = match fs {
+                    Filesystem::Ext4 => format!(
+                        "Repair it from a backup superblock with `e2fsck -b 32768 {m}` \
+                         (`mke2fs -n {m}` lists them)"
+                    ),
+                    Filesystem::Xfs => format!(
+                        "Repair it with `xfs_repair {m}` (it finds a secondary superblock; \
+                         `xfs_repair -n {m}` only reports)"
+                    ),
+                };
                 refuse(format!(
-                    "{} holds {what}, but secretfs made {fs} on it: the filesystem is damaged; \
-                     secretfs will not make a new one over the data. Repair it from a backup \
-                     superblock with `e2fsck -b 32768 {m}` (`mke2fs -n {m}` lists them), or recreate the volume",
-                    mapper.display(),
-                    m = mapper.display()
+                    "{m} holds {what}, but secretfs made {fs} on it: the filesystem is damaged; \
+                     secretfs will not make a new one over the data. {repair}, or recreate the volume"
                 ))
             }
         }
         FsRecord::Legacy => {
-            if ext4 {
+            if there {
                 Ok(FsTodo::Have { record: true })
             } else if inner.is_empty() {
                 Ok(FsTodo::Make)
             } else {
                 refuse(format!(
-                    "{} holds {what}, not ext4: secretfs will not replace it",
+                    "{} holds {what}, not {fs}: secretfs will not replace it",
                     mapper.display()
                 ))
             }

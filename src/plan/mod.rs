@@ -40,13 +40,19 @@
 //!
 //! | token says       | inside        | then                                  |
 //! |------------------|---------------|---------------------------------------|
-//! | new volume       | anything      | mkfs, record ext4                     |
-//! | no filesystem    | anything      | mkfs, record ext4 (never held data)   |
-//! | ext4             | ext4          | nothing                               |
-//! | ext4             | anything else | refuse (exit 3), e2fsck hint          |
-//! | no token (legacy)| ext4          | record ext4                           |
-//! | no token (legacy)| no signature  | mkfs, record ext4                     |
+//! | new volume       | anything      | mkfs FS, record FS                    |
+//! | no filesystem    | anything      | mkfs FS, record FS (never held data)  |
+//! | FS               | FS            | nothing                               |
+//! | FS               | anything else | refuse (exit 3), e2fsck/xfs_repair hint |
+//! | no token (legacy)| FS            | record FS                             |
+//! | no token (legacy)| no signature  | mkfs FS, record FS                    |
 //! | no token (legacy)| other         | refuse (exit 3)                       |
+//!
+//! FS is the filesystem the token records; for a new volume, one without
+//! a filesystem yet and a legacy one, `--fs` (ext4 when not given). A
+//! `--fs` that differs from the recorded one is refused before anything
+//! is opened ([`volume_fs`]); so is a recorded one this release does not
+//! know.
 //!
 //! `down` is planned by [`plan_down`] (`down.rs`), `rotate` and `rewrap`
 //! per member by [`rotate`]. The steps all plans are
@@ -71,14 +77,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use self::content::{classify, filesystem, Class, FsTodo};
+pub use self::content::{classify, filesystem, volume_fs, Class, FsTodo};
 pub use self::down::{below, plan_down, DownMember, DownObserved, Under};
 pub use self::set::{lone_volume, plan_set, CHUNK};
 pub use self::shred::{plan_shred, plan_shred_closed, Holds, ShredPlan, ShredTarget};
 pub use self::up::{plan, sector_size_for, PlanInput, MIN_SIZE};
 use crate::names;
 use crate::parse::MountOptions;
-use crate::settings::PbkdfChoice;
+use crate::settings::{Filesystem, PbkdfChoice};
 
 /// The block device a step works on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -164,12 +170,13 @@ pub enum Step {
     },
     /// Overwrite the new volume with zeros (`--wipe`).
     Wipe { mapper: PathBuf },
-    /// Make ext4 inside the volume if [`filesystem`] says so (aligned to
+    /// Make `fs` inside the volume if [`filesystem`] says so (aligned to
     /// the stripe of a set), and record it in the token on every dev.
     MakeFilesystem {
         mapper: PathBuf,
         devs: Vec<Dev>,
         record: FsRecord,
+        fs: Filesystem,
         stripe: Option<Geometry>,
     },
     /// Make swap space inside the volume (mkswap) and record it in the
@@ -205,10 +212,11 @@ pub enum Step {
     RemoveStripe { name: String },
     /// Create the mount point directory.
     CreateMountPoint { dir: PathBuf },
-    /// Mount the volume.
+    /// Mount the volume's filesystem.
     Mount {
         mapper: PathBuf,
         dir: PathBuf,
+        fs: Filesystem,
         options: MountOptions,
     },
     /// Unmount a mount of the volume.
@@ -281,7 +289,9 @@ impl fmt::Display for Step {
                 write!(f, "open {dev} as {}", names::mapper_path(name).display())
             }
             Step::Wipe { mapper } => write!(f, "wipe {} with zeros", mapper.display()),
-            Step::MakeFilesystem { mapper, .. } => write!(f, "make ext4 on {}", mapper.display()),
+            Step::MakeFilesystem { mapper, fs, .. } => {
+                write!(f, "make {fs} on {}", mapper.display())
+            }
             Step::CreateMountPoint { dir } => write!(f, "create {}", dir.display()),
             Step::Mount { mapper, dir, .. } => {
                 write!(f, "mount {} at {}", mapper.display(), dir.display())
@@ -381,6 +391,13 @@ impl Plan {
     /// Whether any step needs the passphrase.
     pub fn needs_key(&self) -> bool {
         self.pending().any(Step::needs_key)
+    }
+    /// The filesystem a pending step may make.
+    pub fn may_make(&self) -> Option<Filesystem> {
+        self.pending().find_map(|s| match s {
+            Step::MakeFilesystem { fs, .. } => Some(*fs),
+            _ => None,
+        })
     }
     /// Whether nothing is left to do.
     pub fn is_noop(&self) -> bool {

@@ -36,8 +36,8 @@ use std::path::PathBuf;
 
 use super::up::{disk, filesystem_steps, key_mode, mount_point, purpose};
 use super::{
-    bad, classify, refuse, Class, Dev, FsRecord, Geometry, NewHeader, NewMember, Plan, Planned,
-    Refusal, Step, Todo,
+    bad, classify, refuse, volume_fs, Class, Dev, FsRecord, Geometry, NewHeader, NewMember, Plan,
+    Planned, Refusal, Step, Todo,
 };
 use super::{sector_size_for, PlanInput, MIN_SIZE};
 use crate::luks::token::Place;
@@ -221,6 +221,15 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
                     MIN_SIZE >> 20
                 ));
             }
+            let total: u64 = sizes.iter().map(|(s, _)| s).sum();
+            if total < input.min_size() {
+                return bad(format!(
+                    "the {n} disks hold {} MiB together; {} need at least {} MiB",
+                    total >> 20,
+                    input.min_size_for(),
+                    input.min_size() >> 20
+                ));
+            }
             if recreate {
                 close_open_members(obs, &member_names, &shown, &mut push)?;
             }
@@ -351,7 +360,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         Step::CreateStripe {
             name: name.clone(),
             members: member_names.iter().map(|m| names::mapper_path(m)).collect(),
-            set: set_id,
+            set: set_id.clone(),
             chunk,
         },
         if stripe_open {
@@ -361,6 +370,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         },
     );
     // 5. The filesystem, aligned to the stripe.
+    let fs = volume_fs(input.want_fs(), &record, &format!("set {set_id}"))?;
     steps.extend(filesystem_steps(
         input,
         first_format,
@@ -368,7 +378,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         obs.inner.as_deref(),
         mapper.clone(),
         order.iter().map(|&i| dev(paths, i)).collect(),
-        record,
+        (record, fs),
         Some(Geometry {
             chunk,
             members: n as u32,
@@ -382,7 +392,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         &obs.mount_path,
         &obs.mount,
         our_devno,
-        mapper,
+        (mapper, fs),
         &mut notes,
     )?);
     Ok(Plan {

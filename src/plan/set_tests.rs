@@ -172,6 +172,62 @@ fn all_blank_makes_a_new_set() {
     assert_eq!(name, "secretfs-3");
 }
 
+/// XFS on a new set carries the stripe's geometry; an assembled set
+/// keeps the filesystem its members record, and refuses another one.
+#[test]
+fn sets_make_and_keep_their_filesystem() {
+    use crate::settings::{Filesystem, Use};
+    let xfs = |n| PlanInput {
+        inside: Use::Filesystem {
+            fs: Some(Filesystem::Xfs),
+        },
+        ..input(n)
+    };
+    let p = plan_set(&xfs(4), &obs(vec![Content::blank(); 4]), "new").unwrap();
+    let Step::MakeFilesystem { fs, stripe, .. } = &p.steps[7].step else {
+        panic!("{:?}", p.steps[7])
+    };
+    assert_eq!(*fs, Filesystem::Xfs);
+    assert_eq!(
+        *stripe,
+        Some(Geometry {
+            chunk: CHUNK,
+            members: 4
+        })
+    );
+    assert!(matches!(
+        p.steps.last().unwrap().step,
+        Step::Mount {
+            fs: Filesystem::Xfs,
+            ..
+        }
+    ));
+    let xfs_set = obs((0..4).map(|i| member("s1", i, 4, Some("xfs"))).collect());
+    let p = plan4(&xfs_set).unwrap();
+    assert_eq!(p.may_make(), Some(Filesystem::Xfs));
+    let ext4_set = obs((0..4).map(|i| member("s1", i, 4, Some("ext4"))).collect());
+    let e = refused(plan_set(&xfs(4), &ext4_set, "new"));
+    assert!(
+        e.contains("set s1 holds a volume with ext4 inside, not the xfs asked for"),
+        "{e}"
+    );
+    // Small disks: enough for ext4, not for XFS together.
+    let mut small = obs(vec![Content::blank(); 4]);
+    for d in &mut small.disks {
+        if let TargetState::Block { size, .. } = &mut d.target {
+            *size = 64 << 20;
+        }
+    }
+    assert!(plan4(&small).is_ok());
+    let e = plan_set(&xfs(4), &small, "new").unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "the 4 disks hold 256 MiB together; a LUKS2 header and xfs need at least 320 MiB"
+        ),
+        "{e}"
+    );
+}
+
 #[test]
 fn members_reassemble_in_token_order_whatever_the_disk_order() {
     // Disk i holds member (3 - i): reversed.

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::error::EXIT_REFUSED;
 use crate::luks::header::{Header, TokenFound};
 use crate::luks::token::Token;
 use crate::luks::token::TokenState;
@@ -88,7 +89,7 @@ pub(super) fn disk_input() -> PlanInput {
         pbkdf: PbkdfChoice::Auto,
         workqueue_flags: true,
         ephemeral: false,
-        inside: crate::settings::Use::Filesystem,
+        inside: crate::settings::Use::Filesystem { fs: None },
     }
 }
 fn file_input(size: Option<u64>) -> PlanInput {
@@ -287,33 +288,98 @@ fn classification_table() {
 
 #[test]
 fn filesystem_table() {
+    use crate::settings::Filesystem::{Ext4, Xfs};
     let m = Path::new("/dev/mapper/secretfs");
     let ext4 = [sig("ext4")];
     let xfs = [sig("xfs")];
     let tok = |f: Option<&str>| FsRecord::Token {
         filesystem: f.map(str::to_string),
     };
-    assert_eq!(filesystem(&FsRecord::New, &ext4, m), Ok(FsTodo::Make));
-    assert_eq!(filesystem(&tok(None), &[], m), Ok(FsTodo::Make));
-    assert_eq!(filesystem(&tok(None), &xfs, m), Ok(FsTodo::Make));
+    for fs in [Ext4, Xfs] {
+        assert_eq!(filesystem(&FsRecord::New, fs, &ext4, m), Ok(FsTodo::Make));
+        assert_eq!(filesystem(&tok(None), fs, &[], m), Ok(FsTodo::Make));
+        assert_eq!(filesystem(&tok(None), fs, &xfs, m), Ok(FsTodo::Make));
+    }
     assert_eq!(
-        filesystem(&tok(Some("ext4")), &ext4, m),
+        filesystem(&tok(Some("ext4")), Ext4, &ext4, m),
         Ok(FsTodo::Have { record: false })
     );
+    assert_eq!(
+        filesystem(&tok(Some("xfs")), Xfs, &xfs, m),
+        Ok(FsTodo::Have { record: false })
+    );
+    // Damaged: the recorded filesystem is not what is inside.
     for inner in [&[][..], &xfs[..]] {
-        let e = filesystem(&tok(Some("ext4")), inner, m).unwrap_err();
+        let e = filesystem(&tok(Some("ext4")), Ext4, inner, m).unwrap_err();
         assert!(
             e.to_string()
                 .contains("e2fsck -b 32768 /dev/mapper/secretfs"),
             "{e}"
         );
     }
-    assert_eq!(
-        filesystem(&FsRecord::Legacy, &ext4, m),
-        Ok(FsTodo::Have { record: true })
-    );
-    assert_eq!(filesystem(&FsRecord::Legacy, &[], m), Ok(FsTodo::Make));
-    assert!(filesystem(&FsRecord::Legacy, &xfs, m).is_err());
+    for inner in [&[][..], &ext4[..], &[sig("xfs"), sig("ext4")][..]] {
+        let e = filesystem(&tok(Some("xfs")), Xfs, inner, m).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e.into_error()), EXIT_REFUSED);
+        let e = filesystem(&tok(Some("xfs")), Xfs, inner, m).unwrap_err();
+        assert!(
+            e.to_string().contains("secretfs made xfs on it")
+                && e.to_string().contains("`xfs_repair /dev/mapper/secretfs`"),
+            "{e}"
+        );
+    }
+    for fs in [Ext4, Xfs] {
+        let there = [sig(fs.as_str())];
+        assert_eq!(
+            filesystem(&FsRecord::Legacy, fs, &there, m),
+            Ok(FsTodo::Have { record: true })
+        );
+        assert_eq!(filesystem(&FsRecord::Legacy, fs, &[], m), Ok(FsTodo::Make));
+    }
+    assert!(filesystem(&FsRecord::Legacy, Ext4, &xfs, m).is_err());
+    assert!(filesystem(&FsRecord::Legacy, Xfs, &ext4, m).is_err());
+}
+
+/// The volume's filesystem before it is open: the recorded one, else the
+/// one asked for, else ext4; a different one asked for is refused.
+#[test]
+fn volume_fs_table() {
+    use crate::settings::Filesystem::{Ext4, Xfs};
+    let tok = |f: Option<&str>| FsRecord::Token {
+        filesystem: f.map(str::to_string),
+    };
+    let rows: &[(
+        Option<crate::settings::Filesystem>,
+        FsRecord,
+        Result<_, &str>,
+    )] = &[
+        (None, FsRecord::New, Ok(Ext4)),
+        (Some(Xfs), FsRecord::New, Ok(Xfs)),
+        (Some(Ext4), FsRecord::New, Ok(Ext4)),
+        (Some(Xfs), tok(None), Ok(Xfs)),
+        (None, tok(None), Ok(Ext4)),
+        (None, FsRecord::Legacy, Ok(Ext4)),
+        (None, tok(Some("xfs")), Ok(Xfs)),
+        (None, tok(Some("ext4")), Ok(Ext4)),
+        (Some(Xfs), tok(Some("xfs")), Ok(Xfs)),
+        (Some(Xfs), tok(Some("ext4")), Err("not the xfs asked for")),
+        (Some(Ext4), tok(Some("xfs")), Err("not the ext4 asked for")),
+        (
+            None,
+            tok(Some("btrfs")),
+            Err("btrfs inside, which this secretfs does not make"),
+        ),
+    ];
+    for (want, record, expect) in rows {
+        let got = volume_fs(*want, record, "/dev/vdb");
+        match (expect, got) {
+            (Ok(f), Ok(g)) => assert_eq!(*f, g, "{want:?} {record:?}"),
+            (Err(m), Err(e)) => {
+                assert!(e.to_string().contains(m), "{want:?} {record:?}: {e}");
+                assert_eq!(crate::error::exit_code_of(&e.into_error()), EXIT_REFUSED);
+            }
+            (x, g) => panic!("{want:?} {record:?}: expected {x:?}, got {g:?}"),
+        }
+    }
 }
 
 #[test]
@@ -351,6 +417,96 @@ fn blank_disk_gets_the_whole_pipeline() {
     };
     assert_eq!(dir, Path::new("/mnt/secretfs"));
     assert_eq!(options.flags, vec!["nodev", "nosuid", "noatime"]);
+}
+
+/// `--fs xfs`: a new volume gets XFS (made and mounted as XFS); one that
+/// records XFS opens as XFS without `--fs`; one that records ext4 is
+/// refused before anything is opened; a file too small for XFS is a
+/// usage error.
+#[test]
+fn the_filesystem_asked_for_is_made_and_the_recorded_one_kept() {
+    use crate::settings::{Filesystem, Use};
+    let xfs_input = PlanInput {
+        inside: Use::Filesystem {
+            fs: Some(Filesystem::Xfs),
+        },
+        ..disk_input()
+    };
+    let fs_of = |p: &Plan| -> Vec<(&'static str, Filesystem)> {
+        p.steps
+            .iter()
+            .filter_map(|s| match &s.step {
+                Step::MakeFilesystem { fs, .. } | Step::Mount { fs, .. } => {
+                    Some((s.step.name(), *fs))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let p = plan(&xfs_input, &base(Content::blank())).unwrap();
+    assert_eq!(
+        fs_of(&p),
+        [
+            ("make_filesystem", Filesystem::Xfs),
+            ("mount", Filesystem::Xfs)
+        ]
+    );
+    assert_eq!(p.may_make(), Some(Filesystem::Xfs));
+    assert!(p
+        .steps
+        .iter()
+        .any(|s| s.step.to_string() == "make xfs on /dev/mapper/secretfs"));
+    // Recorded XFS, no --fs: XFS.
+    let mut o = base(header(token(TokenState::Ready, Some("xfs")), 1));
+    o.mount = MountState::Dir { empty: true };
+    let p = plan(&disk_input(), &o).unwrap();
+    assert_eq!(
+        fs_of(&p),
+        [
+            ("make_filesystem", Filesystem::Xfs),
+            ("mount", Filesystem::Xfs)
+        ]
+    );
+    // Open with XFS inside: nothing to make.
+    o.mapping = open_on(VDB);
+    o.inner = Some(vec![sig("xfs")]);
+    let p = plan(&xfs_input, &o).unwrap();
+    assert_eq!(pending(&p), vec!["mount"]);
+    assert_eq!(p.may_make(), None);
+    // Damaged XFS: the xfs_repair hint.
+    o.inner = Some(vec![]);
+    assert!(refused(plan(&disk_input(), &o)).contains("xfs_repair /dev/mapper/secretfs"));
+    // Recorded ext4, --fs xfs: refused, closed or open.
+    let mut o = base(ours());
+    let e = refused(plan(&xfs_input, &o));
+    assert!(
+        e.contains("/dev/vdb holds a volume with ext4 inside, not the xfs asked for"),
+        "{e}"
+    );
+    o.mapping = open_on(VDB);
+    o.inner = Some(vec![sig("ext4")]);
+    assert!(refused(plan(&xfs_input, &o)).contains("not the xfs asked for"));
+    // Too small for XFS (but not for ext4).
+    let small = |fs| PlanInput {
+        target: Target::File {
+            path: "/var/s.img".into(),
+            size: Some(100 << 20),
+        },
+        inside: Use::Filesystem { fs },
+        ..disk_input()
+    };
+    let mut o = base(Content::blank());
+    o.device.target = TargetState::Missing {
+        parent_exists: true,
+        free_bytes: 1 << 40,
+    };
+    o.device.content = None;
+    let e = usage(plan(&small(Some(Filesystem::Xfs)), &o));
+    assert!(
+        e.contains("a LUKS2 header and xfs need at least 320 MiB"),
+        "{e}"
+    );
+    assert!(plan(&small(None), &o).is_ok());
 }
 
 #[test]

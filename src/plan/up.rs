@@ -4,17 +4,21 @@
 use std::path::PathBuf;
 
 use super::{
-    bad, classify, filesystem, refuse, Class, Dev, FsRecord, FsTodo, NewHeader, Plan, Planned,
-    Refusal, Step, Todo,
+    bad, classify, filesystem, refuse, volume_fs, Class, Dev, FsRecord, FsTodo, NewHeader, Plan,
+    Planned, Refusal, Step, Todo,
 };
 use crate::names;
 use crate::observe::{Mapping, MountState, Observed, Signature, TargetState};
 use crate::parse::MountOptions;
-use crate::settings::{PbkdfChoice, Target, Use};
+use crate::settings::{Filesystem, PbkdfChoice, Target, Use};
 
 /// Smallest volume: the LUKS2 header (2 MiB; 16 MiB for volumes made
 /// before [`crate::luks::KEYSLOTS_AREA_BYTES`]) plus a small ext4.
 pub const MIN_SIZE: u64 = 32 << 20;
+
+/// Smallest volume for XFS: mkfs.xfs makes none under 300 MiB, plus the
+/// header.
+pub const XFS_MIN_SIZE: u64 = 320 << 20;
 
 /// What the planner needs from the settings.
 #[derive(Clone, Debug)]
@@ -32,7 +36,7 @@ pub struct PlanInput {
     pub workqueue_flags: bool,
     /// `--ephemeral`: a key only in memory, a new volume every boot.
     pub ephemeral: bool,
-    /// ext4 mounted at `mount`, or swap space (`secretfs swap`).
+    /// A filesystem mounted at `mount`, or swap space (`secretfs swap`).
     pub inside: Use,
 }
 
@@ -52,6 +56,34 @@ impl PlanInput {
             workqueue_flags,
             ephemeral: s.key == crate::settings::KeySpec::Ephemeral,
             inside: s.inside,
+        }
+    }
+}
+
+impl PlanInput {
+    /// The filesystem asked for (`--fs`), if any.
+    pub fn want_fs(&self) -> Option<Filesystem> {
+        match self.inside {
+            Use::Filesystem { fs } => fs,
+            Use::Swap { .. } => None,
+        }
+    }
+
+    /// The smallest target a new volume can be made on.
+    pub fn min_size(&self) -> u64 {
+        match self.want_fs() {
+            Some(Filesystem::Xfs) => XFS_MIN_SIZE,
+            _ => MIN_SIZE,
+        }
+    }
+
+    /// What the smallest size is for, in a refusal.
+    pub fn min_size_for(&self) -> String {
+        match self.inside {
+            Use::Filesystem { fs } => {
+                format!("a LUKS2 header and {}", fs.unwrap_or(Filesystem::Ext4))
+            }
+            Use::Swap { .. } => "a LUKS2 header and swap space".into(),
         }
     }
 }
@@ -93,11 +125,12 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
             let Some(size) = size else {
                 return bad(format!("{path} does not exist: give --size to create it"));
             };
-            if *size < MIN_SIZE {
+            if *size < input.min_size() {
                 return bad(format!(
-                    "--size {} MiB is too small: a LUKS2 header and ext4 need at least {} MiB",
+                    "--size {} MiB is too small: {} need at least {} MiB",
                     size >> 20,
-                    MIN_SIZE >> 20
+                    input.min_size_for(),
+                    input.min_size() >> 20
                 ));
             }
             if free_bytes < size {
@@ -166,10 +199,11 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         None => Class::Blank, // a file this plan creates
     };
     let ours = matches!(class, Class::Ours { .. });
-    if size < MIN_SIZE && !ours {
+    if size < input.min_size() && !ours {
         return bad(format!(
-            "{path} is only {size} bytes; at least {} MiB are needed",
-            MIN_SIZE >> 20
+            "{path} is only {size} bytes; {} need at least {} MiB",
+            input.min_size_for(),
+            input.min_size() >> 20
         ));
     }
 
@@ -349,6 +383,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
     }
 
     // 5. The filesystem inside.
+    let fs = volume_fs(input.want_fs(), &record, &path)?;
     steps.extend(filesystem_steps(
         input,
         first_format,
@@ -356,7 +391,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         obs.inner.as_deref(),
         mapper.clone(),
         vec![vol_dev],
-        record,
+        (record, fs),
         None,
     )?);
 
@@ -367,7 +402,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         &obs.mount_path,
         &obs.mount,
         our_devno,
-        mapper,
+        (mapper, fs),
         &mut notes,
     )?);
 
@@ -383,7 +418,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
 /// swap space of `secretfs swap`, and `swap` never takes a volume.
 pub(super) fn purpose(path: &str, swap: bool, asked: Use) -> Result<(), Refusal> {
     match (swap, asked) {
-        (true, Use::Filesystem) => refuse(format!(
+        (true, Use::Filesystem { .. }) => refuse(format!(
             "{path} holds the swap space of `secretfs swap`, not a volume: turn it off with \
              `secretfs swap --off`, or name another disk"
         )),
@@ -436,14 +471,15 @@ pub(super) fn disk(path: &str, t: &TargetState) -> Result<(u64, u64), Refusal> {
     }
 }
 
-/// The mount point's steps: create it if missing, mount unless `mapper`
-/// (device `our_devno`, when open) is mounted there already.
+/// The mount point's steps: create it if missing, mount the filesystem
+/// of `mapper` unless it (device `our_devno`, when open) is mounted there
+/// already.
 pub(super) fn mount_point(
     input: &PlanInput,
     mount_path: &std::path::Path,
     state: &MountState,
     our_devno: Option<crate::observe::DevNo>,
-    mapper: PathBuf,
+    (mapper, fs): (PathBuf, Filesystem),
     notes: &mut Vec<String>,
 ) -> Result<Vec<Planned>, Refusal> {
     let dir = &input.mount;
@@ -458,6 +494,7 @@ pub(super) fn mount_point(
     let mount = Step::Mount {
         mapper,
         dir: dir.clone(),
+        fs,
         options: input.mount_options.clone(),
     };
     let create = Step::CreateMountPoint { dir: dir.clone() };
@@ -512,7 +549,7 @@ pub(super) fn filesystem_steps(
     inner: Option<&[crate::observe::Signature]>,
     mapper: PathBuf,
     devs: Vec<Dev>,
-    record: FsRecord,
+    (record, fs): (FsRecord, Filesystem),
     stripe: Option<super::Geometry>,
 ) -> Result<Vec<Planned>, Refusal> {
     let mut steps = Vec::new();
@@ -526,7 +563,7 @@ pub(super) fn filesystem_steps(
         });
     }
     let todo = match (inner, open) {
-        (Some(inner), true) => match filesystem(&record, inner, &mapper)? {
+        (Some(inner), true) => match filesystem(&record, fs, inner, &mapper)? {
             FsTodo::Have { record: false } => Todo::AlreadyDone,
             _ => Todo::WillDo,
         },
@@ -538,6 +575,7 @@ pub(super) fn filesystem_steps(
             mapper,
             devs,
             record,
+            fs,
             stripe,
         },
         todo,

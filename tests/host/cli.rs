@@ -104,6 +104,7 @@ fn usage_errors_exit_2_with_one_line() {
             "account id",
         ),
         (vec!["up", "--disk", "/dev/x", "--pbkdf", "md5"], "md5"),
+        (vec!["up", "--disk", "/dev/x", "--fs", "btrfs"], "btrfs"),
         (vec!["swap"], "no swap target"),
         (vec!["swap", "--disk", "auto"], "not auto"),
         (

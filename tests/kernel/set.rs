@@ -7,9 +7,12 @@
 //! blank disks become one set; data written; `status`; down and up; a kill
 //! after every step of re-assembly converges with the data intact; a kill
 //! after every step of making a set (on loop devices) converges; members
-//! of two different sets are refused.
+//! of two different sets are refused; XFS on one (virtio) disk: made,
+//! mounted, recorded, another --fs refused.
 //! Boot 2: the same four images attached in another order with other
-//! serials: the same set, data intact.
+//! serials: the same set, data intact; the XFS disk re-opened as XFS
+//! without --fs, data intact; its superblock zeroed: refused with the
+//! xfs_repair hint, and that repair brings it back.
 //! Boot 3: one member replaced by a blank disk: refused, nothing mounted;
 //! then that disk made foreign (ext4): refused. The other members' bytes
 //! are compared on the host.
@@ -18,7 +21,10 @@
 //! the next `up`, no header magic in the raw images); a shred killed
 //! between members is finished on the closed set by `shred --disk` (one
 //! member named: erased, the others named, exit 1; a foreign disk among
-//! them: refused, nothing erased; all named: done, twice).
+//! them: refused, nothing erased; all named: done, twice). An XFS set
+//! on the blank disks: aligned to the stripe, re-opened as XFS, another
+//! --fs refused, a zeroed superblock refused with the hint; a fresh XFS
+//! disk (stop/start of the one from boot 1).
 //! After each power-off the canary is searched for in every raw image.
 
 use std::path::PathBuf;
@@ -33,6 +39,8 @@ use crate::common::LocalAws;
 const CONTEXT: &str = "purpose=secretfs-set-test";
 const MEMBERS: usize = 4;
 const MEMBER_SIZE: u64 = 512 << 20;
+/// The single XFS disk (mkfs.xfs makes none under 300 MiB).
+const XFS_DISK_SIZE: u64 = 512 << 20;
 /// Kill points of re-assembly (after each step).
 const ASSEMBLE_POINTS: &[&str] = &["key", "open", "create_stripe", "make_filesystem", "mount"];
 /// Kill points of making a new set.
@@ -207,7 +215,41 @@ check two_sets_refused test "$(cat /run/two.rc)" = 3
 check two_sets_named grep -q "different sets" /run/two.err
 "#;
     expected.extend(["two_sets_refused".into(), "two_sets_named".into()]);
-    let run1 = boot("set-1", &aws, s, nvme(&a, &["a0", "a1", "a2", "a3"]));
+    // XFS on one disk: /dev/vda, a virtio disk (--disk auto takes only
+    // the instance-store model's NVMe disks).
+    s += r#"
+check x_up to "$VM_OUT/x-up.json" up --disk /dev/vda --fs xfs --name x1 --mount /mnt/x1 --json
+check x_first_format test "$(json $VM_OUT/x-up.json 'd["first_format"]')" = True
+check x_mounted grep -q '^/dev/mapper/x1 /mnt/x1 xfs ' /proc/mounts
+check x_label test "$(blkid -p -o value -s LABEL /dev/mapper/x1)" = secretfs
+check x_status sh -c '"$SECRETFS" status --name x1 | grep -q "filesystem xfs"'
+check x_write sh -c 'echo "$CANARY" > /mnt/x1/canary && sync'
+to2 /dev/null /run/x-ext4.err up --disk /dev/vda --fs ext4 --name x1 --mount /mnt/x1; echo $? > /run/x-ext4.rc
+cat /run/x-ext4.err
+check x_other_fs_refused test "$(cat /run/x-ext4.rc)" = 3
+check x_other_fs_named grep -q "with xfs inside, not the ext4 asked for" /run/x-ext4.err
+check x_still_mounted grep -q '^/dev/mapper/x1 /mnt/x1 xfs ' /proc/mounts
+check x_down "$SECRETFS" down --name x1
+"#;
+    for c in [
+        "x_up",
+        "x_first_format",
+        "x_mounted",
+        "x_label",
+        "x_status",
+        "x_write",
+        "x_other_fs_refused",
+        "x_other_fs_named",
+        "x_still_mounted",
+        "x_down",
+    ] {
+        expected.push(c.into());
+    }
+    let xfs_disk = dir.join("xfs.img");
+    vm::sparse_file(&xfs_disk, XFS_DISK_SIZE);
+    let mut disks = nvme(&a, &["a0", "a1", "a2", "a3"]);
+    disks.push(Disk::virtio(&xfs_disk));
+    let run1 = boot("set-1", &aws, s, disks);
     run1.assert_checks(&expected.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(run1.exit_code, Some(0), "{}", run1.console_tail(60));
     // Where the time to mounted goes: seconds per step, and for the key.
@@ -268,13 +310,46 @@ check r_down "$SECRETFS" down
 "#,
         data_sum.trim()
     );
-    let run2 = boot(
-        "set-2-reordered",
-        &aws,
-        s,
-        nvme(&shuffled, &["x0", "x1", "x2", "x3"]),
-    );
-    run2.assert_checks(&["r_up", "r_intact", "r_canary", "r_status", "r_down"]);
+    // The XFS disk after a reboot: XFS without --fs; then its superblock
+    // zeroed (unmounted, still open): refused with the hint, which works.
+    s += r#"
+check xr_up up --disk /dev/vda --name x1 --mount /mnt/x1
+check xr_mounted grep -q '^/dev/mapper/x1 /mnt/x1 xfs ' /proc/mounts
+check xr_intact sh -c 'test "$(cat /mnt/x1/canary)" = "$CANARY"'
+check xr_unmount umount /mnt/x1
+check xr_zero_superblock dd if=/dev/zero of=/dev/mapper/x1 bs=4096 count=1 conv=fsync status=none
+to2 /dev/null /run/xr.err up --disk /dev/vda --name x1 --mount /mnt/x1; echo $? > /run/xr.rc
+cat /run/xr.err
+check xr_damaged_refused test "$(cat /run/xr.rc)" = 3
+check xr_damaged_hint grep -q "secretfs made xfs on it: the filesystem is damaged.*xfs_repair /dev/mapper/x1" /run/xr.err
+check xr_not_remade sh -c '! grep -q /mnt/x1 /proc/mounts && test -z "$(blkid -p -o value -s TYPE /dev/mapper/x1)"'
+check xr_repair sh -c 'xfs_repair /dev/mapper/x1 > /run/xfs_repair.log 2>&1'
+check xr_up_repaired up --disk /dev/vda --name x1 --mount /mnt/x1
+check xr_intact_repaired sh -c 'test "$(cat /mnt/x1/canary)" = "$CANARY"'
+check xr_down "$SECRETFS" down --name x1
+"#;
+    let mut disks = nvme(&shuffled, &["x0", "x1", "x2", "x3"]);
+    disks.push(Disk::virtio(&xfs_disk));
+    let run2 = boot("set-2-reordered", &aws, s, disks);
+    run2.assert_checks(&[
+        "r_up",
+        "r_intact",
+        "r_canary",
+        "r_status",
+        "r_down",
+        "xr_up",
+        "xr_mounted",
+        "xr_intact",
+        "xr_unmount",
+        "xr_zero_superblock",
+        "xr_damaged_refused",
+        "xr_damaged_hint",
+        "xr_not_remade",
+        "xr_repair",
+        "xr_up_repaired",
+        "xr_intact_repaired",
+        "xr_down",
+    ]);
     let st = read_json(&run2, "status.json");
     assert_eq!(
         st["set"]["id"],
@@ -348,6 +423,34 @@ check shred_no_signature no_signature
 check shred_blank_again to "$VM_OUT/up2.json" up --disk auto --json
 check shred_new_volume test "$(json $VM_OUT/up2.json 'd["first_format"]')" = True
 check shred_again "$SECRETFS" shred --yes
+# XFS on a set: aligned to the stripe (su 512 KiB = 128 blocks, sw 4).
+check sx_up to "$VM_OUT/sx-up.json" up --disk auto --fs xfs --json
+check sx_first_format test "$(json $VM_OUT/sx-up.json 'd["first_format"]')" = True
+check sx_mounted grep -q '^/dev/mapper/secretfs /mnt/secretfs xfs ' /proc/mounts
+xfs_info /mnt/secretfs > /run/sx-info.txt; cat /run/sx-info.txt
+check sx_stripe grep -q "sunit=128 *swidth=512 blks" /run/sx-info.txt
+check sx_write sh -c 'head -c 32M /dev/urandom > /mnt/secretfs/data && sha256sum /mnt/secretfs/data | cut -d" " -f1 > /run/sx.sum && echo "$CANARY" > /mnt/secretfs/canary && sync'
+check sx_down "$SECRETFS" down
+check sx_reopen up --disk auto
+check sx_reopen_xfs grep -q '^/dev/mapper/secretfs /mnt/secretfs xfs ' /proc/mounts
+check sx_intact sh -c 'test "$(sha256sum /mnt/secretfs/data | cut -d" " -f1)" = "$(cat /run/sx.sum)"'
+to2 /dev/null /run/sx-ext4.err up --disk auto --fs ext4; echo $? > /run/sx-ext4.rc
+cat /run/sx-ext4.err
+check sx_other_fs_refused test "$(cat /run/sx-ext4.rc)" = 3
+check sx_other_fs_named grep -q "set .* holds a volume with xfs inside, not the ext4 asked for" /run/sx-ext4.err
+check sx_unmount umount /mnt/secretfs
+check sx_zero_superblock dd if=/dev/zero of=/dev/mapper/secretfs bs=4096 count=1 conv=fsync status=none
+to2 /dev/null /run/sx.err up --disk auto; echo $? > /run/sx.rc
+cat /run/sx.err
+check sx_damaged_refused test "$(cat /run/sx.rc)" = 3
+check sx_damaged_hint grep -q "xfs_repair /dev/mapper/secretfs" /run/sx.err
+check sx_not_remade test -z "$(blkid -p -o value -s TYPE /dev/mapper/secretfs)"
+check sx_shred "$SECRETFS" shred --yes
+# A fresh XFS disk (the one of boot 1 after a stop/start).
+check xs_up to "$VM_OUT/xs-up.json" up --disk /dev/vda --fs xfs --name x1 --mount /mnt/x1 --json
+check xs_first_format test "$(json $VM_OUT/xs-up.json 'd["first_format"]')" = True
+check xs_mounted grep -q '^/dev/mapper/x1 /mnt/x1 xfs ' /proc/mounts
+check xs_down "$SECRETFS" down --name x1
 # Shred killed between members: the set is closed, one member erased,
 # three still ours. Shred of the (closed) volume by name refuses and
 # points at --disk; naming devices finishes it, a member at a time or all.
@@ -384,12 +487,11 @@ check part_two_blank test "$(json $VM_OUT/shred3.json 'len(d["already_blank"])')
 check part_again to "$VM_OUT/shred4.json" "$SECRETFS" shred --yes --json $ALL
 check part_again_nothing test "$(json $VM_OUT/shred4.json 'd["outcome"]')" = already_shredded
 "#;
-    let run4 = boot(
-        "set-4-stop-start",
-        &aws,
-        s,
-        nvme(&fresh, &["f0", "f1", "f2", "f3"]),
-    );
+    let fresh_xfs = dir.join("xfs-fresh.img");
+    vm::sparse_file(&fresh_xfs, XFS_DISK_SIZE);
+    let mut disks = nvme(&fresh, &["f0", "f1", "f2", "f3"]);
+    disks.push(Disk::virtio(&fresh_xfs));
+    let run4 = boot("set-4-stop-start", &aws, s, disks);
     run4.assert_checks(&[
         "new_up",
         "new_first_format",
@@ -407,6 +509,27 @@ check part_again_nothing test "$(json $VM_OUT/shred4.json 'd["outcome"]')" = alr
         "shred_blank_again",
         "shred_new_volume",
         "shred_again",
+        "sx_up",
+        "sx_first_format",
+        "sx_mounted",
+        "sx_stripe",
+        "sx_write",
+        "sx_down",
+        "sx_reopen",
+        "sx_reopen_xfs",
+        "sx_intact",
+        "sx_other_fs_refused",
+        "sx_other_fs_named",
+        "sx_unmount",
+        "sx_zero_superblock",
+        "sx_damaged_refused",
+        "sx_damaged_hint",
+        "sx_not_remade",
+        "sx_shred",
+        "xs_up",
+        "xs_first_format",
+        "xs_mounted",
+        "xs_down",
         "part_up",
         "part_killed",
         "part_three_left",
@@ -439,6 +562,13 @@ check part_again_nothing test "$(json $VM_OUT/shred4.json 'd["outcome"]')" = alr
             image_matches(&a[0], magic),
             "{magic} not found in {}",
             a[0].display()
+        );
+    }
+    for img in [&xfs_disk, &fresh_xfs] {
+        assert!(
+            !image_contains(img, &canary),
+            "canary in the raw image {}",
+            img.display()
         );
     }
     for img in &fresh {
