@@ -109,6 +109,10 @@ pub enum DiskKind {
 pub struct Disk {
     pub path: PathBuf,
     pub kind: DiskKind,
+    /// Attached read-only (QEMU `readonly=on`): the guest kernel marks the
+    /// disk read-only (`/sys/block/*/ro` is 1) and the device refuses
+    /// writes.
+    pub read_only: bool,
 }
 
 impl Disk {
@@ -116,6 +120,7 @@ impl Disk {
         Disk {
             path: path.into(),
             kind: DiskKind::Virtio,
+            read_only: false,
         }
     }
 
@@ -125,6 +130,15 @@ impl Disk {
             kind: DiskKind::Nvme {
                 serial: serial.to_owned(),
             },
+            read_only: false,
+        }
+    }
+
+    /// The same disk, attached read-only.
+    pub fn read_only(self) -> Disk {
+        Disk {
+            read_only: true,
+            ..self
         }
     }
 }
@@ -824,6 +838,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
             disk.path.display()
         );
         let file = qemu_opt(disk.path.to_str().expect("disk path is not UTF-8"));
+        let ro = if disk.read_only { ",readonly=on" } else { "" };
         match &disk.kind {
             DiskKind::Virtio => {
                 assert!(n_virtio < 26, "too many virtio disks");
@@ -831,7 +846,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
                 n_virtio += 1;
                 disk_args.push("-drive".into());
                 disk_args.push(format!(
-                    "file={file},if=virtio,format=raw,cache=unsafe,discard=unmap"
+                    "file={file},if=virtio,format=raw,cache=unsafe,discard=unmap{ro}"
                 ));
             }
             DiskKind::Nvme { serial } => {
@@ -844,7 +859,7 @@ pub fn run(spec: &VmSpec) -> VmRun {
                 wait.push(format!("nvme{n_nvme}n1"));
                 disk_args.push("-drive".into());
                 disk_args.push(format!(
-                    "file={file},if=none,id=nvme{n_nvme},format=raw,cache=unsafe"
+                    "file={file},if=none,id=nvme{n_nvme},format=raw,cache=unsafe{ro}"
                 ));
                 disk_args.push("-device".into());
                 disk_args.push(format!(

@@ -16,5 +16,6 @@ mod hardening;
 mod hygiene;
 mod safety;
 mod set;
+mod set_edges;
 mod smoke;
 mod vm;
