@@ -631,7 +631,7 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    for c in ["1", "4", "8", "small", "big", "smallxfs", "bigxfs"] {
+    for c in ["1", "4", "8", "small", "big", "smallxfs"] {
         for step in ["format", "reopen"] {
             let case = format!("set_{c}_{step}");
             // One column of rounds per table column; None: no such step.
@@ -681,7 +681,6 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
             let label = match c {
                 "big" => "1 member of 8 TiB".to_string(),
                 "small" => "1 member of 1 GiB".to_string(),
-                "bigxfs" => "1 member of 8 TiB, XFS".to_string(),
                 "smallxfs" => "1 member of 1 GiB, XFS".to_string(),
                 n => format!("{n} member{}", if n == "1" { "" } else { "s" }),
             };
@@ -732,14 +731,12 @@ fn bench_5_set() {
         ("4", "1"),
         ("8", "1"),
         ("big", "small"),
-        ("bigxfs", "smallxfs"),
         ("smallxfs", "small"),
     ] {
         let mut row = format!(
             "| {} |",
             match a {
                 "big" => "one member of 8 TiB vs 1 GiB".to_string(),
-                "bigxfs" => "one member of 8 TiB vs 1 GiB, XFS".to_string(),
                 "smallxfs" => "XFS vs ext4, one member of 1 GiB".to_string(),
                 n => format!("{n} members vs 1"),
             }

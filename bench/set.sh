@@ -1,8 +1,9 @@
 # The set boot (after bench/lib.sh): one volume over several disks.
 #
 # Time to mounted, first format and re-open, of secretfs over 1, 4 and 8
-# members, and over one member of 8 TiB (sparse) against one of 1 GiB, with
-# ext4 (big, small) and with XFS (bigxfs, smallxfs): the
+# members, and over one member of 8 TiB (sparse) against one of 1 GiB, and
+# XFS on one member of 1 GiB (smallxfs; not on 8 TiB: mkfs.xfs zeroes its
+# 2 GiB log, more than the guest's RAM-backed members can hold): the
 # members are loop devices over sparse files in guest RAM (fresh for every
 # round), so the disk count is not bounded by the VM's PCI slots and a
 # round costs no host I/O. Rounds alternate the order of the cases.
@@ -57,7 +58,7 @@ up_set() {
 # Each up's --json (seconds per step) goes to $VM_OUT/json/CASE-rROUND.json.
 mkdir -p "$VM_OUT/json"
 for ((r = 1; r <= ROUNDS; r++)); do
-  if ((r % 2)); then order="1 4 8 big small bigxfs smallxfs"; else order="smallxfs bigxfs small big 8 4 1"; fi
+  if ((r % 2)); then order="1 4 8 big small smallxfs"; else order="smallxfs small big 8 4 1"; fi
   for c in $order; do
     case $c in
       big*) loops 1 8T ;;

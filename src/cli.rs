@@ -67,6 +67,10 @@ pub enum Command {
     /// Write the systemd unit, and a drop-in for each service that must
     /// not start without the volume; enable the unit
     InstallUnit(InstallUnitArgs),
+    /// The volume of a Kubernetes node, as EKS's setup-local-disks lays it
+    /// out but encrypted: nodeadm runs it by that name (see install-unit
+    /// --k8s-disks)
+    SetupLocalDisks(SetupLocalDisksArgs),
     /// Write the man pages and shell completions under DIR
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -421,6 +425,78 @@ pub struct InstallUnitArgs {
     /// swap` from the config's [swap] section on every boot
     #[arg(long)]
     pub swap: bool,
+    /// For an EKS or Karpenter node: link /usr/local/sbin/setup-local-disks
+    /// to the binary (nodeadm finds it there first) and make
+    /// nodeadm-run.service, kubelet.service and containerd.service require
+    /// the volume
+    #[arg(long)]
+    pub k8s_disks: bool,
+}
+
+/// How nodeadm asks for the instance-store disks
+/// (`spec.instance.localStorage.strategy`, lowercased).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiskStrategy {
+    /// One volume striped over every instance-store disk
+    Raid0,
+    /// The same stripe (no mirror: instance store does not outlive a stop)
+    Raid10,
+    /// One volume per disk at DIR/N (not made by secretfs: refused)
+    Mount,
+    /// Nothing to do
+    None,
+}
+
+/// Arguments of `secretfs setup-local-disks`, those of EKS's script.
+#[derive(Clone, Debug, Args)]
+pub struct SetupLocalDisksArgs {
+    /// raid0 or raid10 (one striped volume at DIR/0), mount, none
+    #[arg(value_enum, value_name = "STRATEGY")]
+    pub strategy: DiskStrategy,
+    /// Where the volume is mounted, as DIR/0 (the config's mount must say
+    /// so)
+    #[arg(short, long, value_name = "DIR", default_value = "/mnt/k8s-disks")]
+    pub dir: PathBuf,
+    /// Do not bind /var/lib/kubelet onto the volume
+    #[arg(long)]
+    pub no_bind_kubelet: bool,
+    /// Do not bind /var/lib/containerd onto the volume
+    #[arg(long)]
+    pub no_bind_containerd: bool,
+    /// Do not bind /var/log/pods onto the volume
+    #[arg(long)]
+    pub no_bind_pods_logs: bool,
+    /// Do not bind /var/lib/soci-snapshotter-grpc onto the volume
+    #[arg(long)]
+    pub no_bind_soci: bool,
+    /// Bind nothing: only the volume
+    #[arg(long)]
+    pub no_bind_mounts: bool,
+    /// The config file with the key settings [default:
+    /// /etc/secretfs/secretfs.toml]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// The name nodeadm runs (`setup-local-disks`); the binary invoked by
+/// it (a link) runs that subcommand.
+pub const SETUP_LOCAL_DISKS: &str = "setup-local-disks";
+
+/// The process's arguments, with `setup-local-disks` put in as the
+/// subcommand when the binary was invoked by that name.
+pub fn args() -> Vec<std::ffi::OsString> {
+    dispatch(std::env::args_os().collect())
+}
+
+fn dispatch(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n == SETUP_LOCAL_DISKS);
+    if invoked_as == Some(true) {
+        args.insert(1, SETUP_LOCAL_DISKS.into());
+    }
+    args
 }
 
 /// Arguments of `secretfs generate`.
@@ -434,6 +510,58 @@ pub struct GenerateArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Invoked as nodeadm does (by the link's name), with every argument
+    /// EKS's script takes; `-d` as well as `--dir`.
+    #[test]
+    fn setup_local_disks_takes_the_stock_arguments() {
+        let parse = |a: &[&str]| {
+            Cli::try_parse_from(dispatch(a.iter().map(Into::into).collect())).map(|c| c.command)
+        };
+        let Ok(Command::SetupLocalDisks(a)) = parse(&[
+            "/usr/local/sbin/setup-local-disks",
+            "raid0",
+            "--dir",
+            "/mnt/k8s-disks",
+            "--no-bind-pods-logs",
+            "--no-bind-containerd",
+            "--no-bind-soci",
+            "--no-bind-kubelet",
+            "--no-bind-mounts",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(a.strategy, DiskStrategy::Raid0);
+        assert_eq!(a.dir, PathBuf::from("/mnt/k8s-disks"));
+        assert!(
+            a.no_bind_pods_logs
+                && a.no_bind_containerd
+                && a.no_bind_soci
+                && a.no_bind_kubelet
+                && a.no_bind_mounts
+        );
+        for (argv, strategy) in [
+            (
+                &["setup-local-disks", "raid10", "-d", "/d"][..],
+                DiskStrategy::Raid10,
+            ),
+            (&["setup-local-disks", "mount"][..], DiskStrategy::Mount),
+            (&["setup-local-disks", "none"][..], DiskStrategy::None),
+            (
+                &["secretfs", "setup-local-disks", "raid0"][..],
+                DiskStrategy::Raid0,
+            ),
+        ] {
+            let Ok(Command::SetupLocalDisks(a)) = parse(argv) else {
+                panic!("{argv:?}")
+            };
+            assert_eq!(a.strategy, strategy);
+        }
+        assert!(parse(&["setup-local-disks", "raid5"]).is_err());
+        assert!(parse(&["setup-local-disks"]).is_err());
+        // The binary's own name still means the binary.
+        assert!(parse(&["secretfs", "raid0"]).is_err());
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

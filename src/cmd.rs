@@ -28,8 +28,11 @@ pub enum Tool {
     Mkswap,
     /// `modprobe`, to load dm-crypt when the kernel has not yet.
     Modprobe,
-    /// `systemctl`, for `install-unit`.
+    /// `systemctl`, for `install-unit` and `setup-local-disks`.
     Systemctl,
+    /// `cp -a`, for `setup-local-disks`: a directory copied onto the
+    /// volume with owners, modes, links, extended attributes.
+    Cp,
 }
 
 impl Tool {
@@ -42,6 +45,7 @@ impl Tool {
             Tool::Mkswap => "mkswap",
             Tool::Modprobe => "modprobe",
             Tool::Systemctl => "systemctl",
+            Tool::Cp => "cp",
         }
     }
 
@@ -62,6 +66,7 @@ impl Tool {
                         Tool::Mkfs(Filesystem::Xfs) => "xfsprogs",
                         Tool::Modprobe => "kmod",
                         Tool::Systemctl => "systemd",
+                        Tool::Cp => "coreutils",
                     }
                 )
             })

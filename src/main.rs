@@ -6,7 +6,7 @@ use clap::Parser;
 use secretfs::{cli::Cli, commands, error};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(secretfs::cli::args());
     commands::init(&cli);
     match commands::run(&cli) {
         Ok(()) => ExitCode::from(error::EXIT_OK),

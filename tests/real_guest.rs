@@ -124,8 +124,13 @@ fn substitute(text: &str, edits: &[(&str, &str)]) -> String {
 /// The shipped user-data.sh with its settings lines set: only those lines
 /// differ from the file.
 fn user_data_sh(binary_sum: &str, aws: &LocalAws) -> String {
-    let shipped = fs::read_to_string(common::aws::manifest_dir().join("userdata/user-data.sh"))
-        .expect("reading userdata/user-data.sh");
+    shell_user_data("userdata/user-data.sh", binary_sum, aws)
+}
+
+/// A shipped shell user data (`file`) with its settings lines set.
+fn shell_user_data(file: &str, binary_sum: &str, aws: &LocalAws) -> String {
+    let shipped = fs::read_to_string(common::aws::manifest_dir().join(file))
+        .unwrap_or_else(|e| panic!("reading {file}: {e}"));
     let settings = [
         (
             "SECRETFS_BINARY",
@@ -149,11 +154,7 @@ fn user_data_sh(binary_sum: &str, aws: &LocalAws) -> String {
             line.to_owned()
         })
         .collect();
-    assert_eq!(
-        changed,
-        settings.len(),
-        "user-data.sh: one line per setting"
-    );
+    assert_eq!(changed, settings.len(), "{file}: one line per setting");
     lines.join("\n") + "\n"
 }
 
@@ -421,4 +422,232 @@ fn cloud_config_first_boot_and_reboot() {
     reboot.assert_checks(REBOOT);
     assert_same_volume(&first, &reboot);
     assert_nothing_in_the_clear(&instance, &[&canary]);
+}
+
+/// What an EKS AL2023 AMI has and this image does not, as the first part
+/// of a MIME multipart user data (the shipped k8s user data is the
+/// second): `nodeadm-run.service` ordered as on EKS, running
+/// `setup-local-disks raid0 --dir /mnt/k8s-disks` by bare name with
+/// systemd's default PATH and then starting containerd and kubelet; the
+/// AMI's own `/usr/bin/setup-local-disks` (which must not be the one run);
+/// and containerd and kubelet that append a line (the marker reversed,
+/// this boot's id) to a file in each of their directories when they start.
+const K8S_STAND_INS: &str = r#"#!/bin/bash
+set -euo pipefail
+echo K8S_MARKER > /etc/k8s-marker
+printf '%s\n' '#!/bin/sh' 'touch /run/stock-setup-local-disks-ran' 'exit 1' > /usr/bin/setup-local-disks
+chmod 0755 /usr/bin/setup-local-disks
+install -d /usr/local/lib/stand-in
+cat > /usr/local/lib/stand-in/write <<'SCRIPT'
+#!/bin/sh
+# write FILE...: a line (the marker reversed, the boot id) appended to
+# each, then wait. Reversed: only what a service wrote holds it.
+for f in "$@"; do echo "$(rev /etc/k8s-marker)-$(cat /proc/sys/kernel/random/boot_id)" >> "$f"; done
+exec sleep infinity
+SCRIPT
+chmod 0755 /usr/local/lib/stand-in/write
+cat > /etc/systemd/system/nodeadm-run.service <<'UNIT'
+[Unit]
+Description=Stand-in for EKS nodeadm-run (setup-local-disks, then containerd and kubelet)
+After=nodeadm-config.service cloud-final.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'setup-local-disks raid0 --dir /mnt/k8s-disks && systemctl start containerd.service kubelet.service'
+
+# EKS's unit says WantedBy=multi-user.target; here multi-user.target
+# would then be ordered after it, and Debian 12's cloud-final after
+# multi-user.target (AL2023's is not): an ordering cycle systemd breaks
+# by dropping this start. cloud-init.target keeps EKS's order without it.
+[Install]
+WantedBy=cloud-init.target
+UNIT
+cat > /etc/systemd/system/containerd.service <<'UNIT'
+[Unit]
+Description=Stand-in containerd
+[Service]
+ExecStart=/usr/local/lib/stand-in/write /var/lib/containerd/state
+UNIT
+cat > /etc/systemd/system/kubelet.service <<'UNIT'
+[Unit]
+Description=Stand-in kubelet
+[Service]
+ExecStartPre=/bin/mkdir -p /var/lib/kubelet /var/log/pods
+ExecStart=/usr/local/lib/stand-in/write /var/lib/kubelet/state /var/log/pods/log
+UNIT
+mkdir -p /var/lib/containerd /var/lib/kubelet
+systemctl daemon-reload
+systemctl enable nodeadm-run.service
+# On EKS its start job is part of the boot from the start.
+systemctl start --no-block nodeadm-run.service
+"#;
+
+/// The k8s user data: the stand-ins, then the shipped
+/// `userdata/k8s-user-data.sh` with its settings lines set.
+fn k8s_user_data(binary_sum: &str, aws: &LocalAws, marker: &str) -> String {
+    let part = |text: &str| {
+        format!("--//\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n{text}\n")
+    };
+    format!(
+        "Content-Type: multipart/mixed; boundary=\"//\"\nMIME-Version: 1.0\n\n{}{}--//--\n",
+        part(&substitute(K8S_STAND_INS, &[("K8S_MARKER", marker)])),
+        part(&shell_user_data(
+            "userdata/k8s-user-data.sh",
+            binary_sum,
+            aws
+        ))
+    )
+}
+
+/// Guest functions of the Kubernetes node.
+const K8S: &str = r#"
+wait_active() { for _ in $(seq 240); do systemctl is-active --quiet "$1" && return 0; sleep 1; done; return 1; }
+# The root disk as it is under the mounts.
+root_view() { mkdir -p /run/rootview; mountpoint -q /run/rootview || mount --bind / /run/rootview; }
+nothing_on_root() {
+  root_view
+  for f in var/lib/kubelet/state var/lib/containerd/state var/log/pods/log; do
+    [ ! -e "/run/rootview/$f" ] || { echo "on the root disk: /$f"; return 1; }
+  done
+}
+bound() { findmnt -n -o SOURCE "$1" | grep -qx "/dev/mapper/secretfs\[/$2\]"; }
+lines() { wc -l < "$1"; }
+k8s_node() {
+  fact system "$(systemctl is-system-running)"
+  check nodeadm_run_done wait_active nodeadm-run.service
+  check kubelet_running wait_active kubelet.service
+  check containerd_running wait_active containerd.service
+  journalctl -b -u secretfs.service -u nodeadm-run.service --no-pager | tail -n 30
+  check volume_xfs grep -q '^/dev/mapper/secretfs /mnt/k8s-disks/0 xfs ' /proc/mounts
+  check two_members bash -c 'secretfs status --json | python3 -c "import json,sys; r=json.load(sys.stdin); assert len(r[\"set\"][\"members\"]) == 2"'
+  check bound_kubelet bound /var/lib/kubelet kubelet
+  check bound_containerd bound /var/lib/containerd containerd
+  check bound_soci bound /var/lib/soci-snapshotter-grpc soci-snapshotter-grpc
+  check bound_pods bound /var/log/pods pods
+  check_fails stock_script_ran test -e /run/stock-setup-local-disks-ran
+  check state_on_volume test -s /mnt/k8s-disks/0/kubelet/state -a -s /mnt/k8s-disks/0/containerd/state -a -s /mnt/k8s-disks/0/pods/log
+  check nothing_on_root nothing_on_root
+  check secretfs_before_nodeadm bash -c 'systemctl show -p After -p Requires nodeadm-run.service | grep -c secretfs.service | grep -qx 2'
+  fact volume "$(volume_id)"
+  fact kubelet_lines "$(lines /mnt/k8s-disks/0/kubelet/state)"
+  fact containerd_lines "$(lines /mnt/k8s-disks/0/containerd/state)"
+}
+"#;
+const K8S_NODE: &[&str] = &[
+    "nodeadm_run_done",
+    "kubelet_running",
+    "containerd_running",
+    "volume_xfs",
+    "two_members",
+    "bound_kubelet",
+    "bound_containerd",
+    "bound_soci",
+    "bound_pods",
+    "stock_script_ran",
+    "state_on_volume",
+    "nothing_on_root",
+    "secretfs_before_nodeadm",
+];
+
+/// An EKS node (stand-ins for nodeadm-run, kubelet and containerd) with
+/// the shipped k8s user data on two instance-store disks: first boot,
+/// reboot, stop/start, and a boot whose key is gone.
+#[test]
+fn kubernetes_node_first_boot_reboot_stop_start_and_a_missing_key() {
+    let dir = common::vm::work_dir("real-guest-k8s-host");
+    let (aws, sum) = local_aws(&dir);
+    let marker = format!("secretfs-k8s-{}", hex(&random_bytes(16)));
+    // What the services write: on no disk in the clear, the root disk
+    // included (they write only onto the volume).
+    let written: String = marker.chars().rev().collect();
+    let mut instance = Instance::launch(
+        "real-guest-k8s",
+        &k8s_user_data(&sum, &aws, &marker),
+        2,
+        GIB,
+    );
+    let boot_k8s = |instance: &mut Instance, label: &str, body: &str| {
+        boot(instance, &aws, label, &format!("{K8S}\n{body}"))
+    };
+
+    // First boot: the user data brings the volume up; the stand-in
+    // nodeadm-run (after cloud-final) runs the link, which binds the
+    // directories (copying what the AMI left in them) before kubelet and
+    // containerd start.
+    let first = boot_k8s(
+        &mut instance,
+        "first-boot",
+        r#"
+check cloud_init_done bash -c 'cloud-init status --wait | grep -q "status: done"'
+cat /var/log/cloud-init-output.log
+k8s_node
+check link_is_ours test "$(readlink /usr/local/sbin/setup-local-disks)" = /usr/local/bin/secretfs
+"#,
+    );
+    first.assert_checks(&[&["cloud_init_done"], K8S_NODE, &["link_is_ours"]].concat());
+    assert_eq!(first.fact("kubelet_lines"), "1");
+
+    // Reboot: secretfs.service opens the volume before nodeadm-run, whose
+    // setup-local-disks binds again (no copy); kubelet's file holds both
+    // boots' lines, so it was bound before kubelet started.
+    let reboot = boot_k8s(&mut instance, "reboot", "k8s_node");
+    reboot.assert_checks(K8S_NODE);
+    assert_eq!(reboot.fact("volume"), first.fact("volume"));
+    assert_eq!(reboot.fact("kubelet_lines"), "2");
+    assert_eq!(reboot.fact("containerd_lines"), "2");
+    assert_nothing_in_the_clear(&instance, &[&written]);
+
+    // Stop/start: blank disks, a new volume, the binds made again. Then
+    // the drain hook of doc/kubernetes.md: stop the services, release the
+    // binds, shred; no member keeps a LUKS header.
+    instance.stop_start();
+    let restarted = boot_k8s(
+        &mut instance,
+        "stop-start",
+        r#"
+k8s_node
+drain_and_shred() {
+  systemctl stop kubelet containerd &&
+  umount -R /var/lib/kubelet /var/lib/containerd /var/lib/soci-snapshotter-grpc /var/log/pods &&
+  secretfs shred --yes
+}
+check drain_and_shred drain_and_shred
+no_luks() { for d in /dev/nvme0n1 /dev/nvme1n1; do [ -b "$d" ] && ! cryptsetup isLuks "$d" || return 1; done; }
+check shredded_no_luks no_luks
+"#,
+    );
+    restarted.assert_checks(&[K8S_NODE, &["drain_and_shred", "shredded_no_luks"]].concat());
+    assert_ne!(restarted.fact("volume"), first.fact("volume"));
+    assert_eq!(restarted.fact("kubelet_lines"), "1");
+
+    // The key is gone: secretfs.service fails; nodeadm-run, kubelet and
+    // containerd never start, and nothing is written on the root disk
+    // under the bound paths.
+    aws.moto.delete_object(WRAPPED_KEY);
+    let no_key = boot_k8s(
+        &mut instance,
+        "no-key",
+        r#"
+fact system "$(systemctl is-system-running)"
+journalctl -b -u secretfs.service -u nodeadm-run.service --no-pager | tail -n 20
+check unit_failed systemctl is-failed --quiet secretfs.service
+check nodeadm_held_back bash -c 'journalctl -b -u nodeadm-run.service --no-pager | grep -q "Dependency failed"'
+check_fails nodeadm_ran systemctl is-active --quiet nodeadm-run.service
+check_fails kubelet_ran systemctl is-active --quiet kubelet.service
+check_fails containerd_ran systemctl is-active --quiet containerd.service
+check_fails volume_mounted mountpoint -q /mnt/k8s-disks/0
+check nothing_on_root nothing_on_root
+"#,
+    );
+    no_key.assert_checks(&[
+        "unit_failed",
+        "nodeadm_held_back",
+        "nodeadm_ran",
+        "kubelet_ran",
+        "containerd_ran",
+        "volume_mounted",
+        "nothing_on_root",
+    ]);
+    assert_nothing_in_the_clear(&instance, &[&written]);
 }

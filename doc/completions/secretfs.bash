@@ -37,6 +37,9 @@ _secretfs() {
             secretfs,seal)
                 cmd="secretfs__subcmd__seal"
                 ;;
+            secretfs,setup-local-disks)
+                cmd="secretfs__subcmd__setup__subcmd__local__subcmd__disks"
+                ;;
             secretfs,shred)
                 cmd="secretfs__subcmd__shred"
                 ;;
@@ -59,7 +62,7 @@ _secretfs() {
 
     case "${cmd}" in
         secretfs)
-            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key rotate rewrap shred swap wait install-unit generate"
+            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key rotate rewrap shred swap wait install-unit setup-local-disks generate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,7 +158,7 @@ _secretfs() {
             return 0
             ;;
         secretfs__subcmd__install__subcmd__unit)
-            opts="-v -q -h --requires --now --binary --root --swap --verbose --quiet --help"
+            opts="-v -q -h --requires --now --binary --root --swap --k8s-disks --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -328,6 +331,32 @@ _secretfs() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        secretfs__subcmd__setup__subcmd__local__subcmd__disks)
+            opts="-d -v -q -h --dir --no-bind-kubelet --no-bind-containerd --no-bind-pods-logs --no-bind-soci --no-bind-mounts --config --verbose --quiet --help raid0 raid10 mount none"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -39,6 +39,7 @@ complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "shred" -d 'Crypto
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "swap" -d 'Make encrypted swap space with an ephemeral key (made anew every boot) and enable it; `--off` disables and closes it'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "wait" -d 'Wait until the volume is open and mounted (for scripts; exits 6 at the timeout)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "install-unit" -d 'Write the systemd unit, and a drop-in for each service that must not start without the volume; enable the unit'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "setup-local-disks" -d 'The volume of a Kubernetes node, as EKS\'s setup-local-disks lays it out but encrypted: nodeadm runs it by that name (see install-unit --k8s-disks)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "generate" -d 'Write the man pages and shell completions under DIR'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l wrapped-key -d 'KMS-wrapped passphrase: s3://BUCKET/KEY or a file (raw or base64)' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l passphrase-file -d 'Plaintext passphrase file, or - for stdin (one trailing newline is dropped)' -r -F
@@ -180,9 +181,20 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l binar
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l root -d 'Write into this system root (an image being built) and run no systemctl' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l now -d 'Also start the unit now (`systemctl enable --now`)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l swap -d 'Also write and enable secretfs-swap.service, which runs `secretfs swap` from the config\'s [swap] section on every boot'
+complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -l k8s-disks -d 'For an EKS or Karpenter node: link /usr/local/sbin/setup-local-disks to the binary (nodeadm finds it there first) and make nodeadm-run.service, kubelet.service and containerd.service require the volume'
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s q -l quiet -d 'Log only errors'
 complete -c secretfs -n "__fish_secretfs_using_subcommand install-unit" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -s d -l dir -d 'Where the volume is mounted, as DIR/0 (the config\'s mount must say so)' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -l config -d 'The config file with the key settings [default: /etc/secretfs/secretfs.toml]' -r -F
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -l no-bind-kubelet -d 'Do not bind /var/lib/kubelet onto the volume'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -l no-bind-containerd -d 'Do not bind /var/lib/containerd onto the volume'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -l no-bind-pods-logs -d 'Do not bind /var/log/pods onto the volume'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -l no-bind-soci -d 'Do not bind /var/lib/soci-snapshotter-grpc onto the volume'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -l no-bind-mounts -d 'Bind nothing: only the volume'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
 complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s q -l quiet -d 'Log only errors'
 complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s h -l help -d 'Print help'

@@ -33,6 +33,17 @@ const UNIT_DIR: &str = "etc/systemd/system";
 pub const UNIT_NAME: &str = "secretfs.service";
 /// The drop-in's file name inside `UNIT.d/`.
 pub const DROP_IN_NAME: &str = "requires-secretfs.conf";
+/// `--k8s-disks`: the units of an EKS node that must not start without
+/// the volume (nodeadm-run runs setup-local-disks, then starts the
+/// other two).
+pub const K8S_UNITS: [&str; 3] = [
+    "nodeadm-run.service",
+    "kubelet.service",
+    "containerd.service",
+];
+/// `--k8s-disks`: the link nodeadm runs, first in systemd's default PATH
+/// (`/usr/local/sbin` before `/usr/bin`, where the AMI's own script is).
+pub const K8S_LINK: &str = "/usr/local/sbin/setup-local-disks";
 
 /// One file to write.
 #[derive(Debug, PartialEq, Eq)]
@@ -157,7 +168,11 @@ pub fn run(args: &InstallUnitArgs) -> Result<()> {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("finding this binary's path")?,
     };
-    let files = plan(&root, &binary, &args.requires, args.swap)?;
+    let mut requires = args.requires.clone();
+    if args.k8s_disks {
+        requires.extend(K8S_UNITS.map(String::from));
+    }
+    let files = plan(&root, &binary, &requires, args.swap)?;
     if live {
         // Before anything is written, so a machine without systemd is left
         // as it was.
@@ -166,6 +181,9 @@ pub fn run(args: &InstallUnitArgs) -> Result<()> {
     for f in &files {
         write_atomically(&f.path, &f.text)?;
         info!("wrote {}", f.path.display());
+    }
+    if args.k8s_disks {
+        link_setup_local_disks(&root, &binary)?;
     }
     let config = root.join(names::DEFAULT_CONFIG.trim_start_matches('/'));
     if !config.exists() {
@@ -200,6 +218,31 @@ pub fn run(args: &InstallUnitArgs) -> Result<()> {
         },
         if args.now { " and started it" } else { "" }
     );
+    Ok(())
+}
+
+/// Makes [`K8S_LINK`] under `root` a link to `binary` (replacing a link,
+/// never a file: that would be another tool's script).
+fn link_setup_local_disks(root: &Path, binary: &Path) -> Result<()> {
+    let link = under(root, Path::new(K8S_LINK));
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if !m.file_type().is_symlink() => {
+            return crate::error::refused(format!(
+                "{} exists and is not a link: secretfs will not replace it (another \
+                 setup-local-disks?); move it away and run again",
+                link.display()
+            ))
+        }
+        _ => {}
+    }
+    let dir = link.parent().context("the link has a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = link.with_extension("secretfs-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(binary, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &link))
+        .with_context(|| format!("linking {} to {}", link.display(), binary.display()))?;
+    info!("linked {} to {}", link.display(), binary.display());
     Ok(())
 }
 

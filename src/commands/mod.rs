@@ -9,6 +9,7 @@ pub mod install_unit;
 pub mod rewrap;
 pub mod rotate;
 pub mod seal;
+pub mod setup_local_disks;
 pub mod shred;
 pub mod status;
 pub mod swap;
@@ -78,6 +79,7 @@ pub fn init(cli: &Cli) {
             | Command::Seal(_)
             | Command::CheckKey(_)
             | Command::Rotate(_)
+            | Command::SetupLocalDisks(_)
     ) {
         crate::keys::lock_all_memory();
     }
@@ -106,6 +108,7 @@ fn command_name(cli: &Cli) -> &'static str {
         Command::Swap(_) => "swap",
         Command::Wait(_) => "wait",
         Command::InstallUnit(_) => "install-unit",
+        Command::SetupLocalDisks(_) => "setup-local-disks",
         Command::Generate(_) => "generate",
     }
 }
@@ -122,7 +125,10 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Rewrap(a) => a.json,
         Command::Shred(a) => a.json,
         Command::Swap(a) => a.json,
-        Command::Wait(_) | Command::InstallUnit(_) | Command::Generate(_) => false,
+        Command::Wait(_)
+        | Command::InstallUnit(_)
+        | Command::SetupLocalDisks(_)
+        | Command::Generate(_) => false,
     }
 }
 
@@ -140,6 +146,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Swap(a) => swap::run(a),
         Command::Wait(a) => wait::run(a),
         Command::InstallUnit(a) => install_unit::run(a),
+        Command::SetupLocalDisks(a) => setup_local_disks::run(a),
         Command::Generate(a) => generate::run(a),
     }
 }
@@ -149,6 +156,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 pub fn print_json(v: &impl Serialize) -> Result<()> {
     let mut v = serde_json::to_value(v).context("writing JSON")?;
     without_wrapped_keys(&mut v);
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &v).context("writing JSON")?;
     writeln!(out).context("writing JSON")
@@ -180,13 +188,17 @@ pub fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Prints an error as one JSON object (for `--json`).
+/// Whether this process has printed its JSON object: `--json` prints one.
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints an error as one JSON object (for `--json`), unless the command
+/// printed its report already (`status` with "up": false, a refused
+/// `up --dry-run` with "refused").
 pub fn print_error_json(cli: &Cli, err: &anyhow::Error, code: u8) {
-    let failure = err.chain().find_map(|e| e.downcast_ref::<Failure>());
-    if let Some(Failure::NotUp(_)) = failure {
-        // `status` printed its report (with "up": false) already.
+    if JSON_PRINTED.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
+    let failure = err.chain().find_map(|e| e.downcast_ref::<Failure>());
     let kind = failure.map(|f| match f {
         Failure::Usage(_) => "usage",
         Failure::Refused(_) => "refused",

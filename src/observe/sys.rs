@@ -49,6 +49,9 @@ pub struct BlockDev {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
     pub devno: DevNo,
+    /// The directory of the filesystem mounted (`/` unless a bind mount
+    /// of a directory inside it).
+    pub root: PathBuf,
     pub mount_point: PathBuf,
     pub fstype: String,
     pub source: String,
@@ -83,6 +86,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let post: Vec<&str> = post.split(' ').collect();
             Some(MountEntry {
                 devno: DevNo::parse(pre.get(2)?)?,
+                root: PathBuf::from(unescape(pre.get(3)?)),
                 mount_point: PathBuf::from(unescape(pre.get(4)?)),
                 fstype: post.first()?.to_string(),
                 source: unescape(post.get(1)?),
@@ -492,6 +496,7 @@ bogus line
                 minor: 0
             }
         );
+        assert_eq!(m[2].root, PathBuf::from("/"));
         assert_eq!(m[2].mount_point, PathBuf::from("/mnt/secret fs"));
         assert_eq!(m[2].fstype, "ext4");
         assert_eq!(m[2].source, "/dev/mapper/secretfs");

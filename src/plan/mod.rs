@@ -59,6 +59,7 @@
 //! made of are here. Nothing in this module touches the machine; the unit
 //! tests (`tests.rs`) run every row of these tables without root.
 
+pub mod binds;
 mod content;
 mod down;
 #[cfg(test)]

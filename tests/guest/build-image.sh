@@ -28,7 +28,7 @@ PACKAGES=(
   systemd systemd-sysv systemd-resolved udev dbus netplan.io
   cloud-init cloud-guest-utils awscli amazon-ec2-utils sudo
   linux-image-amd64 initramfs-tools
-  libcryptsetup12 cryptsetup-bin e2fsprogs util-linux kmod
+  libcryptsetup12 cryptsetup-bin e2fsprogs xfsprogs util-linux kmod
   curl ca-certificates postgresql
 )
 

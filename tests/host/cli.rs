@@ -464,6 +464,87 @@ fn install_unit_into_a_root_writes_the_unit_and_drop_ins() {
         shipped.replace("/usr/local/bin/secretfs", "/usr/bin/secretfs")
     );
     assert_eq!(walk(dir.path()).len(), 4);
+
+    // --k8s-disks: the link nodeadm runs, and the three units that must
+    // not start without the volume.
+    let o = secretfs(&[
+        "install-unit",
+        "--root",
+        root,
+        "--binary",
+        "/usr/bin/secretfs",
+        "--k8s-disks",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let link = dir.path().join("usr/local/sbin/setup-local-disks");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("/usr/bin/secretfs")
+    );
+    for unit in ["nodeadm-run", "kubelet", "containerd"] {
+        let d = sys.join(format!("{unit}.service.d/requires-secretfs.conf"));
+        assert_eq!(
+            std::fs::read_to_string(&d).unwrap(),
+            drop_in,
+            "{}",
+            d.display()
+        );
+    }
+    // Another tool's script there is not replaced.
+    std::fs::remove_file(&link).unwrap();
+    std::fs::write(&link, "#!/bin/sh\n").unwrap();
+    let o = secretfs(&[
+        "install-unit",
+        "--root",
+        root,
+        "--binary",
+        "/usr/bin/secretfs",
+        "--k8s-disks",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(error_line(&o).contains("is not a link"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&link).unwrap(), "#!/bin/sh\n");
+}
+
+/// `setup-local-disks`, by the name nodeadm runs: `none` does nothing,
+/// `mount` and unknown strategies are usage errors, and a config that
+/// does not mount at DIR/0 is named.
+#[test]
+fn setup_local_disks_by_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("setup-local-disks");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_secretfs"), &link).unwrap();
+    let run = |args: &[&str]| Command::new(&link).args(args).output().unwrap();
+    let o = run(&["none"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["mount", "--dir", "/mnt/k8s-disks"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(error_line(&o).contains("ask for raid0"), "{}", stderr(&o));
+    let o = run(&["raid5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--no-bind-soci"));
+    let config = dir.path().join("secretfs.toml");
+    std::fs::write(
+        &config,
+        "passphrase-file = \"/dev/null\"\ndisk = \"auto\"\n",
+    )
+    .unwrap();
+    let o = run(&["raid0", "--config", config.to_str().unwrap()]);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            error_line(&o).contains(
+                "mounts the volume at /mnt/secretfs, but nodeadm asks for /mnt/k8s-disks/0"
+            ),
+            "{}",
+            stderr(&o)
+        );
+    } else {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(error_line(&o).contains("root"), "{}", stderr(&o));
+    }
 }
 
 fn walk(d: &Path) -> Vec<std::path::PathBuf> {
@@ -607,7 +688,31 @@ fn the_example_policies_grant_what_the_shipped_user_data_does() {
         from_cc, from_script,
         "cloud-config.yaml and user-data.sh read other objects"
     );
-    for text in [&script, &cc] {
+    // k8s-user-data.sh: the same settings lines, so the same policies.
+    let k8s = read("userdata/k8s-user-data.sh");
+    let settings_of = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                [
+                    "SECRETFS_BINARY=",
+                    "SECRETFS_SHA256=",
+                    "WRAPPED_KEY=",
+                    "KMS_KEY_ID=",
+                    "BUCKET_OWNER=",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(settings_of(&script).len(), 5);
+    assert_eq!(
+        settings_of(&k8s),
+        settings_of(&script),
+        "k8s-user-data.sh reads other objects than user-data.sh"
+    );
+    for text in [&script, &cc, &k8s] {
         assert!(
             text.contains("encryption-context = { purpose = \"secretfs\" }"),
             "the user data's encryption context changed: update examples/iam-policy.json"
@@ -664,5 +769,30 @@ fn the_example_policies_grant_what_the_shipped_user_data_does() {
             .unwrap()
             .starts_with("arn:aws:kms:"),
         "kms:Decrypt on one key, not *"
+    );
+}
+
+/// `--json` prints one JSON object, also when a dry run is refused: the
+/// report (with "refused"), not a second object for the error.
+#[test]
+fn a_refused_dry_run_prints_one_json_object() {
+    let o = secretfs(&[
+        "up",
+        "--dry-run",
+        "--json",
+        "--passphrase-file",
+        "/dev/null",
+        "--file",
+        "/nonexistent-secretfs-dir/v.img",
+        "--size",
+        "64M",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["dry_run"], true, "{v}");
+    assert!(
+        v["refused"].as_str().unwrap().contains("does not exist"),
+        "{v}"
     );
 }
