@@ -3,7 +3,9 @@
 //! installs run by a real systemd, in a Debian 12 image built from Debian's
 //! packages (tests/common/guest.rs, tests/guest/). Each test is one EC2
 //! instance booted several times: first boot, reboot, stop/start, and a
-//! boot without its key (the cloud-config instance: first boot and reboot).
+//! boot without its key (the cloud-config instance: first boot, then the
+//! release .deb installed with apt in place of the user data's install,
+//! and a reboot that the package's unit brings the volume up in).
 //!
 //! What differs from a user's instance, and why (the stand-ins):
 //! - the user data's settings lines name the local emulator's bucket, key
@@ -21,7 +23,9 @@
 //!
 //! The binary the user data installs is the release build
 //! (`dist/secretfs-VERSION-x86_64-linux-gnu.tar.gz`, from scripts/release,
-//! which scripts/test runs first).
+//! which scripts/test runs first), and the package is that release's
+//! `dist/secretfs_VERSION-1_amd64.deb`; both reach the guest from the
+//! emulator's S3.
 
 mod common;
 
@@ -35,6 +39,7 @@ use common::{LocalAws, GUEST_ENDPOINT};
 
 const BINARY_KEY: &str = "release/secretfs-x86_64";
 const WRAPPED_KEY: &str = "secretfs/volume-key.bin";
+const DEB_KEY: &str = "release/secretfs_amd64.deb";
 /// The context `userdata/` configures (`purpose = "secretfs"`).
 const CONTEXT: &str = "purpose=secretfs";
 const GIB: u64 = 1 << 30;
@@ -49,13 +54,16 @@ volume_id() {
 r = json.load(sys.stdin)
 print((r.get("set") or {}).get("id") or (r.get("luks") or {}).get("uuid") or "none")'
 }
+# The user data installs the binary and the config: a re-run would change
+# these (or bring back a binary removed since).
+installed_fact() {
+  fact installed "$(stat -c %i:%Y /usr/local/bin/secretfs /etc/secretfs/secretfs.toml 2>&1 | tr '\n' ' ')"
+}
 boot_facts() {
   fact system "$(systemctl is-system-running)"
   fact startup "$(systemd-analyze time 2>/dev/null | head -1)"
   fact unit_exit "$(systemctl show -p ExecMainStatus --value secretfs.service)"
-  # The user data installs the binary and the config: a re-run would
-  # change these.
-  fact installed "$(stat -c %i:%Y /usr/local/bin/secretfs /etc/secretfs/secretfs.toml | tr '\n' ' ')"
+  installed_fact
   fact cloud_init "$(cloud-init status 2>&1 | tr '\n' ' ')"
   systemd-analyze blame --no-pager | head -n 12
   cat /var/log/cloud-init-output.log
@@ -394,14 +402,31 @@ check multi_user_reached systemctl is-active --quiet multi-user.target
     assert_eq!(no_key.fact("system"), "degraded");
 }
 
-/// `userdata/cloud-config.yaml` on a 1-disk instance: first boot and
-/// reboot. Its stop/start is not booted again here: after the first boot
-/// the instance runs the same installed unit as the user-data script's,
-/// whose stop/start the test above boots.
+/// The x86_64 .deb of the release (scripts/package, which scripts/release
+/// runs; `-1` is its package release): its file name and bytes.
+fn release_deb() -> (String, Vec<u8>) {
+    let name = format!("secretfs_{}-1_amd64.deb", env!("CARGO_PKG_VERSION"));
+    let path = common::aws::manifest_dir().join("dist").join(&name);
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/release first (scripts/test does)",
+        path.display()
+    );
+    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    (name, bytes)
+}
+
+/// `userdata/cloud-config.yaml` on a 1-disk instance: first boot, then the
+/// release .deb in place of what the user data installed, and a reboot
+/// whose volume the package's unit brings up. Its stop/start is not booted
+/// again here: the unit is the same text as the one the user-data script
+/// installs, whose stop/start the test above boots.
 #[test]
-fn cloud_config_first_boot_and_reboot() {
+fn cloud_config_first_boot_then_the_package_and_reboot() {
     let dir = common::vm::work_dir("real-guest-cloud-config-host");
     let (aws, sum) = local_aws(&dir);
+    let (deb, deb_bytes) = release_deb();
+    aws.moto.put_object(DEB_KEY, &deb_bytes);
     let canary = format!("secretfs-canary-{}", hex(&random_bytes(16)));
     let mut instance = Instance::launch(
         "real-guest-cloud-config",
@@ -410,16 +435,107 @@ fn cloud_config_first_boot_and_reboot() {
         2 * GIB,
     );
 
+    // First boot: cloud-init's runcmd installs the binary and its unit and
+    // brings the volume up. Then the move to the package, as README's
+    // "Release archives" says: the user data's unit stopped and removed
+    // with its binary, `apt-get install ./secretfs_*.deb` (its dependencies
+    // are in the image; the fenced network reaches no mirror), `systemctl
+    // enable --now secretfs`.
     let first = boot(
         &mut instance,
         &aws,
         "first-boot",
-        &format!("CANARY='{canary}'\nfirst_boot"),
+        &format!(
+            r#"
+CANARY='{canary}'
+first_boot
+to_package() {{
+  aws s3api get-object --bucket {bucket} --key {DEB_KEY} /var/tmp/{deb} >/dev/null &&
+  systemctl disable --now secretfs.service &&
+  rm /etc/systemd/system/secretfs.service /usr/local/bin/secretfs &&
+  (cd /var/tmp && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./{deb}) &&
+  systemctl daemon-reload &&
+  systemctl enable --now secretfs.service
+}}
+check package_installed to_package
+hash -r
+check package_unit_up bash -c 'systemctl is-active --quiet secretfs.service && mountpoint -q /mnt/secretfs'
+check canary_kept test -f /mnt/secretfs/canary
+fact volume_package "$(volume_id)"
+installed_fact
+"#,
+            bucket = aws.moto.bucket,
+        ),
     );
-    first.assert_checks(FIRST_BOOT);
+    first.assert_checks(
+        &[
+            FIRST_BOOT,
+            &["package_installed", "package_unit_up", "canary_kept"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        first.fact("volume_package"),
+        first.fact("volume"),
+        "the package's unit: the same volume"
+    );
 
-    let reboot = boot(&mut instance, &aws, "reboot", "after_reboot");
-    reboot.assert_checks(REBOOT);
+    // Reboot: the package's unit (its file, its binary) re-opens the
+    // volume; nothing of the user data's install is left to do it.
+    let reboot = boot(
+        &mut instance,
+        &aws,
+        "reboot",
+        &format!(
+            r#"
+after_reboot
+check deb_installed bash -c 'dpkg -s secretfs | grep -qx "Status: install ok installed"'
+fact fragment "$(systemctl show -p FragmentPath --value secretfs.service)"
+fact exec_start "$(systemctl show -p ExecStart --value secretfs.service)"
+check unit_from_package bash -c 'f=$(systemctl show -p FragmentPath --value secretfs.service) && [[ $(realpath "$f") == /usr/lib/systemd/system/secretfs.service ]] && dpkg -L secretfs | grep -qx /usr/lib/systemd/system/secretfs.service'
+check unit_runs_usr_bin bash -c 'systemctl show -p ExecStart --value secretfs.service | grep -q "path=/usr/bin/secretfs ;"'
+check_fails no_unit_in_etc test -e /etc/systemd/system/secretfs.service
+check_fails no_user_data_binary test -e /usr/local/bin/secretfs
+check package_binary_is_release bash -c 'echo "{sum}  /usr/bin/secretfs" | sha256sum --check --strict --quiet'
+check package_man_page bash -c 'dpkg -L secretfs | grep -qx /usr/share/man/man1/secretfs.1.gz && test -s /usr/share/man/man1/secretfs.1.gz'
+check unit_logged_by_usr_bin bash -c 'journalctl -b _SYSTEMD_UNIT=secretfs.service -o json | python3 -c "import json, sys
+exe = {{json.loads(l).get(\"_EXE\") for l in sys.stdin}} - {{None}}
+print(\"secretfs.service logged from\", sorted(exe))
+sys.exit(exe != {{\"/usr/bin/secretfs\"}})"'
+"#
+        ),
+    );
+    reboot.assert_checks(
+        &[
+            REBOOT,
+            &[
+                "deb_installed",
+                "unit_from_package",
+                "unit_runs_usr_bin",
+                "no_unit_in_etc",
+                "no_user_data_binary",
+                "package_binary_is_release",
+                "package_man_page",
+                "unit_logged_by_usr_bin",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(reboot.fact("unit_exit"), "0");
+    assert!(
+        reboot
+            .fact("fragment")
+            .ends_with("/lib/systemd/system/secretfs.service"),
+        "{}",
+        reboot.fact("fragment")
+    );
+    assert!(
+        reboot
+            .fact("exec_start")
+            .contains("argv[]=/usr/bin/secretfs up --config /etc/secretfs/secretfs.toml"),
+        "{}",
+        reboot.fact("exec_start")
+    );
     assert_same_volume(&first, &reboot);
     assert_nothing_in_the_clear(&instance, &[&canary]);
 }
