@@ -110,8 +110,8 @@ pub fn run(a: &SetupLocalDisksArgs) -> Result<()> {
     if pending {
         cmd::verify_executables(&[Tool::Systemctl, Tool::Cp])?;
     }
-    let steps = plan_binds(&volume, &seen, |unit| pending && is_active(unit))
-        .map_err(crate::plan::Refusal::into_error)?;
+    // Asked only of the units of directories still to bind.
+    let steps = plan_binds(&volume, &seen, is_active).map_err(crate::plan::Refusal::into_error)?;
     for step in &steps {
         execute(step).inspect_err(|_| {
             warn!("stopped at: {step:?}; the services stopped for the binds stay stopped")
@@ -162,10 +162,9 @@ fn is_active(unit: &str) -> bool {
 fn execute(step: &BindStep) -> Result<()> {
     match step {
         BindStep::StopUnits(units) | BindStep::StartUnits(units) => {
-            let verb = if matches!(step, BindStep::StopUnits(_)) {
-                "stop"
-            } else {
-                "start"
+            let verb = match step {
+                BindStep::StopUnits(_) => "stop",
+                _ => "start",
             };
             let mut args = vec![std::ffi::OsStr::new(verb)];
             args.extend(units.iter().map(|u| std::ffi::OsStr::new(u.as_str())));

@@ -129,7 +129,7 @@ pub fn plan_binds(
             from: store,
             to: path,
         });
-        if active(s.dir.unit) && !units.iter().any(|u| u == s.dir.unit) {
+        if !units.iter().any(|u| u == s.dir.unit) && active(s.dir.unit) {
             units.push(s.dir.unit.to_string());
         }
     }

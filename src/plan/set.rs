@@ -224,10 +224,9 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
             let total: u64 = sizes.iter().map(|(s, _)| s).sum();
             if total < input.min_size() {
                 return bad(format!(
-                    "the {n} disks hold {} MiB together; {} need at least {} MiB",
+                    "the {n} disks hold {} MiB together; {}",
                     total >> 20,
-                    input.min_size_for(),
-                    input.min_size() >> 20
+                    input.min_size_needs()
                 ));
             }
             if recreate {

@@ -58,9 +58,7 @@ impl PlanInput {
             inside: s.inside,
         }
     }
-}
 
-impl PlanInput {
     /// The filesystem asked for (`--fs`), if any.
     pub fn want_fs(&self) -> Option<Filesystem> {
         match self.inside {
@@ -77,14 +75,17 @@ impl PlanInput {
         }
     }
 
-    /// What the smallest size is for, in a refusal.
-    pub fn min_size_for(&self) -> String {
-        match self.inside {
-            Use::Filesystem { fs } => {
-                format!("a LUKS2 header and {}", fs.unwrap_or(Filesystem::Ext4))
-            }
-            Use::Swap { .. } => "a LUKS2 header and swap space".into(),
-        }
+    /// What [`min_size`](Self::min_size) is for, in a refusal: "a LUKS2
+    /// header and xfs need at least 320 MiB".
+    pub fn min_size_needs(&self) -> String {
+        let what = match self.inside {
+            Use::Filesystem { fs } => fs.unwrap_or(Filesystem::Ext4).to_string(),
+            Use::Swap { .. } => "swap space".into(),
+        };
+        format!(
+            "a LUKS2 header and {what} need at least {} MiB",
+            self.min_size() >> 20
+        )
     }
 }
 
@@ -127,10 +128,9 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
             };
             if *size < input.min_size() {
                 return bad(format!(
-                    "--size {} MiB is too small: {} need at least {} MiB",
+                    "--size {} MiB is too small: {}",
                     size >> 20,
-                    input.min_size_for(),
-                    input.min_size() >> 20
+                    input.min_size_needs()
                 ));
             }
             if free_bytes < size {
@@ -201,9 +201,8 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
     let ours = matches!(class, Class::Ours { .. });
     if size < input.min_size() && !ours {
         return bad(format!(
-            "{path} is only {size} bytes; {} need at least {} MiB",
-            input.min_size_for(),
-            input.min_size() >> 20
+            "{path} is only {size} bytes; {}",
+            input.min_size_needs()
         ));
     }
 

@@ -278,6 +278,16 @@ pub fn parse_checks(text: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The names of the `check NAME ...` lines of a guest script, in order:
+/// the checks it expects to pass.
+pub fn check_names(script: &str) -> impl Iterator<Item = String> + '_ {
+    script
+        .lines()
+        .filter_map(|l| l.strip_prefix("check "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+}
+
 /// The rest of the last line of `text` that starts with `prefix`, trimmed
 /// (the guests' `SECRETFS-...` marker lines).
 pub fn last_marker(text: &str, prefix: &str) -> Option<String> {

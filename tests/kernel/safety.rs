@@ -77,12 +77,7 @@ fn vm_safety_cases() {
     let mut checks = |s: &mut String, body: &str| {
         s.push_str(body);
         s.push('\n');
-        expected.extend(
-            body.lines()
-                .filter_map(|l| l.strip_prefix("check "))
-                .filter_map(|l| l.split_whitespace().next())
-                .map(str::to_string),
-        );
+        expected.extend(vm::check_names(body));
     };
 
     // A. Reads fail over our volume (dm-flakey, always down). Before: blkid

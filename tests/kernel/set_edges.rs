@@ -63,12 +63,7 @@ fn vm_set_edges() {
     let mut checks = |s: &mut String, body: &str| {
         s.push_str(body);
         s.push('\n');
-        expected.extend(
-            body.lines()
-                .filter_map(|l| l.strip_prefix("check "))
-                .filter_map(|l| l.split_whitespace().next())
-                .map(str::to_string),
-        );
+        expected.extend(vm::check_names(body));
     };
 
     // M. Mixed: blank, ext4, random bytes. --force wipes the two foreign
