@@ -114,6 +114,20 @@ const FIRST_BOOT: &[&str] = &[
 const REBOOT: &[&str] = &["unit_active", "status_exit_0", "mounted", "canary_there"];
 const STOP_START: &[&str] = &["unit_active", "status_exit_0", "mounted", "canary_gone"];
 
+/// The base image builds from Debian's packages, with its own kernel and
+/// initramfs beside it. scripts/test runs this test alone in the
+/// background while the real-kernel tier runs, so that the instances below
+/// find the image built (a cold machine's three minutes of mmdebstrap, on
+/// the core the guests leave idle).
+#[test]
+fn the_guest_image_builds() {
+    let image = common::guest::image();
+    for f in [&image.root, &image.kernel, &image.initrd] {
+        let len = fs::metadata(f).map_or(0, |m| m.len());
+        assert!(len > 0, "{} is missing or empty", f.display());
+    }
+}
+
 /// `text` with each `(from, to)` replaced; each `from` must occur exactly
 /// once, so a reworded file fails here rather than in the guest.
 fn substitute(text: &str, edits: &[(&str, &str)]) -> String {
