@@ -721,8 +721,59 @@ check link_is_ours test "$(readlink /usr/local/sbin/setup-local-disks)" = /usr/l
     // Reboot: secretfs.service opens the volume before nodeadm-run, whose
     // setup-local-disks binds again (no copy); kubelet's file holds both
     // boots' lines, so it was bound before kubelet started.
-    let reboot = boot_k8s(&mut instance, "reboot", "k8s_node");
-    reboot.assert_checks(K8S_NODE);
+    // Then each --no-bind-* flag by hand, the services stopped and the
+    // binds released before each run: the flag's directory stays on the
+    // root disk, the others are bound (`--no-bind-mounts`: none is). The
+    // last run, without a flag, binds all four again from the volume.
+    let reboot = boot_k8s(
+        &mut instance,
+        "reboot",
+        r#"
+k8s_node
+BIND_DIRS="/var/lib/kubelet /var/lib/containerd /var/lib/soci-snapshotter-grpc /var/log/pods"
+# no_bind FLAG DIR...: setup-local-disks with --no-bind-FLAG (none if FLAG
+# is empty) leaves exactly DIR... unbound.
+no_bind() {
+  local flag=$1 d
+  shift
+  systemctl stop kubelet containerd || return 1
+  for d in $BIND_DIRS; do ! mountpoint -q "$d" || umount "$d" || return 1; done
+  setup-local-disks raid0 --dir /mnt/k8s-disks ${flag:+"--no-bind-$flag"} || return 1
+  for d in $BIND_DIRS; do
+    case " $* " in
+      *" $d "*) ! mountpoint -q "$d" || { echo "$d bound despite --no-bind-$flag"; return 1; } ;;
+      *) mountpoint -q "$d" || { echo "$d not bound (flag: ${flag:-none})"; return 1; } ;;
+    esac
+  done
+}
+all_bound() {
+  bound /var/lib/kubelet kubelet && bound /var/lib/containerd containerd &&
+    bound /var/lib/soci-snapshotter-grpc soci-snapshotter-grpc && bound /var/log/pods pods
+}
+check no_bind_kubelet no_bind kubelet /var/lib/kubelet
+check no_bind_containerd no_bind containerd /var/lib/containerd
+check no_bind_soci no_bind soci /var/lib/soci-snapshotter-grpc
+check no_bind_pods_logs no_bind pods-logs /var/log/pods
+check no_bind_mounts no_bind mounts $BIND_DIRS
+check bind_all_again no_bind ""
+check binds_from_the_volume all_bound
+"#,
+    );
+    reboot.assert_checks(
+        &[
+            K8S_NODE,
+            &[
+                "no_bind_kubelet",
+                "no_bind_containerd",
+                "no_bind_soci",
+                "no_bind_pods_logs",
+                "no_bind_mounts",
+                "bind_all_again",
+                "binds_from_the_volume",
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(reboot.fact("volume"), first.fact("volume"));
     assert_eq!(reboot.fact("kubelet_lines"), "2");
     assert_eq!(reboot.fact("containerd_lines"), "2");

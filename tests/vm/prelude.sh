@@ -10,7 +10,8 @@
 #                            FILE CMD` keeps its own line on the console)
 #   to2 OUT ERR CMD...       the same with stderr in ERR
 #
-# NAME is one word; the harness matches these lines exactly.
+# NAME is one word; the harness matches these lines exactly. With $VM_CASE
+# set (cases sharing one boot), NAME is printed as CASE/NAME.
 #
 # CMD's own output goes to the console. If any check failed, the script exits
 # non-zero even when its last command succeeded.
@@ -29,7 +30,7 @@ vm_lap() {
 }
 
 check() {
-  local name=$1 rc=0
+  local name=${VM_CASE:+$VM_CASE/}$1 rc=0
   shift
   vm_lap
   "$@" || rc=$?
@@ -45,7 +46,7 @@ check() {
 }
 
 check_fails() {
-  local name=$1 rc=0
+  local name=${VM_CASE:+$VM_CASE/}$1 rc=0
   shift
   vm_lap
   "$@" || rc=$?
