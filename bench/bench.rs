@@ -46,6 +46,22 @@ const SET_SCRIPT: &str = include_str!("set.sh");
 /// Rounds of time-to-mounted, and of throughput, in the set boot.
 const SET_ROUNDS: usize = 3;
 const SET_FIO_ROUNDS: usize = 2;
+/// Rounds of the mke2fs option variants in the set boot.
+const SET_MKFS_ROUNDS: usize = 5;
+/// The mke2fs option variants the set boot times on 8 TiB (bench/set.sh
+/// names their options), and those it also times on 1 GiB.
+const MKFS_BIG: [&str; 9] = [
+    "stock",
+    "cur",
+    "nores",
+    "onebackup",
+    "g256",
+    "g4096",
+    "nores_g256",
+    "i1m",
+    "bigalloc",
+];
+const MKFS_SMALL: [&str; 2] = ["cur", "nores_g256"];
 /// Guest RAM: cryptsetup caps argon2id's memory at half of it, so this lets
 /// the default (1 GiB) through.
 const GUEST_MEM_MIB: u32 = 3072;
@@ -704,12 +720,117 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
     lines
 }
 
+/// The one sample of `kind` for `case`, `step` (time only) and `round`.
+fn sample_of(samples: &[Value], kind: &str, case: &str, step: &str, round: usize) -> f64 {
+    let field = if kind == "time" { "seconds" } else { "bytes" };
+    samples
+        .iter()
+        .find(|x| {
+            x["kind"] == kind
+                && x["case"] == case
+                && (kind != "time" || x["step"] == step)
+                && x["round"] == round
+        })
+        .and_then(|x| x[field].as_f64())
+        .unwrap_or_else(|| panic!("no {kind} sample of {case} round {round}"))
+}
+
+/// The mke2fs option variants of the set boot: per variant and size, the
+/// medians of mkfs, of the mount after it, of the two (time to a mounted
+/// filesystem on an open mapping) and of the bytes mkfs wrote; against the
+/// current options (`cur`), and 8 TiB against 1 GiB.
+fn mkfs_options(
+    samples: &[Value],
+    info: &serde_json::Map<String, Value>,
+    rounds: usize,
+    m: &mut serde_json::Map<String, Value>,
+) -> Vec<String> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // (mkfs, mount, both, bytes) medians of one size's variant.
+    let of = |tag: &str, v: &str| {
+        let case = format!("mkfs_{tag}_{v}");
+        let mount = format!("mount_{tag}_{v}");
+        let r = 1..=rounds;
+        let mk: Vec<f64> = r
+            .clone()
+            .map(|r| sample_of(samples, "time", &case, "total", r))
+            .collect();
+        let mo: Vec<f64> = r
+            .clone()
+            .map(|r| sample_of(samples, "time", &mount, "total", r))
+            .collect();
+        let both = mk.iter().zip(&mo).map(|(a, b)| a + b).collect();
+        let bytes = r
+            .map(|r| sample_of(samples, "written", &case, "", r))
+            .collect();
+        (median(mk), median(mo), median(both), median(bytes))
+    };
+    let text = |key: String| {
+        info.get(&key)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let mut lines = vec![
+        String::new(),
+        format!(
+            "mke2fs options ({}), medians of {rounds} rounds: mkfs.ext4 on a fresh dm-crypt mapping of \
+             one member, then the mount secretfs does (to mounted = the two, same round).",
+            text("mkfs_version".into())
+        ),
+        String::new(),
+        "| size, variant | options | mkfs s | mount s | to mounted s | vs cur | MiB written | groups per flex | inodes | backups |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|".into(),
+    ];
+    for (tag, label, variants) in [
+        ("big", "8 TiB", &MKFS_BIG[..]),
+        ("small", "1 GiB", &MKFS_SMALL[..]),
+    ] {
+        let (_, _, cur, _) = of(tag, "cur");
+        for v in variants {
+            let (mk, mo, both, bytes) = of(tag, v);
+            m.insert(
+                format!("mkfs_{tag}_{v}"),
+                json!({"mkfs_s": mk, "mount_s": mo, "to_mounted_s": both, "bytes": bytes}),
+            );
+            let info_of = |what: &str| text(format!("mkfs_{tag}_{v}_{what}"));
+            lines.push(format!(
+                "| {label}, {v} | `{}` | {mk:.2} | {mo:.2} | {both:.2} | {:.2}× | {:.1} | {} | {} | {} |",
+                info_of("options"),
+                both / cur,
+                bytes / f64::from(1u32 << 20),
+                info_of("groups_per_flex"),
+                info_of("inodes"),
+                info_of("backups"),
+            ));
+        }
+    }
+    lines.push(String::new());
+    for v in MKFS_SMALL {
+        let (_, _, big, _) = of("big", v);
+        let (_, _, small, _) = of("small", v);
+        m.insert(
+            format!("mkfs_{v}_big_over_small"),
+            json!({"big_s": big, "small_s": small, "ratio": big / small}),
+        );
+        lines.push(format!(
+            "- 8 TiB / 1 GiB, mkfs + mount, {v}: {:.2}× ({big:.2} s / {small:.2} s)",
+            big / small
+        ));
+    }
+    lines
+}
+
 #[test]
 #[ignore = "a benchmark: run by scripts/bench"]
 fn bench_5_set() {
     assert_release();
     let rounds = knob("SET_ROUNDS", SET_ROUNDS).max(1);
     let fio_rounds = knob("SET_FIO_ROUNDS", SET_FIO_ROUNDS).max(1);
+    let mkfs_rounds = knob("SET_MKFS_ROUNDS", SET_MKFS_ROUNDS).max(1);
     let dir = vm::work_dir("bench-set");
     let roles: Vec<(String, u64)> = std::iter::once("one".to_string())
         .chain((0..4).map(|i| format!("m{i}")))
@@ -718,6 +839,7 @@ fn bench_5_set() {
     let env = vec![
         ("ROUNDS".to_owned(), rounds.to_string()),
         ("FIO_ROUNDS".to_owned(), fio_rounds.to_string()),
+        ("MKFS_ROUNDS".to_owned(), mkfs_rounds.to_string()),
     ];
     let (run, samples, info) = boot("bench-set", SET_SCRIPT, &dir, &roles, env);
     let mut m = serde_json::Map::new();
@@ -753,6 +875,7 @@ fn bench_5_set() {
         lines.push(row);
     }
     lines.extend(where_the_time_goes(&run.out_dir, &samples, rounds));
+    lines.extend(mkfs_options(&samples, &info, mkfs_rounds, &mut m));
     lines.extend([
         String::new(),
         "| fio (MiB/s) | sfs1 | sfs4 | sfs4/sfs1 | raw4 (layout b) | raw4/sfs4 | chunk 64K/512K | chunk 2M/512K |".into(),
@@ -788,6 +911,6 @@ fn bench_5_set() {
     fs::write(results_dir().join("set.md"), &md).expect("writing set.md");
     write_result(
         "set.json",
-        &json!({"rounds": rounds, "fio_rounds": fio_rounds, "info": info, "ratios": m, "samples": samples}),
+        &json!({"rounds": rounds, "fio_rounds": fio_rounds, "mkfs_rounds": mkfs_rounds, "info": info, "ratios": m, "samples": samples}),
     );
 }
