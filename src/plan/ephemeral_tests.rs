@@ -256,6 +256,38 @@ fn a_set_killed_before_its_last_member_opened_is_closed_and_made_anew() {
     assert!(m.contains("not on any of the disks named"), "{m}");
 }
 
+#[test]
+fn a_remake_killed_between_the_members_headers_is_made_anew() {
+    let set_input = PlanInput {
+        ephemeral: true,
+        ..input(2)
+    };
+    // The first member's new header written (half-made), the second disk
+    // still the old closed set's member; and the other way round.
+    for contents in [
+        vec![super::set_tests::half_made(), eph_member(1, 2)],
+        vec![eph_member(0, 2), super::set_tests::half_made()],
+    ] {
+        let p = plan_set(&set_input, &obs(contents), "new").unwrap();
+        assert!(p.first_format, "{p:?}");
+        let Step::FormatMembers { members, .. } = &p.steps[0].step else {
+            panic!("{p:?}")
+        };
+        assert!(members.iter().all(|m| m.again), "{members:?}");
+        assert!(p.notes[0].contains("making the set anew"), "{p:?}");
+    }
+    // Beside a disk that holds anything else, it is refused as before.
+    let m = refused(plan_set(
+        &set_input,
+        &obs(vec![
+            eph_member(0, 2),
+            super::set_tests::member("s1", 1, 2, Some("ext4")),
+        ]),
+        "new",
+    ));
+    assert!(!m.is_empty(), "{m}");
+}
+
 // The rows of `secretfs swap`: an ephemeral volume with swap inside.
 
 fn swap_input() -> PlanInput {

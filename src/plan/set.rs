@@ -26,6 +26,7 @@
 //! | a damaged LUKS header, a busy or partition disk     | refuse, even with `--force`   |
 //! | a read-only disk (for a new set)                    | refuse                        |
 //! | an ephemeral set, not all open (any key mode)       | close the open members, format all again, open, stripe, mkfs, mount |
+//! | a closed ephemeral set's members beside half-made headers or blank disks (its remake stopped) | the same |
 //! | an ephemeral set all open, without `--ephemeral`; a kept-key member with it | refuse |
 //!
 //! `--force` never mixes: it makes a new set of every named disk, and only
@@ -168,6 +169,21 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
             }
         }
         Ok(v) => v,
+        // A remake of a closed ephemeral set stopped part-way (killed
+        // while the members' headers were written one after another): the
+        // disks hold its old members, whose keys are gone, beside new
+        // half-made headers or blank disks. Nothing on them can be read
+        // again: the set is made anew, as it would have been.
+        Err(why) if recreate && classes.iter().all(keyless) => {
+            notes.push(format!(
+                "{why}, but every disk holds a member of a closed ephemeral set, a half-made \
+                 header or nothing: no key opens any of it; making the set anew over all {n}"
+            ));
+            Verdict::Create {
+                again: classes.iter().map(|c| *c != Class::Blank).collect(),
+                wipe: Vec::new(),
+            }
+        }
         Err(why) if input.force => {
             notes.push(format!("--force: {why}; making a new set of all {n} disks"));
             let wipe = classes
@@ -460,6 +476,20 @@ fn close_open_members(
         );
     }
     Ok(())
+}
+
+/// Blank, half-made, or a member of an ephemeral set: what a closed
+/// ephemeral set's disks may hold when its remake was stopped part-way.
+fn keyless(c: &Class) -> bool {
+    matches!(
+        c,
+        Class::Blank
+            | Class::HalfMade { .. }
+            | Class::Ours {
+                ephemeral: true,
+                ..
+            }
+    )
 }
 
 /// What the disks hold together, or why they cannot be used as they are.

@@ -54,7 +54,7 @@ pub(super) fn member(set: &str, m: u32, members: u32, fs: Option<&str>) -> Conte
         1,
     )
 }
-fn half_made() -> Content {
+pub(super) fn half_made() -> Content {
     let t = Token::member(
         "u",
         &Place {
