@@ -47,9 +47,9 @@ pub enum Command {
     Seal(SealArgs),
     /// Fetch and decrypt the wrapped key as `up` would, without using it
     CheckKey(CheckKeyArgs),
-    /// Give the open volume new data keys without reformatting: a new key
-    /// slot per member, then the old one removed (volumes made with
-    /// --kms-key; an interrupted rotation is finished)
+    /// Give the open volume a new data key without reformatting (one for a
+    /// whole set): a new key slot per member, then the old one removed
+    /// (volumes made with --kms-key; an interrupted rotation is finished)
     Rotate(RotateArgs),
     /// Re-wrap under another KMS key with KMS ReEncrypt (the plaintext never
     /// reaches this host): the data keys in the open volume's headers, or a

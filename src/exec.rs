@@ -12,11 +12,13 @@ use tracing::{error, info, warn};
 use crate::cmd::{self, Tool};
 use crate::device;
 use crate::error::refused;
+use crate::error::Failure;
 use crate::fault;
 use crate::fs;
-use crate::keys::data_key::{DataKeys, DATA_KEY_BYTES};
+use crate::keys::data_key::{DataKeys, Owner, WrappedKey, DATA_KEY_BYTES};
 use crate::keys::ephemeral::EphemeralKeys;
-use crate::keys::{KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
+use crate::keys::{random_bytes, KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
+use crate::luks::header::TokenFound;
 use crate::luks::token::Place;
 use crate::luks::{self, FormatOptions, Kdf, SlotKey};
 use crate::names;
@@ -102,19 +104,58 @@ pub enum Key {
         /// Where it came from, for messages.
         from: String,
     },
-    /// Each volume's own data key, made on format and kept in its header.
+    /// A data key in the header, made on format (one per volume: a set
+    /// is one volume) and kept wrapped in every member's token.
     DataKeys(DataKeys),
     /// Each volume's random key, made on format and kept nowhere.
     Ephemeral(EphemeralKeys),
 }
 
-impl Key {
+/// The key one format or open hands the LUKS layer. A data key is made or
+/// decrypted here, with KMS, before any disk work: the LUKS layer gets a
+/// passphrase only.
+enum Held<'a> {
+    Slot(SlotKey<'a>),
+    /// A new data key and its record.
+    Made(Passphrase, WrappedKey),
+    /// The data key the header records, decrypted (`None`: it records
+    /// none, which the LUKS layer refuses by name).
+    Decrypted(Option<Passphrase>),
+}
+
+impl Held<'_> {
     fn slot(&self) -> SlotKey<'_> {
         match self {
-            Key::Shared { pass, from, .. } => SlotKey::Given { pass, from },
-            Key::DataKeys(k) => SlotKey::DataKey(k),
-            Key::Ephemeral(k) => SlotKey::Ephemeral(k),
+            Held::Slot(s) => *s,
+            Held::Made(pass, record) => SlotKey::NewDataKey { pass, record },
+            Held::Decrypted(p) => SlotKey::HeaderDataKey(p.as_ref()),
         }
+    }
+}
+
+impl Key {
+    /// The key for new headers whose data key `owner` names: the new
+    /// volume, or the whole set (one data key for all its members).
+    fn for_format(&self, owner: Owner<'_>) -> Result<Held<'_>> {
+        Ok(match self {
+            Key::Shared { pass, from, .. } => Held::Slot(SlotKey::Given { pass, from }),
+            Key::DataKeys(k) => {
+                let (pass, record) = k.make(owner)?;
+                Held::Made(pass, record)
+            }
+            Key::Ephemeral(k) => Held::Slot(SlotKey::Ephemeral(k)),
+        })
+    }
+
+    /// The key that opens the header on `dev`. A data key is decrypted
+    /// once per run for the owner its record names: a set's members share
+    /// one record, so a set costs one KMS call.
+    fn for_open(&self, dev: &Path) -> Result<Held<'_>> {
+        Ok(match self {
+            Key::Shared { pass, from, .. } => Held::Slot(SlotKey::Given { pass, from }),
+            Key::DataKeys(k) => Held::Decrypted(header_data_key(k, dev)?),
+            Key::Ephemeral(k) => Held::Slot(SlotKey::Ephemeral(k)),
+        })
     }
 
     /// Where the key slot's passphrase comes from and its length: what
@@ -127,6 +168,31 @@ impl Key {
             Key::Ephemeral(_) => (KeyOrigin::Kms, crate::luks::VOLUME_KEY_BYTES),
         }
     }
+}
+
+/// The data key the header on `dev` records, decrypted for the owner its
+/// record names (the header's own UUID, or the set its token names);
+/// `None` when it records none.
+fn header_data_key(keys: &DataKeys, dev: &Path) -> Result<Option<Passphrase>> {
+    let Some(h) = luks::header::read(dev)? else {
+        return Ok(None);
+    };
+    let TokenFound::Present { token, .. } = &h.token else {
+        return Ok(None);
+    };
+    let Some(w) = &token.data_key else {
+        return Ok(None);
+    };
+    let owner = token
+        .key_owner(&h.uuid, w)
+        .map_err(Failure::KeyUnavailable)?;
+    keys.open(owner, w).map(Some)
+}
+
+/// A new volume's LUKS UUID (version 4, from the kernel's CSPRNG), chosen
+/// before its header is written: its data key's context names it.
+fn new_uuid() -> Result<uuid::Uuid> {
+    Ok(uuid::Builder::from_random_bytes(random_bytes()?).into_uuid())
 }
 
 /// The KDF for a new key slot: PBKDF2 only for a KMS key of high entropy.
@@ -248,7 +314,9 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
             }
             let key = r.key()?;
             let opts = format_options(header, key);
-            let uuid = luks::format(&dev, key.slot(), &opts, None)?;
+            let chosen = new_uuid()?;
+            let held = key.for_format(Owner::Volume(&chosen.to_string()))?;
+            let uuid = luks::format(&dev, held.slot(), &opts, None, Some(chosen))?;
             info!(
                 "formatted {} as LUKS2 {uuid} (aes-xts-plain64, 512-bit key, {}-byte sectors, {:?}{})",
                 dev.display(),
@@ -275,6 +343,14 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
             let opts = format_options(header, key);
             let check = plan.forced.is_none();
             let count = members.len() as u32;
+            // One key for the whole set, made before any member's work (a
+            // key per member, as releases before made it, only for the
+            // tests that check such sets still open).
+            let per_member = fault::legacy("set_key") && matches!(key, Key::DataKeys(_));
+            let held = match per_member {
+                false => Some(key.for_format(Owner::Set(set))?),
+                true => None,
+            };
             // One thread per member: each examines its disk again and
             // writes its header.
             let work: Vec<_> = members.iter().zip(&devs).collect();
@@ -288,7 +364,14 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                     members: count,
                     chunk: *chunk,
                 };
-                luks::format(dev, key.slot(), &opts, Some(&place))
+                match &held {
+                    Some(held) => luks::format(dev, held.slot(), &opts, Some(&place), None),
+                    None => {
+                        let chosen = new_uuid()?;
+                        let own = key.for_format(Owner::Volume(&chosen.to_string()))?;
+                        luks::format(dev, own.slot(), &opts, Some(&place), Some(chosen))
+                    }
+                }
             })?;
             for (dev, uuid) in devs.iter().zip(&uuids) {
                 info!(
@@ -332,8 +415,8 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         }
         Step::Open { dev, name, discard } => {
             let dev = r.dev(dev)?;
-            let key = r.key()?;
-            luks::open(&dev, name, key.slot(), *discard)?;
+            let held = r.key()?.for_open(&dev)?;
+            luks::open(&dev, name, held.slot(), *discard)?;
             let mapper = crate::names::mapper_path(name);
             info!("opened {} as {}", dev.display(), mapper.display());
             let name = name.clone();

@@ -42,6 +42,21 @@ pub fn point(name: &str) {
     }
 }
 
+/// Whether `SECRETFS_FAULT=POINT:legacy` asks `up` to act at POINT as an
+/// earlier release did, so that the tests can make what it made and check
+/// that it still opens (`set_key`: a new set gets a data key per member).
+#[cfg(feature = "fault-injection")]
+pub fn legacy(name: &str) -> bool {
+    std::env::var(crate::names::ENV_FAULT).is_ok_and(|s| s == format!("{name}:legacy"))
+}
+
+/// Without the feature, never.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn legacy(_name: &str) -> bool {
+    false
+}
+
 /// Called by `up` at each named point; without the feature it does nothing.
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]

@@ -33,7 +33,7 @@ complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "down" -d 'Unmount
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "status" -d 'Show what is there: device, LUKS header, mapping, mount and usage; exits 6 unless the volume is open and mounted'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "seal" -d 'Have KMS make a passphrase (or take one) and wrap it; store the blob'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "check-key" -d 'Fetch and decrypt the wrapped key as `up` would, without using it'
-complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "rotate" -d 'Give the open volume new data keys without reformatting: a new key slot per member, then the old one removed (volumes made with --kms-key; an interrupted rotation is finished)'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "rotate" -d 'Give the open volume a new data key without reformatting (one for a whole set): a new key slot per member, then the old one removed (volumes made with --kms-key; an interrupted rotation is finished)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "rewrap" -d 'Re-wrap under another KMS key with KMS ReEncrypt (the plaintext never reaches this host): the data keys in the open volume\'s headers, or a blob with --wrapped-key'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "shred" -d 'Crypto-shred the volume: unmount, close, destroy every key slot and both LUKS2 headers on every device below it (irreversible)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "swap" -d 'Make encrypted swap space with an ephemeral key (made anew every boot) and enable it; `--off` disables and closes it'

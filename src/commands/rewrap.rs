@@ -18,8 +18,9 @@ use crate::cli::RewrapArgs;
 use crate::config;
 use crate::error::{key_unavailable, refused};
 use crate::keys::aws;
-use crate::keys::data_key::DataKeys;
+use crate::keys::data_key::{DataKeys, Scope, WrappedKey};
 use crate::keys::rewrap::rewrap_blob;
+use crate::keys::Passphrase;
 use crate::lock;
 use crate::luks::{slots, update_token};
 use crate::plan::rotate::check_rewrap;
@@ -60,13 +61,29 @@ pub fn run(args: &RewrapArgs) -> Result<()> {
     }
     let keys = DataKeys::for_existing(opts);
     // Every member's new record is made and proven (decrypted as `up`
-    // will, and opening its key slot) before any header is changed.
-    let mut rewrapped = Vec::new();
+    // will, and opening its key slot) before any header is changed. A
+    // set's one data key is re-wrapped once, and that record proven on
+    // every member: they all end with the same record.
+    let mut rewrapped: Vec<WrappedKey> = Vec::new();
+    let mut set_record: Option<(WrappedKey, Passphrase)> = None;
     for m in &members {
         signals::check()?;
         let w = m.token.data_key.as_ref().expect("checked above");
-        let new = keys.rewrap(&m.uuid, w, &args.new_kms_key)?;
-        let p = keys.prove(&m.uuid, &new, "the re-wrap")?;
+        let owner = m
+            .token
+            .key_owner(&m.uuid, w)
+            .map_err(crate::error::Failure::KeyUnavailable)?;
+        let (new, p) = match (&set_record, w.scope) {
+            (Some((r, p)), Scope::Set) => (r.clone(), Passphrase::from_slice(p.expose())),
+            _ => {
+                let new = keys.rewrap(owner, w, &args.new_kms_key)?;
+                let p = keys.prove(owner, &new, "the re-wrap")?;
+                (new, p)
+            }
+        };
+        if w.scope == Scope::Set && set_record.is_none() {
+            set_record = Some((new.clone(), Passphrase::from_slice(p.expose())));
+        }
         if slots::opened_by(&m.dev, &p)?.is_none() {
             return key_unavailable(format!(
                 "the re-wrap stopped before any change: the data key KMS re-wrapped under {} \

@@ -1,4 +1,4 @@
-//! `secretfs rotate`: new data keys for an open volume, without reformat.
+//! `secretfs rotate`: a new data key for an open volume, without reformat.
 //! For each member (one after the other): observe its token, plan its
 //! rotation ([`crate::plan::rotate`], pure), and run the steps here, each
 //! one header write: the next data key recorded, its key slot added and
@@ -6,6 +6,14 @@
 //! key and the data stay; the mapping stays open throughout. A member
 //! killed half-way opens with the key its token names, and the next
 //! `rotate` finishes it.
+//!
+//! A set is one volume with one data key: KMS makes the next key once,
+//! for the set ([`Owner::Set`]), and every member records the same one. A
+//! set made with a key per member is moved to one key this way. A
+//! rotation killed half-way left the set's next key in a member's token
+//! (as `next_key`, or as its `data_key` with the old slot still to
+//! retire): the next `rotate` gives the remaining members that key, so
+//! the set ends on one key whatever the point it was killed at.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +27,7 @@ use crate::cli::RotateArgs;
 use crate::config;
 use crate::error::{key_unavailable, refused, usage};
 use crate::fault;
-use crate::keys::data_key::DataKeys;
+use crate::keys::data_key::{DataKeys, Owner, Scope, WrappedKey};
 use crate::keys::Passphrase;
 use crate::lock;
 use crate::luks::header::{self, TokenFound};
@@ -117,10 +125,13 @@ pub fn run(args: &RotateArgs) -> Result<()> {
         rotations.push(plan_rotation(&m.dev, &m.token).or_else(refused)?);
     }
     let keys = DataKeys::for_existing(opts);
+    let mut next = NextKey {
+        record: interrupted_set_key(&members),
+    };
     let mut done = Vec::new();
     for (m, r) in members.iter().zip(rotations) {
         signals::check()?;
-        let d = rotate_member(&keys, m, &r, args.new_kms_key.as_deref())?;
+        let d = rotate_member(&keys, m, &r, args.new_kms_key.as_deref(), &mut next)?;
         info!(
             "{} the data key of {} (LUKS2 {}): key slot {} now, {}, wrapped by {}",
             if r.resumes {
@@ -147,6 +158,45 @@ pub fn run(args: &RotateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The set's next data key, once made (or found recorded by a rotation
+/// that was interrupted): every member that still needs one records it.
+struct NextKey {
+    record: Option<WrappedKey>,
+}
+
+/// The set key an interrupted rotation recorded in some member's token:
+/// its `next_key`, or the `data_key` it switched to before its old slot
+/// was retired.
+fn interrupted_set_key(members: &[Member]) -> Option<WrappedKey> {
+    let set = |w: &WrappedKey| w.scope == Scope::Set;
+    let next = members
+        .iter()
+        .filter_map(|m| m.token.next_key.as_deref())
+        .find(|w| set(w));
+    let switched = members
+        .iter()
+        .filter(|m| m.token.retire_slot.is_some())
+        .filter_map(|m| m.token.data_key.as_ref())
+        .find(|w| set(w));
+    next.or(switched).cloned()
+}
+
+/// Whose the member's new data key is: its set's (one for all members),
+/// or the volume's.
+fn new_owner(m: &Member) -> Owner<'_> {
+    match &m.token.set {
+        Some(set) => Owner::Set(set),
+        None => Owner::Volume(&m.uuid),
+    }
+}
+
+/// The owner the context of `w`, a record in `m`'s token, names.
+fn owner_of<'a>(m: &'a Member, w: &WrappedKey) -> Result<Owner<'a>> {
+    m.token
+        .key_owner(&m.uuid, w)
+        .map_err(|e| crate::error::Failure::KeyUnavailable(e).into())
+}
+
 /// Runs one member's rotation. What the steps need of the token is known
 /// from the observed token and the steps run before: the lock keeps
 /// everyone else off the header meanwhile.
@@ -155,10 +205,11 @@ fn rotate_member(
     m: &Member,
     r: &Rotation,
     new_kms_key: Option<&str>,
+    set_next: &mut NextKey,
 ) -> Result<Rotated> {
     let dev = &m.dev;
     let cur_key = m.token.data_key.clone().context("no data key")?;
-    let cur = keys.open(&m.uuid, &cur_key)?;
+    let cur = keys.open(owner_of(m, &cur_key)?, &cur_key)?;
     let Some(cur_slot) = slots::opened_by(dev, &cur)? else {
         return key_unavailable(format!(
             "the data key in the token of {} opens no key slot: the header is damaged; nothing was changed",
@@ -174,11 +225,20 @@ fn rotate_member(
     let mut wrapped_by = cur_key.kms_key.clone();
     for &step in &r.steps {
         match step {
+            RotateStep::MakeNext if set_next.record.is_some() && m.token.set.is_some() => {
+                // The set's next key, made for an earlier member.
+                let w = set_next.record.clone().expect("checked");
+                let p = keys.open(owner_of(m, &w)?, &w)?;
+                update_token(dev, |t| t.next_key = Some(Box::new(w.clone())))?;
+                next_key = Some(w);
+                next = Some(p);
+            }
             RotateStep::MakeNext => {
                 let under = new_kms_key.unwrap_or(&cur_key.kms_key);
-                let (p, w) = keys.make_under(&m.uuid, under, cur_key.instance)?;
+                let owner = new_owner(m);
+                let (p, w) = keys.make_under(owner, under, cur_key.instance)?;
                 // Decrypted as `up` will decrypt it, before it is recorded.
-                if !keys.prove(&m.uuid, &w, "the rotation")?.same_as(&p) {
+                if !keys.prove(owner, &w, "the rotation")?.same_as(&p) {
                     return key_unavailable(format!(
                         "the rotation of {} stopped before any change: KMS decrypted the new data \
                          key under {} to other bytes than it generated",
@@ -187,16 +247,19 @@ fn rotate_member(
                     ));
                 }
                 update_token(dev, |t| t.next_key = Some(Box::new(w.clone())))?;
+                if w.scope == Scope::Set {
+                    set_next.record = Some(w.clone());
+                }
                 next_key = Some(w);
                 next = Some(p);
             }
             RotateStep::AddSlot => {
                 let p = match next.take() {
                     Some(p) => p,
-                    None => keys.open(
-                        &m.uuid,
-                        next_key.as_ref().context("no next key in the token")?,
-                    )?,
+                    None => {
+                        let w = next_key.as_ref().context("no next key in the token")?;
+                        keys.open(owner_of(m, w)?, w)?
+                    }
                 };
                 slot = match slots::opened_by(dev, &p)? {
                     Some(s) => s,
@@ -250,4 +313,83 @@ fn rotate_member(
         slot,
         kms_key: wrapped_by,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::luks::token::Place;
+
+    fn key(c: &str, scope: Scope) -> WrappedKey {
+        WrappedKey {
+            kms_key: "arn:aws:kms:eu-west-1:111122223333:key/k".into(),
+            ciphertext: c.into(),
+            instance: false,
+            context_keys: None,
+            scope,
+        }
+    }
+
+    fn member(i: u32, t: impl FnOnce(&mut Token)) -> Member {
+        let place = Place {
+            set: "s1".into(),
+            member: i,
+            members: 2,
+            chunk: 512 << 10,
+        };
+        let mut token =
+            Token::member(&format!("u{i}"), &place).with_data_key(key("old", Scope::Set));
+        t(&mut token);
+        Member {
+            dev: PathBuf::from(format!("/dev/vd{i}")),
+            uuid: format!("u{i}"),
+            token,
+        }
+    }
+
+    /// Where a killed set rotation left the set's next key, a row per
+    /// kill point: the members still without it get that key, not another.
+    #[test]
+    fn an_interrupted_set_rotation_hands_its_key_to_the_other_members() {
+        let next = key("next", Scope::Set);
+        let settled = |_: &mut Token| {};
+        let recorded = |t: &mut Token| t.next_key = Some(Box::new(key("next", Scope::Set)));
+        let switched = |t: &mut Token| {
+            t.data_key = Some(key("next", Scope::Set));
+            t.retire_slot = Some(0);
+        };
+        let done = |t: &mut Token| t.data_key = Some(key("next", Scope::Set));
+        let rows: [(Vec<Member>, Option<&WrappedKey>); 5] = [
+            (vec![member(0, settled), member(1, settled)], None),
+            (vec![member(0, recorded), member(1, settled)], Some(&next)),
+            (vec![member(0, switched), member(1, settled)], Some(&next)),
+            (vec![member(0, done), member(1, recorded)], Some(&next)),
+            // A member rotated to the end before the kill: nothing says
+            // whose key is newer, so a new one is made for all.
+            (vec![member(0, done), member(1, settled)], None),
+        ];
+        for (members, want) in rows {
+            assert_eq!(
+                interrupted_set_key(&members).as_ref(),
+                want,
+                "{:?}",
+                members.iter().map(|m| &m.token).collect::<Vec<_>>()
+            );
+        }
+        // A per-member next key (a rotation by an older secretfs) is the
+        // member's own: it is finished, not handed on.
+        let own = member(0, |t| {
+            t.next_key = Some(Box::new(key("own", Scope::Volume)))
+        });
+        assert_eq!(interrupted_set_key(&[own]), None);
+        // The new key of a member is its set's; of a lone volume, its own.
+        let m = member(1, settled);
+        assert_eq!(new_owner(&m), Owner::Set("s1"));
+        let lone = Member {
+            token: Token::formatting("u9"),
+            uuid: "u9".into(),
+            dev: PathBuf::from("/dev/vdz"),
+        };
+        assert_eq!(new_owner(&lone), Owner::Volume("u9"));
+    }
 }

@@ -11,6 +11,7 @@ use super::print_json;
 use crate::cli::StatusArgs;
 use crate::config;
 use crate::error::Failure;
+use crate::keys::data_key::Scope;
 use crate::luks::header::{self, LuksInfo};
 use crate::names::{self, under};
 use crate::observe::{content, sys, Signature};
@@ -277,7 +278,12 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             if let Some(k) = &t.data_key {
                 writeln!(
                     out,
-                    "key:     its own data key in the header, wrapped by {}{}{}",
+                    "key:     {} in the header, wrapped by {}{}{}",
+                    match (k.scope, &t.set) {
+                        (Scope::Set, Some(set)) => format!("the data key of set {set} (one for all its members)"),
+                        (_, Some(_)) => "this member's own data key (made before sets had one key: `secretfs rotate` moves the set to one)".into(),
+                        (_, None) => "its own data key".into(),
+                    },
                     k.kms_key,
                     if k.instance {
                         ", bound to the instance that made it"

@@ -36,7 +36,7 @@ enum Keying {
     /// One passphrase, fetched before the plan runs.
     Source(Box<dyn KeySource>),
     /// Each volume's data key, made or opened as the plan reaches it.
-    DataKeys(DataKeys),
+    DataKeys(Box<DataKeys>),
     /// Each volume's random key, made as the plan formats it.
     Ephemeral(EphemeralKeys),
 }
@@ -54,11 +54,11 @@ impl Keying {
             KeySpec::DataKey {
                 kms_key,
                 bind_instance,
-            } => Keying::DataKeys(DataKeys::new(
+            } => Keying::DataKeys(Box::new(DataKeys::new(
                 kms_key.clone(),
                 *bind_instance,
                 s.aws.clone(),
-            )),
+            ))),
         }
     }
 
@@ -240,7 +240,7 @@ pub fn bring_up(mut s: Up) -> Result<()> {
                 })
             }
             // Keys made or opened per volume, in the steps.
-            Keying::DataKeys(keys) => per_volume(keys.describe(), Key::DataKeys(keys)),
+            Keying::DataKeys(keys) => per_volume(keys.describe(), Key::DataKeys(*keys)),
             Keying::Ephemeral(keys) => per_volume(keys.describe(), Key::Ephemeral(keys)),
         }
     } else {
@@ -308,13 +308,10 @@ fn shown_target(t: &Target) -> String {
 
 /// A new set's id: 128 random bits, in hex.
 fn new_set_id() -> Result<String> {
-    let mut b = [0u8; 16];
-    nix::errno::Errno::result(unsafe {
-        // SAFETY: getrandom writes at most b.len() bytes into b.
-        libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0)
-    })
-    .map_err(|e| anyhow::anyhow!("getting random bytes for a set id: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(crate::keys::random_bytes()?
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect())
 }
 
 /// Checks that device-mapper and dm-crypt can be used, loading dm-crypt if

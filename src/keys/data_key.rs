@@ -1,12 +1,18 @@
-//! Data keys kept in the LUKS2 header (`up --kms-key`): every volume (every
-//! member of a set) gets its own random passphrase, made by KMS
-//! GenerateDataKey; its ciphertext goes into the volume's secretfs token
-//! and its plaintext only into a locked [`Passphrase`]. Re-opening decrypts
-//! the token's ciphertext with KMS. No S3 object is involved.
+//! Data keys kept in the LUKS2 header (`up --kms-key`): every volume gets
+//! its own random passphrase, made by KMS GenerateDataKey; its ciphertext
+//! goes into the volume's secretfs token and its plaintext only into a
+//! locked [`Passphrase`]. Re-opening decrypts the token's ciphertext with
+//! KMS. No S3 object is involved. A striped set is one volume: it gets one
+//! data key, whose record every member's token carries, so a boot makes
+//! one Decrypt for the whole set ([`Scope::Set`]). Sets made before that
+//! hold a data key per member ([`Scope::Volume`]) and keep opening;
+//! `rotate` moves them to one key.
 //!
-//! The encryption context binds each ciphertext to its volume: it always
-//! holds [`CONTEXT_VOLUME`] = the volume's LUKS UUID (a ciphertext copied
-//! into another volume's header does not decrypt), with `--bind-instance`
+//! The encryption context binds each ciphertext to its owner ([`Owner`]):
+//! it holds [`CONTEXT_VOLUME`] = the volume's LUKS UUID, or for a set's key
+//! [`CONTEXT_SET`] = the set's id, which the caller takes from the member's
+//! own token, never from the record (a ciphertext copied into another
+//! volume's or set's header does not decrypt), with `--bind-instance`
 //! also [`CONTEXT_INSTANCE`] = the instance's ARN from IMDSv2 (the volume
 //! opens only on the instance that made it; a key policy can require it to
 //! equal `${ec2:SourceInstanceARN}`), plus the operator's
@@ -42,6 +48,9 @@ use crate::error::key_unavailable;
 
 /// Encryption-context key that names the volume (its LUKS UUID).
 pub const CONTEXT_VOLUME: &str = "secretfs:volume";
+/// Encryption-context key that names a striped set (its id), for the one
+/// data key of all its members.
+pub const CONTEXT_SET: &str = "secretfs:set";
 /// Encryption-context key that names the instance by its ARN
 /// (`--bind-instance`).
 pub const CONTEXT_INSTANCE: &str = "secretfs:instance";
@@ -50,6 +59,61 @@ pub const CONTEXT_RESERVED: &str = "secretfs:";
 /// Length of a data key: 64 random bytes, used as the key-slot passphrase
 /// (PBKDF2 under `--pbkdf auto`: it needs no stretching).
 pub const DATA_KEY_BYTES: usize = 64;
+
+/// Whose data key a record is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One volume's (a single volume, or a member of a set made before
+    /// sets had one key): the context names its LUKS UUID.
+    #[default]
+    Volume,
+    /// A whole set's, the same record in every member's token: the
+    /// context names the set's id.
+    Set,
+}
+
+impl Scope {
+    pub fn is_volume(&self) -> bool {
+        *self == Scope::Volume
+    }
+}
+
+/// What a data key's encryption context names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Owner<'a> {
+    /// A volume, by its LUKS UUID.
+    Volume(&'a str),
+    /// A striped set, by its id.
+    Set(&'a str),
+}
+
+impl Owner<'_> {
+    /// The scope a record made for this owner has.
+    pub fn scope(self) -> Scope {
+        match self {
+            Owner::Volume(_) => Scope::Volume,
+            Owner::Set(_) => Scope::Set,
+        }
+    }
+
+    /// The context pair that names the owner.
+    fn pair(self) -> (&'static str, String) {
+        match self {
+            Owner::Volume(u) => (CONTEXT_VOLUME, u.to_string()),
+            Owner::Set(s) => (CONTEXT_SET, s.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Volume(u) => write!(f, "volume {u}"),
+            Owner::Set(s) => write!(f, "set {s}"),
+        }
+    }
+}
 
 /// What a volume's token records of its data key (none of it secret).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +130,10 @@ pub struct WrappedKey {
     /// can say which pair is missing. Absent in records made before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_keys: Option<Vec<String>>,
+    /// Whose key it is: absent (one volume's) in records made before sets
+    /// had one key.
+    #[serde(default, skip_serializing_if = "Scope::is_volume")]
+    pub scope: Scope,
 }
 
 /// Makes and opens the data keys of `up --kms-key`.
@@ -74,6 +142,10 @@ pub struct DataKeys {
     pub bind_instance: bool,
     pub opts: AwsOptions,
     instance: std::sync::OnceLock<String>,
+    /// The plaintexts KMS decrypted in this run, by owner and ciphertext:
+    /// the members of a set carry one record, and a boot asks KMS once.
+    /// Zeroed when the keys are dropped.
+    opened: std::sync::Mutex<HashMap<(String, String), Passphrase>>,
 }
 
 impl DataKeys {
@@ -83,6 +155,7 @@ impl DataKeys {
             bind_instance,
             opts,
             instance: std::sync::OnceLock::new(),
+            opened: Default::default(),
         }
     }
 
@@ -95,7 +168,7 @@ impl DataKeys {
     /// Names the key mode for log lines.
     pub fn describe(&self) -> String {
         format!(
-            "a data key in each volume's header, wrapped by KMS key {}{}",
+            "a data key in each volume's header (one per set), wrapped by KMS key {}{}",
             self.kms_key,
             if self.bind_instance {
                 " and bound to this instance"
@@ -105,36 +178,37 @@ impl DataKeys {
         )
     }
 
-    /// A new data key for the volume `volume` (its LUKS UUID).
-    pub fn make(&self, volume: &str) -> Result<(Passphrase, WrappedKey)> {
-        self.make_under(volume, &self.kms_key, self.bind_instance)
+    /// A new data key for `owner`.
+    pub fn make(&self, owner: Owner<'_>) -> Result<(Passphrase, WrappedKey)> {
+        self.make_under(owner, &self.kms_key, self.bind_instance)
     }
 
-    /// A new data key for `volume` wrapped by `kms_key`, bound to this
+    /// A new data key for `owner` wrapped by `kms_key`, bound to this
     /// instance if `bind_instance` (a rotation keeps the volume's binding).
     pub fn make_under(
         &self,
-        volume: &str,
+        owner: Owner<'_>,
         kms_key: &str,
         bind_instance: bool,
     ) -> Result<(Passphrase, WrappedKey)> {
-        let ctx = self.context(volume, bind_instance)?;
+        let ctx = self.context(owner, bind_instance)?;
         let k = aws::block_on(new_data_key(&self.opts, kms_key, DATA_KEY_BYTES, &ctx))?;
-        info!(volume, kms_key = %k.key_arn, "KMS made the volume's data key");
+        info!(owner = %owner, kms_key = %k.key_arn, "KMS made the data key");
         let wrapped = WrappedKey {
             kms_key: k.key_arn,
             ciphertext: base64::engine::general_purpose::STANDARD.encode(&k.ciphertext),
             instance: bind_instance,
             context_keys: Some(self.context_keys()),
+            scope: owner.scope(),
         };
         Ok((k.pass, wrapped))
     }
 
-    /// The record of `volume`'s data key re-wrapped by `new_key` (KMS
+    /// The record of `owner`'s data key re-wrapped by `new_key` (KMS
     /// ReEncrypt with the same context: the plaintext stays inside KMS).
-    pub fn rewrap(&self, volume: &str, w: &WrappedKey, new_key: &str) -> Result<WrappedKey> {
-        let ciphertext = self.ciphertext(volume, w)?;
-        let ctx = self.context(volume, w.instance)?;
+    pub fn rewrap(&self, owner: Owner<'_>, w: &WrappedKey, new_key: &str) -> Result<WrappedKey> {
+        let ciphertext = self.ciphertext(owner, w)?;
+        let ctx = self.context(owner, w.instance)?;
         let r = aws::block_on(re_encrypt(
             &Sdk::new(&self.opts),
             Instant::now() + self.opts.timeout,
@@ -142,14 +216,15 @@ impl DataKeys {
             Some(&w.kms_key),
             &ctx,
             new_key,
-            &format!("the data key of volume {volume}"),
+            &format!("the data key of {owner}"),
         ))?;
-        info!(volume, from = %w.kms_key, kms_key = %r.key_arn, "KMS re-wrapped the volume's data key");
+        info!(owner = %owner, from = %w.kms_key, kms_key = %r.key_arn, "KMS re-wrapped the data key");
         Ok(WrappedKey {
             kms_key: r.key_arn,
             ciphertext: base64::engine::general_purpose::STANDARD.encode(&r.ciphertext),
             instance: w.instance,
             context_keys: w.context_keys.clone(),
+            scope: w.scope,
         })
     }
 
@@ -157,13 +232,13 @@ impl DataKeys {
     /// recorded, opens as `up` will open it at every boot: KMS Decrypt
     /// pinned to its key, with the volume's context. Returns its
     /// plaintext; a refusal (exit 4) names the permission the role lacks.
-    pub fn prove(&self, volume: &str, w: &WrappedKey, what: &str) -> Result<Passphrase> {
-        self.decrypt_record(volume, w, &w.kms_key, "the new data key")
+    pub fn prove(&self, owner: Owner<'_>, w: &WrappedKey, what: &str) -> Result<Passphrase> {
+        self.decrypt_record(owner, w, &w.kms_key, "the new data key")
             .or_else(|e| {
                 key_unavailable(format!(
-                "{what} of volume {volume} stopped before any change: the new data key does not \
+                "{what} of {owner} stopped before any change: the new data key does not \
                  decrypt under KMS key {} ({}); `up` needs kms:Decrypt on that key with the \
-                 volume's encryption context at every boot: grant it to this role (and enable the \
+                 encryption context of the {owner} at every boot: grant it to this role (and enable the \
                  key), then run it again. The old data key still opens the volume",
                 w.kms_key,
                 aws::kms_said(&e)
@@ -171,60 +246,68 @@ impl DataKeys {
             })
     }
 
-    /// KMS's plaintext of `w`, the record of `volume`'s data key (`what`,
-    /// "the data key", names it), decrypted under `key` with the volume's
+    /// KMS's plaintext of `w`, the record of `owner`'s data key (`what`,
+    /// "the data key", names it), decrypted under `key` with the owner's
     /// context.
     fn decrypt_record(
         &self,
-        volume: &str,
+        owner: Owner<'_>,
         w: &WrappedKey,
         key: &str,
         what: &str,
     ) -> Result<Passphrase> {
-        let ciphertext = self.ciphertext(volume, w)?;
-        let ctx = self.context(volume, w.instance)?;
+        let ciphertext = self.ciphertext(owner, w)?;
+        let ctx = self.context(owner, w.instance)?;
         aws::block_on(open_ciphertext(
             &Sdk::new(&self.opts),
             Instant::now() + self.opts.timeout,
             &ciphertext,
             Some(key),
             &ctx,
-            &format!("{what} of volume {volume}"),
+            &format!("{what} of {owner}"),
             Service::KmsDataKey,
         ))
     }
 
     /// The ciphertext of a token's record.
-    fn ciphertext(&self, volume: &str, w: &WrappedKey) -> Result<Vec<u8>> {
+    fn ciphertext(&self, owner: Owner<'_>, w: &WrappedKey) -> Result<Vec<u8>> {
         match base64::engine::general_purpose::STANDARD.decode(&w.ciphertext) {
             Ok(c) => Ok(c),
             Err(_) => key_unavailable(format!(
-                "the data key in the header of volume {volume} is not base64: the header is damaged"
+                "the data key in the header of {owner} is not base64: the header is damaged"
             )),
         }
     }
 
-    /// The data key of the volume `volume`, from its token's record.
-    pub fn open(&self, volume: &str, w: &WrappedKey) -> Result<Passphrase> {
-        let pin = self.pinned(volume, w)?;
+    /// The data key of `owner`, from its token's record: decrypted by KMS
+    /// once per run, then from memory (every member of a set carries the
+    /// same record).
+    pub fn open(&self, owner: Owner<'_>, w: &WrappedKey) -> Result<Passphrase> {
+        let pin = self.pinned(owner, w)?;
+        let id = (owner.to_string(), w.ciphertext.clone());
+        let opened = || self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = opened().get(&id) {
+            return Ok(Passphrase::from_slice(p.expose()));
+        }
         let p = self
-            .decrypt_record(volume, w, pin, "the data key")
+            .decrypt_record(owner, w, pin, "the data key")
             .map_err(|e| {
                 let e = match self.cause(w, aws::kms_error_code(&e)) {
-                    Some(cause) => e.context(format!("volume {volume}: {cause}")),
+                    Some(cause) => e.context(format!("{owner}: {cause}")),
                     None => e,
                 };
                 if pin == w.kms_key {
                     e
                 } else {
                     e.context(format!(
-                    "decrypting under the configured kms-key {pin} (the header of volume {volume} \
+                        "decrypting under the configured kms-key {pin} (the header of {owner} \
                      names KMS key {})",
-                    w.kms_key
-                ))
+                        w.kms_key
+                    ))
                 }
             })?;
-        info!(volume, "KMS decrypted the volume's data key");
+        info!(owner = %owner, "KMS decrypted the data key");
+        opened().insert(id, Passphrase::from_slice(p.expose()));
         Ok(p)
     }
 
@@ -234,7 +317,7 @@ impl DataKeys {
     /// naming another key than a configured key ARN or key id (an alias is
     /// left to KMS, which refuses a ciphertext of another key under the
     /// pinned KeyId), and an unbound token when `--bind-instance` is set.
-    fn pinned<'a>(&'a self, volume: &str, w: &'a WrappedKey) -> Result<&'a str> {
+    fn pinned<'a>(&'a self, owner: Owner<'_>, w: &'a WrappedKey) -> Result<&'a str> {
         if self.kms_key.is_empty() {
             return Ok(&w.kms_key);
         }
@@ -243,7 +326,7 @@ impl DataKeys {
             let Some(key) = key else { continue };
             if same_key(key, &w.kms_key) == Some(false) {
                 return key_unavailable(format!(
-                    "the header of volume {volume} says KMS key {} wraps its data key, not the \
+                    "the header of {owner} says KMS key {} wraps its data key, not the \
                      configured {what} {key}: refused, the header is unchanged (planted under \
                      another key? re-wrapped with `rewrap`? then set {what} to the new key)",
                     w.kms_key
@@ -252,7 +335,7 @@ impl DataKeys {
         }
         if self.bind_instance && !w.instance {
             return key_unavailable(format!(
-                "the data key of volume {volume} is not bound to an instance, but bind-instance is set: \
+                "the data key of {owner} is not bound to an instance, but bind-instance is set: \
                  refused, the header is unchanged (made without --bind-instance? a header planted by \
                  someone else?)"
             ));
@@ -331,10 +414,11 @@ impl DataKeys {
         }
     }
 
-    /// The encryption context for `volume`.
-    fn context(&self, volume: &str, with_instance: bool) -> Result<BTreeMap<String, String>> {
+    /// The encryption context for `owner`'s data key.
+    fn context(&self, owner: Owner<'_>, with_instance: bool) -> Result<BTreeMap<String, String>> {
         let mut ctx = self.opts.encryption_context.clone();
-        ctx.insert(CONTEXT_VOLUME.into(), volume.into());
+        let (k, v) = owner.pair();
+        ctx.insert(k.into(), v);
         if with_instance {
             let id = match self.instance.get() {
                 Some(id) => id.clone(),
@@ -582,12 +666,18 @@ mod tests {
             ciphertext: "AQID".into(),
             instance,
             context_keys: None,
+            scope: Scope::Volume,
         };
         let up = DataKeys::new(arn.into(), false, opts());
-        assert_eq!(up.pinned("u", &rec(arn, false)).unwrap(), arn);
+        assert_eq!(
+            up.pinned(Owner::Volume("u"), &rec(arn, false)).unwrap(),
+            arn
+        );
         // Another key's ARN in the header: refused before any call, exit 4.
         let other = "arn:aws:kms:eu-west-1:444455556666:key/b";
-        let e = up.pinned("u", &rec(other, false)).unwrap_err();
+        let e = up
+            .pinned(Owner::Volume("u"), &rec(other, false))
+            .unwrap_err();
         assert!(
             format!("{e}").contains(other) && format!("{e}").contains(arn),
             "{e}"
@@ -599,39 +689,65 @@ mod tests {
         // An alias: Decrypt is pinned to it, and KMS refuses another key.
         let alias = DataKeys::new("alias/secretfs".into(), false, opts());
         assert_eq!(
-            alias.pinned("u", &rec(other, false)).unwrap(),
+            alias
+                .pinned(Owner::Volume("u"), &rec(other, false))
+                .unwrap(),
             "alias/secretfs"
         );
         // bind-instance set: an unbound header is refused.
         let bound = DataKeys::new(arn.into(), true, opts());
-        assert!(
-            format!("{}", bound.pinned("u", &rec(arn, false)).unwrap_err()).contains("not bound")
+        assert!(format!(
+            "{}",
+            bound
+                .pinned(Owner::Volume("u"), &rec(arn, false))
+                .unwrap_err()
+        )
+        .contains("not bound"));
+        assert_eq!(
+            bound.pinned(Owner::Volume("u"), &rec(arn, true)).unwrap(),
+            arn
         );
-        assert_eq!(bound.pinned("u", &rec(arn, true)).unwrap(), arn);
         // A key id is compared with the ARN's last part; an alias ARN is
         // left to KMS.
         let by_id = DataKeys::new("a".into(), false, opts());
-        assert_eq!(by_id.pinned("u", &rec(arn, false)).unwrap(), "a");
-        assert!(by_id.pinned("u", &rec(other, false)).is_err());
+        assert_eq!(
+            by_id.pinned(Owner::Volume("u"), &rec(arn, false)).unwrap(),
+            "a"
+        );
+        assert!(by_id
+            .pinned(Owner::Volume("u"), &rec(other, false))
+            .is_err());
         let alias_arn = "arn:aws:kms:eu-west-1:111122223333:alias/k";
         let by_alias_arn = DataKeys::new(alias_arn.into(), false, opts());
         assert_eq!(
-            by_alias_arn.pinned("u", &rec(other, false)).unwrap(),
+            by_alias_arn
+                .pinned(Owner::Volume("u"), &rec(other, false))
+                .unwrap(),
             alias_arn
         );
         // --kms-key-id pins too, and Decrypt goes under it.
         let mut pinned_opts = opts();
         pinned_opts.kms_key_id = Some(other.into());
         let both = DataKeys::new("alias/secretfs".into(), false, pinned_opts);
-        assert_eq!(both.pinned("u", &rec(other, false)).unwrap(), other);
-        let e = both.pinned("u", &rec(arn, false)).unwrap_err();
+        assert_eq!(
+            both.pinned(Owner::Volume("u"), &rec(other, false)).unwrap(),
+            other
+        );
+        let e = both
+            .pinned(Owner::Volume("u"), &rec(arn, false))
+            .unwrap_err();
         assert!(
             format!("{e}").contains("not the configured kms-key-id"),
             "{e}"
         );
         // rotate and rewrap configure no key: the token's.
         let existing = DataKeys::for_existing(opts());
-        assert_eq!(existing.pinned("u", &rec(other, false)).unwrap(), other);
+        assert_eq!(
+            existing
+                .pinned(Owner::Volume("u"), &rec(other, false))
+                .unwrap(),
+            other
+        );
     }
 
     /// What a key refusal says of its cause, from the record and the
@@ -647,6 +763,7 @@ mod tests {
             ciphertext: "AQID".into(),
             instance,
             context_keys: made.map(|m| m.iter().map(|k| k.to_string()).collect()),
+            scope: Scope::Volume,
         };
         let bad = Some("InvalidCiphertextException");
         let rows: [(WrappedKey, Option<&str>, &[&str]); 8] = [
@@ -727,16 +844,33 @@ mod tests {
             ciphertext: "AAEC".into(),
             instance: true,
             context_keys: Some(vec!["team".into()]),
+            scope: Scope::Set,
         };
         let v = serde_json::to_value(&w).unwrap();
+        assert_eq!(v["scope"], "set");
         assert_eq!(serde_json::from_value::<WrappedKey>(v).unwrap(), w);
         let old = serde_json::json!({"kms_key": "k", "ciphertext": "AA=="});
         let old = serde_json::from_value::<WrappedKey>(old).unwrap();
         assert!(!old.instance);
         assert_eq!(old.context_keys, None);
-        assert!(serde_json::to_value(&old)
-            .unwrap()
-            .get("context_keys")
-            .is_none());
+        // A record made before sets had one key is one volume's.
+        assert_eq!(old.scope, Scope::Volume);
+        let v = serde_json::to_value(&old).unwrap();
+        assert!(v.get("context_keys").is_none() && v.get("scope").is_none());
+    }
+
+    #[test]
+    fn the_context_names_the_volume_or_the_set() {
+        let mut opts = opts();
+        opts.encryption_context.insert("team".into(), "db".into());
+        let keys = DataKeys::new("alias/k".into(), false, opts);
+        let v = keys.context(Owner::Volume("u1"), false).unwrap();
+        assert_eq!(v.get(CONTEXT_VOLUME).map(String::as_str), Some("u1"));
+        assert_eq!(v.get(CONTEXT_SET), None);
+        let s = keys.context(Owner::Set("s1"), false).unwrap();
+        assert_eq!(s.get(CONTEXT_SET).map(String::as_str), Some("s1"));
+        assert_eq!(s.get(CONTEXT_VOLUME), None);
+        assert_eq!(s.get("team").map(String::as_str), Some("db"));
+        assert_eq!(Owner::Set("s1").to_string(), "set s1");
     }
 }

@@ -212,6 +212,18 @@ fn warn_unlocked(e: nix::errno::Errno) {
     });
 }
 
+/// 128 random bits from the kernel's CSPRNG (getrandom): ids that must
+/// never repeat (a set's id, a new volume's LUKS UUID). Not secret.
+pub fn random_bytes() -> Result<[u8; 16]> {
+    let mut b = [0u8; 16];
+    nix::errno::Errno::result(unsafe {
+        // SAFETY: getrandom writes at most b.len() bytes into b.
+        libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0)
+    })
+    .map_err(|e| anyhow::anyhow!("getting random bytes from the kernel: {e}"))?;
+    Ok(b)
+}
+
 /// As root with CAP_IPC_LOCK, locks every page of the process, now and to
 /// come (`mlockall`), so no copy of a secret outside [`Passphrase`] (the
 /// SDK's request and response buffers, libcryptsetup's) can reach swap.

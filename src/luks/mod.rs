@@ -5,6 +5,9 @@
 //! tests may call it from any thread; a set's members are formatted from
 //! one thread each, and their libcryptsetup calls take turns. Each
 //! operation acquires a fresh `CryptDevice` context and lets it go.
+//! Nothing here talks to KMS: a data key is made or decrypted by the
+//! caller ([`crate::exec`]) before any disk work and handed in as a
+//! passphrase ([`SlotKey::NewDataKey`], [`SlotKey::HeaderDataKey`]).
 //! [`header`] only reads; everything that writes a header is here and in
 //! [`slots`] (adding and destroying the key slots of a volume).
 
@@ -29,7 +32,7 @@ use self::header::{errno, TokenFound};
 use self::token::{Place, Token, TokenState};
 use crate::error::{refused, Failure};
 use crate::fault;
-use crate::keys::data_key::DataKeys;
+use crate::keys::data_key::WrappedKey;
 use crate::keys::ephemeral::EphemeralKeys;
 use crate::keys::Passphrase;
 use crate::names;
@@ -120,16 +123,24 @@ pub fn set_up_logging() {
 pub enum SlotKey<'a> {
     /// One passphrase for every volume (`from` names it in messages).
     Given { pass: &'a Passphrase, from: &'a str },
-    /// Each volume's own data key, kept wrapped in its token.
-    DataKey(&'a DataKeys),
+    /// A data key the caller just made (format only): its passphrase
+    /// opens the key slot, its record goes into the token.
+    NewDataKey {
+        pass: &'a Passphrase,
+        record: &'a WrappedKey,
+    },
+    /// The data key the header's token records, decrypted by the caller
+    /// (open only); `None` when the header records none.
+    HeaderDataKey(Option<&'a Passphrase>),
     /// No key slot: each volume's random volume key, only in memory
     /// (`up --ephemeral`).
     Ephemeral(&'a EphemeralKeys),
 }
 
 /// Writes a new LUKS2 header with our token and one key slot for `key`
-/// (a data key is made for the new UUID and recorded in the token; an
-/// ephemeral volume gets a random volume key and no key slot at all);
+/// (a new data key's record goes into the token; an ephemeral volume gets
+/// a random volume key and no key slot at all), with the LUKS UUID `uuid`
+/// when the caller chose it (a volume's data key names it in its context);
 /// returns the volume's UUID. The token says `formatting` until the key
 /// slot exists, so a crash in between leaves a header that `up` knows to
 /// format again. A member of a set (`place`) stays `formatting` until
@@ -139,8 +150,15 @@ pub fn format(
     key: SlotKey<'_>,
     o: &FormatOptions,
     place: Option<&Place>,
+    uuid: Option<uuid::Uuid>,
 ) -> Result<String> {
     let what = || format!("formatting LUKS2 on {}", dev.display());
+    if matches!(key, SlotKey::HeaderDataKey(_)) {
+        anyhow::bail!(
+            "{}: a header's data key is for opening, not formatting",
+            what()
+        );
+    }
     let mut cd = CryptInit::init(dev).with_context(what)?;
     cd.settings_handle()
         .set_metadata_size(
@@ -174,7 +192,7 @@ pub fn format(
         .format(
             EncryptionFormat::Luks2,
             CIPHER,
-            None,
+            uuid,
             match &volume_key {
                 Some(k) => Either::Left(k.expose()),
                 None => Either::Right(VOLUME_KEY_BYTES),
@@ -191,15 +209,13 @@ pub fn format(
         Some(p) => Token::member(&uuid, p),
         None => Token::formatting(&uuid),
     };
-    let made;
     let pass = match key {
         SlotKey::Given { pass, .. } => Some(pass),
-        SlotKey::DataKey(keys) => {
-            let (p, wrapped) = keys.make(&uuid)?;
-            token = token.with_data_key(wrapped);
-            made = p;
-            Some(&made)
+        SlotKey::NewDataKey { pass, record } => {
+            token = token.with_data_key(record.clone());
+            Some(pass)
         }
+        SlotKey::HeaderDataKey(_) => unreachable!("refused above"),
         SlotKey::Ephemeral(_) => {
             token = if o.swap {
                 token.swap()
@@ -323,7 +339,6 @@ pub fn open(dev: &Path, name: &str, key: SlotKey<'_>, discard: bool) -> Result<(
         }
         _ => {}
     }
-    let made;
     let (pass, key_from) = match (key, data_key) {
         (SlotKey::Given { pass, from }, None) => (pass, from.to_string()),
         (SlotKey::Given { from, .. }, Some(_)) => {
@@ -334,16 +349,14 @@ pub fn open(dev: &Path, name: &str, key: SlotKey<'_>, discard: bool) -> Result<(
             ))
             .into())
         }
-        (SlotKey::DataKey(keys), Some(w)) => {
-            let uuid = cd
-                .status_handle()
-                .get_uuid()
-                .map(|u| u.to_string())
-                .with_context(|| format!("reading the UUID of {}", dev.display()))?;
-            made = keys.open(&uuid, &w)?;
-            (&made, "data key in its header".to_string())
+        (SlotKey::HeaderDataKey(Some(pass)), Some(_)) => (pass, "data key in its header".to_string()),
+        (SlotKey::HeaderDataKey(None), Some(_)) | (SlotKey::NewDataKey { .. }, _) => {
+            anyhow::bail!(
+                "opening {}: no decrypted data key was handed in for its header",
+                dev.display()
+            )
         }
-        (SlotKey::DataKey(_), None) => {
+        (SlotKey::HeaderDataKey(_), None) => {
             return Err(Failure::KeyUnavailable(format!(
                 "the volume on {} has no data key in its header: it opens with the passphrase it was \
                  made with (--wrapped-key or --passphrase-file), not --kms-key; the header was not changed",
@@ -556,7 +569,7 @@ mod tests {
     #[test]
     fn the_key_slot_area_holds_four_slots_and_data_starts_at_2_mib() {
         let (_dir, img, pass) = image_and_pass();
-        format(&img, given(&pass), &options(), None).unwrap();
+        format(&img, given(&pass), &options(), None, None).unwrap();
         let info = header::inspect(&img).unwrap().expect("a LUKS header");
         assert_eq!(info.data_offset_bytes, 2 << 20);
         // Three more slots fit beside the first (a rotation needs one).
@@ -576,7 +589,7 @@ mod tests {
     fn format_writes_a_ready_token_and_inspect_reads_it() {
         // LUKS2 formatting needs no device-mapper: it runs on any machine.
         let (dir, img, pass) = image_and_pass();
-        let uuid = format(&img, given(&pass), &options(), None).unwrap();
+        let uuid = format(&img, given(&pass), &options(), None, None).unwrap();
         let h = header::read(&img).unwrap().expect("a LUKS2 header");
         assert_eq!(h.uuid, uuid);
         assert_eq!(h.active_keyslots, 1);
@@ -615,11 +628,64 @@ mod tests {
         assert!(header::read(&dir.path().join("absent.img")).is_err());
     }
 
+    /// A data key is made before the header (its context names the UUID
+    /// the caller chose): the header takes that UUID, the token the
+    /// record, and the key slot the passphrase. The same passphrase and
+    /// record make every member of a set.
+    #[test]
+    fn a_new_data_key_formats_with_the_chosen_uuid_and_its_record() {
+        let (dir, img, pass) = image_and_pass();
+        let chosen = uuid::Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef);
+        let record = WrappedKey {
+            kms_key: "arn:aws:kms:eu-west-1:111122223333:key/k".into(),
+            ciphertext: "AAEC".into(),
+            instance: false,
+            context_keys: Some(vec![]),
+            scope: crate::keys::data_key::Scope::Set,
+        };
+        let key = SlotKey::NewDataKey {
+            pass: &pass,
+            record: &record,
+        };
+        let place = |member| Place {
+            set: "s1".into(),
+            member,
+            members: 2,
+            chunk: 512 << 10,
+        };
+        let uuid = format(&img, key, &options(), Some(&place(0)), Some(chosen)).unwrap();
+        assert_eq!(uuid, chosen.to_string());
+        let other = dir.path().join("w.img");
+        std::fs::File::create(&other)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        format(&other, key, &options(), Some(&place(1)), None).unwrap();
+        for img in [&img, &other] {
+            let h = header::read(img).unwrap().expect("a LUKS2 header");
+            let TokenFound::Present { token, .. } = &h.token else {
+                panic!("no token: {h:?}")
+            };
+            assert_eq!(token.data_key.as_ref(), Some(&record));
+            assert_eq!(token.version, token::TOKEN_VERSION_SET_KEY);
+            assert!(slots::opened_by(img, &pass).unwrap().is_some());
+        }
+        // A header's data key is never a format's key.
+        let e = format(
+            &img,
+            SlotKey::HeaderDataKey(Some(&pass)),
+            &options(),
+            None,
+            None,
+        );
+        assert!(e.is_err());
+    }
+
     #[test]
     fn an_ephemeral_format_writes_no_key_slot_and_keeps_the_key_in_memory() {
         let (_dir, img, _) = image_and_pass();
         let keys = EphemeralKeys::new();
-        let uuid = format(&img, SlotKey::Ephemeral(&keys), &options(), None).unwrap();
+        let uuid = format(&img, SlotKey::Ephemeral(&keys), &options(), None, None).unwrap();
         let h = header::read(&img).unwrap().expect("a LUKS2 header");
         assert_eq!(h.active_keyslots, 0);
         let TokenFound::Present { token, .. } = &h.token else {
@@ -642,7 +708,7 @@ mod tests {
         // What secretfs made before tokens: our subsystem, a key slot, no
         // token. update_token adds a ready one.
         let (_dir, img, pass) = image_and_pass();
-        format(&img, given(&pass), &options(), None).unwrap();
+        format(&img, given(&pass), &options(), None, None).unwrap();
         let mut cd = header::load(&img).unwrap().unwrap();
         let TokenFound::Present { id, .. } = header::find_token(&mut cd) else {
             panic!("no token")

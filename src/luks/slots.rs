@@ -82,7 +82,7 @@ mod tests {
     fn a_slot_is_added_found_and_destroyed() {
         let (_dir, img, a) = image_and_pass();
         let b = Passphrase::generate(64).unwrap();
-        format(&img, given(&a), &options(), None).unwrap();
+        format(&img, given(&a), &options(), None, None).unwrap();
         assert_eq!(opened_by(&img, &a).unwrap(), Some(0));
         assert_eq!(opened_by(&img, &b).unwrap(), None);
         let slot = add(&img, &a, &b).unwrap();

@@ -23,6 +23,11 @@
 //!   (`up --kms-key`, [`crate::keys::data_key`]); such a token is version
 //!   3, so a secretfs without data keys refuses the volume instead of
 //!   trying another key on it.
+//!   A set made with `--kms-key` has one data key: every member's token
+//!   carries the same record, with `scope: set` (its context names the
+//!   set's id, read from the member's own `set`); such a token is version
+//!   5, so a secretfs that knows only a key per member refuses the set
+//!   instead of asking KMS with the wrong context.
 //! - `next_key` and `retire_slot` are set only while `secretfs rotate`
 //!   runs ([`crate::plan::rotate`]): the next data key, recorded before
 //!   its key slot is added, and the previous key's slot, recorded when the
@@ -39,7 +44,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::data_key::WrappedKey;
+use crate::keys::data_key::{Owner, Scope, WrappedKey};
 use crate::names;
 
 /// The token format of a single volume.
@@ -49,9 +54,11 @@ pub const TOKEN_VERSION_SET: u32 = 2;
 /// The token format of a volume (or member) with its data key in the
 /// header.
 pub const TOKEN_VERSION_DATA_KEY: u32 = 3;
-/// The token format of an ephemeral volume (or member), the newest this
-/// build understands.
+/// The token format of an ephemeral volume (or member).
 pub const TOKEN_VERSION_EPHEMERAL: u32 = 4;
+/// The token format of a member whose data key is its set's
+/// ([`Scope::Set`]), the newest this build understands.
+pub const TOKEN_VERSION_SET_KEY: u32 = 5;
 
 /// A set's layout: one LUKS2 per member, dm-stripe over the open members.
 pub const LAYOUT_LUKS_PER_MEMBER: &str = "luks-per-member";
@@ -152,10 +159,35 @@ impl Token {
     /// The same token carrying the volume's wrapped data key.
     pub fn with_data_key(self, w: WrappedKey) -> Token {
         Token {
-            version: TOKEN_VERSION_DATA_KEY,
+            version: match w.scope {
+                Scope::Volume => TOKEN_VERSION_DATA_KEY,
+                Scope::Set => TOKEN_VERSION_SET_KEY,
+            },
             data_key: Some(w),
             ..self
         }
+    }
+
+    /// What the encryption context of `w`, a data key record of this
+    /// token, names: the volume `uuid` (the header's own UUID, never the
+    /// token's word for it), or for a set's key the set this token places
+    /// the member in.
+    pub fn key_owner<'a>(&'a self, uuid: &'a str, w: &WrappedKey) -> Result<Owner<'a>, String> {
+        match w.scope {
+            Scope::Volume => Ok(Owner::Volume(uuid)),
+            Scope::Set => self.set.as_deref().map(Owner::Set).ok_or_else(|| {
+                format!(
+                    "the data key of volume {uuid} is a set's, but its token names no set: the \
+                     header is damaged"
+                )
+            }),
+        }
+    }
+
+    /// Whether a data key record of the token is a set's.
+    fn holds_a_set_key(&self) -> bool {
+        let set = |w: Option<&WrappedKey>| w.is_some_and(|w| w.scope == Scope::Set);
+        set(self.data_key.as_ref()) || set(self.next_key.as_deref())
     }
 
     /// The same token for an ephemeral volume (no key slot).
@@ -206,6 +238,9 @@ impl Token {
     /// The JSON libcryptsetup stores.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("a token serialises");
+        if self.holds_a_set_key() {
+            v["version"] = self.version.max(TOKEN_VERSION_SET_KEY).into();
+        }
         v["type"] = names::TOKEN_TYPE.into();
         v["keyslots"] = serde_json::json!([]);
         v
@@ -218,9 +253,9 @@ impl Token {
         }
         let version = v.get("version").and_then(|n| n.as_u64());
         match version {
-            Some(n) if n > u64::from(TOKEN_VERSION_EPHEMERAL) => {
+            Some(n) if n > u64::from(TOKEN_VERSION_SET_KEY) => {
                 return Err(format!(
-                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION_EPHEMERAL}): upgrade secretfs"
+                    "token version {n} is newer than this secretfs understands ({TOKEN_VERSION_SET_KEY}): upgrade secretfs"
                 ))
             }
             None => return Err("token has no version".into()),
@@ -280,15 +315,46 @@ mod tests {
             ciphertext: "AAEC".into(),
             instance: false,
             context_keys: None,
+            scope: Scope::Volume,
         };
         let t = Token::member("u", &p).with_data_key(w.clone());
         let v = t.to_json();
         assert_eq!(v["version"], 3);
         assert_eq!(v["data_key"]["ciphertext"], "AAEC");
         let back = Token::from_json(&v).unwrap();
-        assert_eq!(back.data_key, Some(w));
-        assert_eq!(back.place(), Some(p));
+        assert_eq!(back.data_key, Some(w.clone()));
+        assert_eq!(back.place(), Some(p.clone()));
         assert!(Token::formatting("u").to_json().get("data_key").is_none());
+        assert_eq!(back.key_owner("hdr", &w), Ok(Owner::Volume("hdr")));
+
+        // A set's one key: version 5, its context names the member's set.
+        let set_key = WrappedKey {
+            scope: Scope::Set,
+            ..w.clone()
+        };
+        let t = Token::member("u", &p).with_data_key(set_key.clone());
+        let v = t.to_json();
+        assert_eq!(v["version"], 5);
+        let back = Token::from_json(&v).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.key_owner("hdr", &set_key), Ok(Owner::Set("s1")));
+        // A set's key in a token that names no set: damaged.
+        let lone = Token::formatting("u").with_data_key(set_key.clone());
+        assert!(lone
+            .key_owner("hdr", &set_key)
+            .unwrap_err()
+            .contains("names no set"));
+        // A rotation moving a member to its set's key records it as the
+        // next key: the token is version 5 from then on.
+        let mut moving = Token::member("u", &p).with_data_key(w);
+        moving.next_key = Some(Box::new(set_key));
+        assert_eq!(moving.to_json()["version"], 5);
+        // Newer than 5 is refused.
+        let mut v6 = v.clone();
+        v6["version"] = 6.into();
+        assert!(Token::from_json(&v6)
+            .unwrap_err()
+            .contains("upgrade secretfs"));
     }
 
     #[test]

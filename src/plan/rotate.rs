@@ -119,6 +119,7 @@ mod tests {
             ciphertext: c.into(),
             instance: false,
             context_keys: None,
+            scope: crate::keys::data_key::Scope::Volume,
         }
     }
 

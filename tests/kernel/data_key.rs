@@ -8,14 +8,20 @@
 //! the keys the token records) and a passphrase file are refused with exit
 //! 4 and the header untouched; a second volume's token replaced by a copy of
 //! the first's (with the second's UUID) does not decrypt (exit 4); a
-//! two-member set gets one data key per member; a volume bound to the
+//! two-member set gets one data key, scoped to the set, in both tokens
+//! (version 5), and a boot decrypts it once (KMS calls counted between
+//! marks in the proxy's log), and so does a set of eight loop-device
+//! members (one GenerateDataKey, one Decrypt to re-open); a set made with a key per member, as
+//! earlier releases made it, re-opens (a Decrypt per member) and `rotate`
+//! moves it to one key (then one Decrypt); that set's record copied into
+//! a member of the first set is refused (exit 4, headers unchanged); a volume bound to the
 //! instance (`--bind-instance`) re-opens; a blanked disk (stop/start) gets
 //! a new volume and a new wrapped key. `rotate`: a new data key in a new
 //! slot, the old slot destroyed, the volume still mounted, data intact
 //! after down and up; the old data key (its token put back) opens no slot;
 //! killed after each of its steps (five points), the volume opens with one of the two
 //! keys, data intact, and `rotate` again ends with one slot and a settled
-//! token; a set rotates each member. The operator's key pins the header:
+//! token; a set rotates to one new key for all its members. The operator's key pins the header:
 //! after the first volume is re-wrapped to the other KMS key, `up` with
 //! the first key configured (by alias, and by ARN) is refused (exit 4,
 //! both keys named, header unchanged); it opens with the other key
@@ -63,6 +69,11 @@ up() {{ "$SECRETFS" up --kms-key {alias} --encryption-context {CONTEXT} --timeou
 # The volumes re-wrapped to the other KMS key open with it configured.
 up_other() {{ "$SECRETFS" up --kms-key {other} --encryption-context {CONTEXT} --timeout 60s "$@"; }}
 token() {{ for i in 0 1 2 3; do cryptsetup token export --token-id $i "$1" 2>/dev/null; done | grep '"secretfs"'; }}
+# Replaces the secretfs token of $1 with the JSON in $2.
+put_token() {{ for i in 0 1 2 3; do cryptsetup token export --token-id $i "$1" 2>/dev/null | grep -q '"secretfs"' && cryptsetup token remove --token-id $i "$1"; done; cryptsetup token import --json-file "$2" "$1"; }}
+# A marker request in the KMS emulator's log (through the proxy): the host
+# counts the KMS calls between two marks.
+mark() {{ curl -s -o /dev/null "$VM_ENDPOINT/secretfs-mark/$1" || true; }}
 field() {{ token "$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"; }}
 uuid() {{ cryptsetup luksUUID "$1"; }}
 hdr() {{ head -c 2M "$1" | sha256sum; }}
@@ -102,7 +113,7 @@ fn boot(
 fn vm_data_keys_in_the_header() {
     let aws = LocalAws::start();
     let dir = vm::work_dir("data-key");
-    let imgs: Vec<_> = ["a", "b", "c", "d", "m0", "m1"]
+    let imgs: Vec<_> = ["a", "b", "c", "d", "m0", "m1", "t0", "t1"]
         .iter()
         .map(|n| {
             let p = dir.join(format!("{n}.img"));
@@ -118,7 +129,8 @@ fn vm_data_keys_in_the_header() {
     let denied = aws.moto.create_key("Decrypt denied by the proxy");
     let proxy = Proxy::start(aws.moto.port, &["--deny-kms", &format!("Decrypt:{denied}")]);
 
-    // Boot 1: vda (A), vdb (B), vdc (bound), vdd (stop/start), vde+vdf (set).
+    // Boot 1: vda (A), vdb (B), vdc (bound), vdd (stop/start), vde+vdf (set
+    // s), vdg+vdh (set t, made with a key per member as before).
     let s1 = lib.clone()
         + r#"
 check up_first to "$VM_OUT/up.json" up --disk /dev/vda --json
@@ -166,13 +178,71 @@ cat /run/copy.err
 check copied_token_exit_4 test "$(cat /run/copy.rc)" = 4
 check copied_token_kms_says_no grep -q -i "ciphertext\|context" /run/copy.err
 check copied_token_header_same test "$(hdr /dev/vdb)" = "$HB"
+mark set_format_begin
 check up_set to "$VM_OUT/set.json" up --disk /dev/vde --disk /dev/vdf --name s --mount /mnt/s --json
-check set_keys_differ test "$(field /dev/vde 'd["data_key"]["ciphertext"]')" != "$(field /dev/vdf 'd["data_key"]["ciphertext"]')"
+mark set_format_end
+# A set is one volume with one data key: every member carries its record.
+check set_one_key test "$(field /dev/vde 'd["data_key"]["ciphertext"]')" = "$(field /dev/vdf 'd["data_key"]["ciphertext"]')"
+check set_key_scope test "$(field /dev/vde 'd["data_key"]["scope"]')" = set
+check set_token_v5 test "$(field /dev/vdf 'd["version"]')" = 5
+check set_status sh -c '"$SECRETFS" status --name s | grep -q "the data key of set"'
 check set_write sh -c 'echo "$CANARY" > /mnt/s/canary && sync'
 check set_down "$SECRETFS" down --name s
+mark set_reopen_begin
 check set_reopen up --disk /dev/vdf --disk /dev/vde --name s --mount /mnt/s
+mark set_reopen_end
 check set_intact grep -q "$CANARY" /mnt/s/canary
 check set_down2 "$SECRETFS" down --name s
+# Eight members (loop devices over sparse files in guest RAM): one
+# GenerateDataKey to make the set, one Decrypt to re-open it.
+E8=""
+for i in 0 1 2 3 4 5 6 7; do truncate -s 64M /run/e8-$i.img; E8="$E8 $(losetup -f --show /run/e8-$i.img)"; done
+E8ARGS=$(for l in $E8; do printf -- '--disk %s ' "$l"; done)
+mark e8_format_begin
+check e8_up up $E8ARGS --name e8 --mount /mnt/e8
+mark e8_format_end
+check e8_one_key test "$(for l in $E8; do field "$l" 'd["data_key"]["ciphertext"]'; done | sort -u | wc -l)" = 1
+check e8_down "$SECRETFS" down --name e8
+mark e8_reopen_begin
+check e8_reopen up $E8ARGS --name e8 --mount /mnt/e8
+mark e8_reopen_end
+check e8_down2 "$SECRETFS" down --name e8
+# A set made with a data key per member (as releases before made it)
+# keeps opening, and rotate moves it to one key.
+check old_set_up env SECRETFS_FAULT=set_key:legacy "$SECRETFS" up --kms-key ALIAS --encryption-context team=db --timeout 60s --disk /dev/vdg --disk /dev/vdh --name t --mount /mnt/t
+check old_set_v3 test "$(field /dev/vdg 'd["version"]')" = 3
+check old_set_keys_differ test "$(field /dev/vdg 'd["data_key"]["ciphertext"]')" != "$(field /dev/vdh 'd["data_key"]["ciphertext"]')"
+check old_set_status sh -c '"$SECRETFS" status --name t | grep -q "this member.s own data key"'
+check old_set_write sh -c 'echo "$CANARY" > /mnt/t/canary && sync'
+check old_set_down "$SECRETFS" down --name t
+mark old_reopen_begin
+check old_set_reopen up --disk /dev/vdg --disk /dev/vdh --name t --mount /mnt/t
+mark old_reopen_end
+check old_set_intact grep -q "$CANARY" /mnt/t/canary
+check old_set_rotate rot --name t
+check old_set_one_key test "$(field /dev/vdg 'd["data_key"]["ciphertext"]')" = "$(field /dev/vdh 'd["data_key"]["ciphertext"]')"
+check old_set_scope test "$(field /dev/vdh 'd["data_key"]["scope"]')" = set
+check old_set_settled settled /dev/vdg
+check old_set_settled2 settled /dev/vdh
+check old_set_down2 "$SECRETFS" down --name t
+mark old_rotated_begin
+check old_set_reopen2 up --disk /dev/vdg --disk /dev/vdh --name t --mount /mnt/t
+mark old_rotated_end
+check old_set_intact2 grep -q "$CANARY" /mnt/t/canary
+check old_set_down3 "$SECRETFS" down --name t
+# Set t's record copied into the token of a member of set s: its context
+# names set s, so KMS refuses it; nothing changes.
+token /dev/vde > /run/vde.json
+token /dev/vde | python3 -c 'import json,sys; d=json.load(sys.stdin); d["data_key"]=json.loads(sys.argv[1]); print(json.dumps(d))' "$(token /dev/vdg | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data_key"]))')" > /run/foreign.json
+check foreign_record_put put_token /dev/vde /run/foreign.json
+HE=$(hdr /dev/vde); HF=$(hdr /dev/vdf)
+to2 /dev/null /run/foreign.err up --disk /dev/vde --disk /dev/vdf --name s --mount /mnt/s; echo $? > /run/foreign.rc
+cat /run/foreign.err
+check foreign_record_exit_4 test "$(cat /run/foreign.rc)" = 4
+check foreign_record_kms_says_no grep -q -i "ciphertext\|context" /run/foreign.err
+check foreign_record_headers_same test "$(hdr /dev/vde)" = "$HE" -a "$(hdr /dev/vdf)" = "$HF"
+check foreign_record_not_open test ! -e /dev/mapper/s
+check foreign_record_back put_token /dev/vde /run/vde.json
 check up_bound up --disk /dev/vdc --name c --mount /mnt/c --bind-instance
 check bound_token test "$(field /dev/vdc 'd["data_key"]["instance"]')" = True
 check bound_token_no_arn sh -c '! cryptsetup token export --token-id 0 /dev/vdc | grep -q i-0123456789abcdef0'
@@ -269,11 +339,14 @@ check rewrap_down2 "$SECRETFS" down
 check rewrap_c_up up --disk /dev/vdc --name c --mount /mnt/c
 check rewrap_c "$SECRETFS" rewrap --name c --new-kms-key OTHER --encryption-context team=db --timeout 60s
 check rewrap_c_down "$SECRETFS" down --name c
-# A set rotates member by member, each to its own new key.
+# A set rotates member by member, all to one new key.
 check rot_set_up up --disk /dev/vde --disk /dev/vdf --name s --mount /mnt/s
-E0=$(field /dev/vde 'd["data_key"]["ciphertext"]'); F0=$(field /dev/vdf 'd["data_key"]["ciphertext"]')
+E0=$(field /dev/vde 'd["data_key"]["ciphertext"]')
+mark rot_set_begin
 check rot_set rot --name s
-check rot_set_new_keys test "$(field /dev/vde 'd["data_key"]["ciphertext"]')" != "$E0" -a "$(field /dev/vdf 'd["data_key"]["ciphertext"]')" != "$F0"
+mark rot_set_end
+check rot_set_new_keys test "$(field /dev/vde 'd["data_key"]["ciphertext"]')" != "$E0"
+check rot_set_one_key test "$(field /dev/vde 'd["data_key"]["ciphertext"]')" = "$(field /dev/vdf 'd["data_key"]["ciphertext"]')"
 check rot_set_settled settled /dev/vde
 check rot_set_settled2 settled /dev/vdf
 check rot_set_down "$SECRETFS" down --name s
@@ -321,12 +394,43 @@ check rot_set_down2 "$SECRETFS" down --name s
         "copied_token_kms_says_no",
         "copied_token_header_same",
         "up_set",
-        "set_keys_differ",
+        "set_one_key",
+        "set_key_scope",
+        "set_token_v5",
+        "set_status",
         "set_write",
         "set_down",
         "set_reopen",
         "set_intact",
         "set_down2",
+        "e8_up",
+        "e8_one_key",
+        "e8_down",
+        "e8_reopen",
+        "e8_down2",
+        "old_set_up",
+        "old_set_v3",
+        "old_set_keys_differ",
+        "old_set_status",
+        "old_set_write",
+        "old_set_down",
+        "old_set_reopen",
+        "old_set_intact",
+        "old_set_rotate",
+        "old_set_one_key",
+        "old_set_scope",
+        "old_set_settled",
+        "old_set_settled2",
+        "old_set_down2",
+        "old_set_reopen2",
+        "old_set_intact2",
+        "old_set_down3",
+        "foreign_record_put",
+        "foreign_record_exit_4",
+        "foreign_record_kms_says_no",
+        "foreign_record_headers_same",
+        "foreign_record_not_open",
+        "foreign_record_back",
         "up_bound",
         "bound_token",
         "bound_token_no_arn",
@@ -403,6 +507,7 @@ check rot_set_down2 "$SECRETFS" down --name s
         "rot_set_up",
         "rot_set",
         "rot_set_new_keys",
+        "rot_set_one_key",
         "rot_set_settled",
         "rot_set_settled2",
         "rot_set_down",
@@ -416,6 +521,30 @@ check rot_set_down2 "$SECRETFS" down --name s
     .expect("rotate --json printed JSON");
     assert_eq!(rotated["members"][0]["old_slot"], 0, "{rotated}");
     assert_eq!(rotated["members"][0]["slot"], 1, "{rotated}");
+    // KMS calls, in the log of the proxy in front of the emulator: a new
+    // set gets one data key, which its open decrypts once (the proof that
+    // the role can re-open it, before any data is written), and every
+    // later boot decrypts it once; a set made with a key per member
+    // decrypts each until rotate moves it to one key.
+    let log = proxy.log();
+    let calls = |mark: &str, action: &str| kms_calls_between(&log, mark, action);
+    for (mark, action, want) in [
+        ("set_format", "GenerateDataKey", 1),
+        ("set_format", "Decrypt", 1),
+        ("set_reopen", "Decrypt", 1),
+        ("e8_format", "GenerateDataKey", 1),
+        ("e8_format", "Decrypt", 1),
+        ("e8_reopen", "Decrypt", 1),
+        ("old_reopen", "Decrypt", 2),
+        ("old_rotated", "Decrypt", 1),
+        ("rot_set", "GenerateDataKey", 1),
+    ] {
+        assert_eq!(
+            calls(mark, action),
+            want,
+            "{action} calls between the {mark} marks"
+        );
+    }
     assert_eq!(run1.exit_code, Some(0), "{}", run1.console_tail(60));
     for img in &imgs {
         assert!(
@@ -501,4 +630,23 @@ check unbound_down "$SECRETFS" down
         "boot 2 never asked for the instance identity:\n{}",
         other.log()
     );
+}
+
+/// How many KMS `action` requests the proxy's log shows between the guest's
+/// marks `MARK_begin` and `MARK_end`.
+fn kms_calls_between(log: &str, mark: &str, action: &str) -> usize {
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("REQ ")).collect();
+    let at = |end: &str| {
+        let m = format!("/secretfs-mark/{mark}_{end} ");
+        lines
+            .iter()
+            .position(|l| l.contains(&m))
+            .unwrap_or_else(|| panic!("no mark {mark}_{end} in the proxy's log:\n{log}"))
+    };
+    let (begin, end) = (at("begin"), at("end"));
+    let target = format!("target=TrentService.{action} ");
+    lines[begin..end]
+        .iter()
+        .filter(|l| l.contains(&target))
+        .count()
 }
