@@ -717,6 +717,38 @@ fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<Stri
             ));
         }
     }
+    // How parallel the members' formats ran: the sum of the members'
+    // process times over the wall time of format_members (1.0: one after
+    // another; at most the vCPUs).
+    lines.push(String::new());
+    lines.push("| member phase parallelism (median) | 4 members | 8 members |".into());
+    lines.push("|---|---|---|".into());
+    let mut row = vec!["sum of the members' times / format_members".to_string()];
+    for c in ["4", "8"] {
+        let v: Vec<f64> = (1..=rounds)
+            .filter_map(|r| {
+                let path = out.join("json").join(format!("set_{c}_format-r{r}.json"));
+                let up: Value = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+                let step = up["steps"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["step"] == "format_members")?
+                    .clone();
+                let sum: f64 = step["members"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .sum();
+                Some(sum / step["seconds"].as_f64()?)
+            })
+            .collect();
+        row.push(if v.is_empty() {
+            "–".into()
+        } else {
+            format!("{:.2}", median(v))
+        });
+    }
+    lines.push(format!("| {} |", row.join(" | ")));
     lines
 }
 

@@ -37,6 +37,9 @@ pub enum Failure {
     NoDisks(String),
     /// `status`: the volume is not open and mounted.
     NotUp(String),
+    /// What a child process of this binary reported ([`crate::member`]),
+    /// with the exit code it would have exited with.
+    Relayed { exit: u8, message: String },
 }
 
 impl Failure {
@@ -48,6 +51,19 @@ impl Failure {
             Failure::KeyUnavailable(_) => EXIT_KEY_UNAVAILABLE,
             Failure::NoDisks(_) => EXIT_NO_DISKS,
             Failure::NotUp(_) => EXIT_NOT_UP,
+            Failure::Relayed { exit, .. } => *exit,
+        }
+    }
+
+    /// The failure's kind in `--json` errors, from its exit code.
+    pub fn kind(&self) -> &'static str {
+        match self.exit_code() {
+            EXIT_USAGE => "usage",
+            EXIT_REFUSED => "refused",
+            EXIT_KEY_UNAVAILABLE => "key_unavailable",
+            EXIT_NO_DISKS => "no_disks",
+            EXIT_NOT_UP => "not_up",
+            _ => "failed",
         }
     }
 }
@@ -60,6 +76,7 @@ impl fmt::Display for Failure {
             Failure::KeyUnavailable(m) => write!(f, "key unavailable: {m}"),
             Failure::NoDisks(m) => write!(f, "no disks: {m}"),
             Failure::NotUp(m) => write!(f, "not up: {m}"),
+            Failure::Relayed { message, .. } => write!(f, "{message}"),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::keys::{random_bytes, KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
 use crate::luks::header::TokenFound;
 use crate::luks::token::Place;
 use crate::luks::{self, FormatOptions, Kdf, SlotKey};
+use crate::member::{self, FormatJob};
 use crate::names;
 use crate::observe::{content, sys};
 use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
@@ -46,6 +47,10 @@ pub struct StepReport {
     /// Wall-clock seconds the step took (0 when already done): where the
     /// time to mounted goes, per step.
     pub seconds: f64,
+    /// `format_members`: the seconds each member's work took, in member
+    /// order (their sum over `seconds` is how parallel they ran).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<f64>,
 }
 
 /// Seconds since `started`, to the millisecond: the times `up --json`
@@ -124,6 +129,16 @@ enum Held<'a> {
 }
 
 impl Held<'_> {
+    /// The passphrase and data key record a child process can format a
+    /// member with; `None` for a key that is no passphrase (ephemeral).
+    fn for_children(&self) -> Option<(&Passphrase, Option<&WrappedKey>)> {
+        match self {
+            Held::Slot(SlotKey::Given { pass, .. }) => Some((pass, None)),
+            Held::Made(pass, record) => Some((pass, Some(record))),
+            _ => None,
+        }
+    }
+
     fn slot(&self) -> SlotKey<'_> {
         match self {
             Held::Slot(s) => *s,
@@ -212,6 +227,8 @@ struct Run {
     /// The loop device this run attached; held until the mapping holds it.
     attached: Option<device::AttachedLoop>,
     key: Option<Key>,
+    /// The seconds of each member's work in the step that just ran.
+    member_seconds: Vec<f64>,
 }
 
 impl Run {
@@ -239,6 +256,7 @@ pub fn run(plan: &Plan, key: Option<Key>) -> Result<Vec<StepReport>> {
         rollback: Rollback::new(),
         attached: None,
         key,
+        member_seconds: Vec::new(),
     };
     let mut reports = Vec::new();
     // The passphrase is dropped (zeroed, unlocked) after the last step
@@ -265,6 +283,7 @@ pub fn run(plan: &Plan, key: Option<Key>) -> Result<Vec<StepReport>> {
             step: p.step.name(),
             result: outcome,
             seconds: seconds_since(started),
+            members: std::mem::take(&mut r.member_seconds),
         });
     }
     signals::check()?;
@@ -351,28 +370,56 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                 false => Some(key.for_format(Owner::Set(set))?),
                 true => None,
             };
-            // One thread per member: each examines its disk again and
-            // writes its header.
-            let work: Vec<_> = members.iter().zip(&devs).collect();
-            let uuids = crate::parallel::each(&work, "formatting a member", |(m, dev)| {
-                if check {
-                    unchanged(dev, m.again)?;
+            // Each member examines its disk again and writes its header.
+            let jobs: Vec<FormatJob> = members
+                .iter()
+                .zip(&devs)
+                .map(|(m, dev)| FormatJob {
+                    dev: dev.clone(),
+                    opts: opts.clone(),
+                    place: Place {
+                        set: set.clone(),
+                        member: m.member,
+                        members: count,
+                        chunk: *chunk,
+                    },
+                    check,
+                    again: m.again,
+                    record: None,
+                    key_len: 0,
+                })
+                .collect();
+            let uuids = match held.as_ref().and_then(Held::for_children) {
+                // A key slot's passphrase: a process per member, whose
+                // libcryptsetup is its own (crate::member).
+                Some((pass, record)) => {
+                    let jobs: Vec<_> = jobs
+                        .into_iter()
+                        .map(|j| FormatJob {
+                            record: record.cloned(),
+                            ..j
+                        })
+                        .collect();
+                    member::format_all(&jobs, pass)?
                 }
-                let place = Place {
-                    set: set.clone(),
-                    member: m.member,
-                    members: count,
-                    chunk: *chunk,
-                };
-                match &held {
-                    Some(held) => luks::format(dev, held.slot(), &opts, Some(&place), None),
-                    None => {
-                        let chosen = new_uuid()?;
-                        let own = key.for_format(Owner::Volume(&chosen.to_string()))?;
-                        luks::format(dev, own.slot(), &opts, Some(&place), Some(chosen))
-                    }
-                }
-            })?;
+                // No key slot (an ephemeral volume key stays in this
+                // process, which opens with it), or a key per member: a
+                // thread per member.
+                None => crate::parallel::each(&jobs, "formatting a member", |job| {
+                    let started = std::time::Instant::now();
+                    let uuid = match &held {
+                        Some(held) => format_member(job, held.slot()),
+                        None => {
+                            let chosen = new_uuid()?;
+                            let own = key.for_format(Owner::Volume(&chosen.to_string()))?;
+                            format_member_as(job, own.slot(), Some(chosen))
+                        }
+                    }?;
+                    Ok((uuid, seconds_since(started)))
+                })?,
+            };
+            let (uuids, seconds): (Vec<String>, Vec<f64>) = uuids.into_iter().unzip();
+            r.member_seconds = seconds;
             for (dev, uuid) in devs.iter().zip(&uuids) {
                 info!(
                     "formatted {} as LUKS2 {uuid}, member of set {set}",
@@ -559,6 +606,21 @@ fn record_fs(devs: &[PathBuf], kind: Filesystem) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// One member's format (in its own process, [`member`]): examines its
+/// disk again, unless `--force` wiped it, and writes its header; returns
+/// its LUKS UUID.
+pub fn format_member(job: &FormatJob, key: SlotKey<'_>) -> Result<String> {
+    format_member_as(job, key, None)
+}
+
+/// [`format_member`] with the LUKS UUID `uuid` when the caller chose it.
+fn format_member_as(job: &FormatJob, key: SlotKey<'_>, uuid: Option<uuid::Uuid>) -> Result<String> {
+    if job.check {
+        unchanged(&job.dev, job.again)?;
+    }
+    luks::format(&job.dev, key, &job.opts, Some(&job.place), uuid)
 }
 
 /// Looks again right before writing a header: refuses if anything

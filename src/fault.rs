@@ -9,7 +9,19 @@
 //! our token are written, the key slot is not yet). ACTION is `kill`
 //! (SIGKILL itself: a crash) or `pause` (print `SECRETFS-FAULT-PAUSED
 //! <pid>` on stderr and sleep, so a test can inspect the running process
-//! and then kill it, or send it SIGTERM).
+//! and then kill it, or send it SIGTERM). In the process that formats a
+//! member of a set ([`crate::member`]) `kill` kills the `up` that started
+//! it first: the crash is of the whole run, as it was when members were
+//! threads.
+
+#[cfg(feature = "fault-injection")]
+static MEMBER_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that this process is a member's child ([`crate::member`]).
+pub fn in_member_child() {
+    #[cfg(feature = "fault-injection")]
+    MEMBER_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Called by `up` at each named point.
 #[cfg(feature = "fault-injection")]
@@ -25,6 +37,12 @@ pub fn point(name: &str) {
     }
     match action {
         "kill" => {
+            if MEMBER_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::getppid(),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         }
         "pause" => {

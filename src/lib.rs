@@ -5,7 +5,8 @@
 //! machine read-only ([`observe`]), plans purely ([`plan`]), fetches the
 //! key only if a step needs it ([`keys`]) and runs the plan with the one
 //! executor ([`exec`]), which calls down into [`device`], [`luks`], [`stripe`], [`fs`]
-//! and [`cmd`].
+//! and [`cmd`]; a set's members are formatted in child processes of this
+//! binary ([`member`]).
 
 pub mod cli;
 pub mod cmd;
@@ -19,6 +20,7 @@ pub mod fs;
 pub mod keys;
 pub mod lock;
 pub mod luks;
+pub mod member;
 pub mod names;
 pub mod observe;
 pub mod parallel;

@@ -80,6 +80,7 @@ pub fn init(cli: &Cli) {
             | Command::CheckKey(_)
             | Command::Rotate(_)
             | Command::SetupLocalDisks(_)
+            | Command::FormatMember
     ) {
         crate::keys::lock_all_memory();
     }
@@ -110,6 +111,7 @@ fn command_name(cli: &Cli) -> &'static str {
         Command::InstallUnit(_) => "install-unit",
         Command::SetupLocalDisks(_) => "setup-local-disks",
         Command::Generate(_) => "generate",
+        Command::FormatMember => crate::names::MEMBER_COMMAND,
     }
 }
 
@@ -128,7 +130,8 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Wait(_)
         | Command::InstallUnit(_)
         | Command::SetupLocalDisks(_)
-        | Command::Generate(_) => false,
+        | Command::Generate(_)
+        | Command::FormatMember => false,
     }
 }
 
@@ -148,6 +151,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::InstallUnit(a) => install_unit::run(a),
         Command::SetupLocalDisks(a) => setup_local_disks::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::FormatMember => {
+            // Its answer is on stdout, its exit code the one it answered
+            // with; main adds nothing.
+            let code = crate::member::child_main(crate::exec::format_member);
+            std::process::exit(code.into())
+        }
     }
 }
 
@@ -199,13 +208,7 @@ pub fn print_error_json(cli: &Cli, err: &anyhow::Error, code: u8) {
         return;
     }
     let failure = err.chain().find_map(|e| e.downcast_ref::<Failure>());
-    let kind = failure.map(|f| match f {
-        Failure::Usage(_) => "usage",
-        Failure::Refused(_) => "refused",
-        Failure::KeyUnavailable(_) => "key_unavailable",
-        Failure::NoDisks(_) => "no_disks",
-        Failure::NotUp(_) => "not_up",
-    });
+    let kind = failure.map(Failure::kind);
     let _ = print_json(
         &json!({"command": command_name(cli), "ok": false, "error": format!("{err:#}"), "kind": kind.unwrap_or("failed"), "exit_code": code}),
     );

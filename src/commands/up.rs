@@ -202,6 +202,7 @@ pub fn bring_up(mut s: Up) -> Result<()> {
                 step: p.step.name(),
                 result: Outcome::AlreadyDone,
                 seconds: 0.0,
+                members: Vec::new(),
             })
             .collect();
         return if s.json { print_json(&report) } else { Ok(()) };

@@ -88,6 +88,16 @@ impl Passphrase {
         Ok(p)
     }
 
+    /// Exactly `len` bytes from a reader, straight into a locked buffer
+    /// (give it an unbuffered reader): a key handed over a pipe.
+    pub fn read_exact_from(mut r: impl Read, len: usize, what: &str) -> Result<Self> {
+        let mut p = Self::with_capacity(len);
+        r.read_exact(&mut p.buf.bytes_mut()[..len])
+            .with_context(|| format!("reading {what}"))?;
+        p.len = len;
+        Ok(p)
+    }
+
     /// Random bytes from the kernel's CSPRNG, read straight into the
     /// locked buffer.
     pub fn generate(len: usize) -> Result<Self> {

@@ -53,7 +53,7 @@ pub const PBKDF2_ITERATIONS: u32 = 1000;
 pub const KEYSLOTS_AREA_BYTES: u64 = 1 << 20;
 
 /// The key-slot PBKDF to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kdf {
     /// PBKDF2-SHA256, fixed iterations, no benchmark.
@@ -63,7 +63,7 @@ pub enum Kdf {
 }
 
 /// Parameters of a new volume.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FormatOptions {
     /// LUKS2 label (the volume name).
     pub label: String,

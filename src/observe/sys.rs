@@ -304,6 +304,26 @@ pub fn busy_reasons(
     why
 }
 
+/// The memory available for new work (`MemAvailable` of /proc/meminfo),
+/// in bytes.
+pub fn mem_available(root: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(under(root, Path::new("/proc/meminfo"))).ok()?;
+    parse_mem_available(&text)
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+pub fn parse_mem_available(text: &str) -> Option<u64> {
+    let kb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb << 10)
+}
+
 /// Instance-store NVMe namespaces (`/dev/nvme1n1`, ...), sorted by name.
 /// `model` is matched as a prefix of the controller's sysfs model (which
 /// the kernel pads with spaces).
@@ -477,6 +497,14 @@ pub fn mounts_of(devno: DevNo, mounts: &[MountEntry]) -> Vec<PathBuf> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let text = "MemTotal:       24576000 kB\nMemFree:  1000 kB\nMemAvailable:    2097152 kB\n";
+        assert_eq!(parse_mem_available(text), Some(2 << 30));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(parse_mem_available("MemAvailable: lots\n"), None);
+    }
 
     const MOUNTINFO: &str = "\
 22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw

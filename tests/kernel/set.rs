@@ -63,6 +63,7 @@ fn guest_lib(uri: &str, canary: &str) -> String {
 export CANARY={canary}
 export SECRETFS_INSTANCE_STORE_MODEL='QEMU NVMe Ctrl'
 up() {{ "$SECRETFS" up --wrapped-key {uri} --encryption-context {CONTEXT} --timeout 60s "$@"; }}
+exec_up() {{ exec "$SECRETFS" up --wrapped-key {uri} --encryption-context {CONTEXT} --timeout 60s "$@"; }}
 dev() {{ for d in /sys/block/nvme*n1; do [ "$(tr -d ' ' < $d/device/serial)" = "$1" ] && echo /dev/${{d##*/}}; done; }}
 fresh_loops() {{ for i in $(seq "$1"); do f=$(mktemp /tmp/loop.XXXXXX); truncate -s 128M $f; losetup -f --show $f; done; }}
 json() {{ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }}
@@ -215,6 +216,78 @@ check two_sets_refused test "$(cat /run/two.rc)" = 3
 check two_sets_named grep -q "different sets" /run/two.err
 "#;
     expected.extend(["two_sets_refused".into(), "two_sets_named".into()]);
+    // Members formatted in a process each (paused at format_header, so
+    // the processes are there to count): as many at once as the CPUs (the
+    // guest's 2; the key is the blob's, PBKDF2, so memory does not bound
+    // them), each this binary's hidden format-member. SIGTERM to `up`
+    // ends them and rolls back; a child killed ends the run; the next `up`
+    // converges either way.
+    s += r#"
+# paused_up NAME DISKS...: `up` paused in its members' processes; sets P.
+paused_up() {
+  n=$1; shift
+  (export SECRETFS_FAULT=format_header:pause; exec_up "$@" --name $n --mount /mnt/$n) 2> /run/$n.err &
+  P=$!
+  for i in $(seq 600); do [ "$(grep -c PAUSED /run/$n.err)" -ge 2 ] && break; sleep 0.5; done
+}
+children() { cat /proc/$1/task/*/children; }
+members_only() { for c in $(children $1); do tr '\0' ' ' < /proc/$c/cmdline | grep -q ' [f]ormat-member' || return 1; done; }
+no_member_process() { ! grep -qsa '[f]ormat-member' /proc/[0-9]*/cmdline; }
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+L4=$(fresh_loops 4 | sed 's/^/--disk /' | tr '\n' ' ')
+paused_up p4 $L4
+check p4_children test "$(children $P | wc -w)" = "$(min "$(nproc)" 4)"
+check p4_children_are_members members_only $P
+kill -TERM $P; wait $P; echo $? > /run/p4.rc
+cat /run/p4.err | grep -v PAUSED
+check p4_term_fails test "$(cat /run/p4.rc)" != 0
+check p4_term_no_children no_member_process
+check p4_term_nothing_open test -z "$(ls /dev/mapper | grep '^p4')"
+check p4_converges up $L4 --name p4 --mount /mnt/p4
+check p4_mounted grep -q '^/dev/mapper/p4 /mnt/p4 ext4 ' /proc/mounts
+check p4_down "$SECRETFS" down --name p4
+L8=$(fresh_loops 8 | sed 's/^/--disk /' | tr '\n' ' ')
+paused_up p8 $L8
+check p8_children test "$(children $P | wc -w)" = "$(min "$(nproc)" 8)"
+check p8_children_are_members members_only $P
+kill -KILL "$(grep PAUSED /run/p8.err | head -1 | cut -d' ' -f2)"
+wait $P; echo $? > /run/p8.rc
+cat /run/p8.err | grep -v PAUSED
+check p8_child_killed_fails test "$(cat /run/p8.rc)" = 1
+check p8_child_named grep -q "ended without an answer" /run/p8.err
+check p8_no_children no_member_process
+check p8_converges up $L8 --name p8 --mount /mnt/p8
+check p8_mounted grep -q '^/dev/mapper/p8 /mnt/p8 ext4 ' /proc/mounts
+check p8_write sh -c 'echo "$CANARY" > /mnt/p8/canary && sync'
+check p8_down "$SECRETFS" down --name p8
+check p8_reopen up $L8 --name p8 --mount /mnt/p8
+check p8_intact grep -q "$CANARY" /mnt/p8/canary
+check p8_down2 "$SECRETFS" down --name p8
+"#;
+    for c in [
+        "p4_children",
+        "p4_children_are_members",
+        "p4_term_fails",
+        "p4_term_no_children",
+        "p4_term_nothing_open",
+        "p4_converges",
+        "p4_mounted",
+        "p4_down",
+        "p8_children",
+        "p8_children_are_members",
+        "p8_child_killed_fails",
+        "p8_child_named",
+        "p8_no_children",
+        "p8_converges",
+        "p8_mounted",
+        "p8_write",
+        "p8_down",
+        "p8_reopen",
+        "p8_intact",
+        "p8_down2",
+    ] {
+        expected.push(c.into());
+    }
     // XFS on one disk: /dev/vda, a virtio disk (--disk auto takes only
     // the instance-store model's NVMe disks).
     s += r#"
