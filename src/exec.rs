@@ -12,7 +12,6 @@ use tracing::{error, info, warn};
 use crate::cmd::{self, Tool};
 use crate::device;
 use crate::error::refused;
-use crate::error::Failure;
 use crate::fault;
 use crate::fs;
 use crate::keys::data_key::{DataKeys, Owner, WrappedKey, DATA_KEY_BYTES};
@@ -198,10 +197,7 @@ fn header_data_key(keys: &DataKeys, dev: &Path) -> Result<Option<Passphrase>> {
     let Some(w) = &token.data_key else {
         return Ok(None);
     };
-    let owner = token
-        .key_owner(&h.uuid, w)
-        .map_err(Failure::KeyUnavailable)?;
-    keys.open(owner, w).map(Some)
+    keys.open(token.key_owner(&h.uuid, w)?, w).map(Some)
 }
 
 /// A new volume's LUKS UUID (version 4, from the kernel's CSPRNG), chosen
@@ -370,6 +366,9 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                 false => Some(key.for_format(Owner::Set(set))?),
                 true => None,
             };
+            // A key slot's passphrase goes to a process per member, whose
+            // libcryptsetup is its own (crate::member).
+            let children = held.as_ref().and_then(Held::for_children);
             // Each member examines its disk again and writes its header.
             let jobs: Vec<FormatJob> = members
                 .iter()
@@ -385,23 +384,12 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                     },
                     check,
                     again: m.again,
-                    record: None,
+                    record: children.and_then(|(_, record)| record.cloned()),
                     key_len: 0,
                 })
                 .collect();
-            let uuids = match held.as_ref().and_then(Held::for_children) {
-                // A key slot's passphrase: a process per member, whose
-                // libcryptsetup is its own (crate::member).
-                Some((pass, record)) => {
-                    let jobs: Vec<_> = jobs
-                        .into_iter()
-                        .map(|j| FormatJob {
-                            record: record.cloned(),
-                            ..j
-                        })
-                        .collect();
-                    member::format_all(&jobs, pass)?
-                }
+            let uuids = match children {
+                Some((pass, _)) => member::format_all(&jobs, pass)?,
                 // No key slot (an ephemeral volume key stays in this
                 // process, which opens with it), or a key per member: a
                 // thread per member.

@@ -23,8 +23,8 @@
 //! Every child dies with the parent (`PR_SET_PDEATHSIG`, SIGKILL); the
 //! parent polls its children and the signal flag, and on SIGTERM/SIGINT
 //! kills and reaps them and fails like any step, so the run rolls back as
-//! it would with threads. A child's failure fails the step (the first in
-//! member order wins) once every child has ended: headers left
+//! it would with threads. The first child to fail fails the step, and the
+//! children still running are killed and reaped: headers left
 //! `formatting` never held data, and the next `up` makes them again.
 //!
 //! At most as many children run at once as there are CPUs, and for

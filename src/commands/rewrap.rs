@@ -69,10 +69,7 @@ pub fn run(args: &RewrapArgs) -> Result<()> {
     for m in &members {
         signals::check()?;
         let w = m.token.data_key.as_ref().expect("checked above");
-        let owner = m
-            .token
-            .key_owner(&m.uuid, w)
-            .map_err(crate::error::Failure::KeyUnavailable)?;
+        let owner = m.token.key_owner(&m.uuid, w)?;
         let (new, p) = match (&set_record, w.scope) {
             (Some((r, p)), Scope::Set) => (r.clone(), Passphrase::from_slice(p.expose())),
             _ => {

@@ -125,13 +125,13 @@ pub fn run(args: &RotateArgs) -> Result<()> {
         rotations.push(plan_rotation(&m.dev, &m.token).or_else(refused)?);
     }
     let keys = DataKeys::for_existing(opts);
-    let mut next = NextKey {
-        record: interrupted_set_key(&members),
-    };
+    // The set's next data key, once made (or found recorded by a rotation
+    // that was interrupted): every member that still needs one records it.
+    let mut set_next = interrupted_set_key(&members);
     let mut done = Vec::new();
     for (m, r) in members.iter().zip(rotations) {
         signals::check()?;
-        let d = rotate_member(&keys, m, &r, args.new_kms_key.as_deref(), &mut next)?;
+        let d = rotate_member(&keys, m, &r, args.new_kms_key.as_deref(), &mut set_next)?;
         info!(
             "{} the data key of {} (LUKS2 {}): key slot {} now, {}, wrapped by {}",
             if r.resumes {
@@ -156,12 +156,6 @@ pub fn run(args: &RotateArgs) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// The set's next data key, once made (or found recorded by a rotation
-/// that was interrupted): every member that still needs one records it.
-struct NextKey {
-    record: Option<WrappedKey>,
 }
 
 /// The set key an interrupted rotation recorded in some member's token:
@@ -190,13 +184,6 @@ fn new_owner(m: &Member) -> Owner<'_> {
     }
 }
 
-/// The owner the context of `w`, a record in `m`'s token, names.
-fn owner_of<'a>(m: &'a Member, w: &WrappedKey) -> Result<Owner<'a>> {
-    m.token
-        .key_owner(&m.uuid, w)
-        .map_err(|e| crate::error::Failure::KeyUnavailable(e).into())
-}
-
 /// Runs one member's rotation. What the steps need of the token is known
 /// from the observed token and the steps run before: the lock keeps
 /// everyone else off the header meanwhile.
@@ -205,11 +192,11 @@ fn rotate_member(
     m: &Member,
     r: &Rotation,
     new_kms_key: Option<&str>,
-    set_next: &mut NextKey,
+    set_next: &mut Option<WrappedKey>,
 ) -> Result<Rotated> {
     let dev = &m.dev;
     let cur_key = m.token.data_key.clone().context("no data key")?;
-    let cur = keys.open(owner_of(m, &cur_key)?, &cur_key)?;
+    let cur = keys.open(m.token.key_owner(&m.uuid, &cur_key)?, &cur_key)?;
     let Some(cur_slot) = slots::opened_by(dev, &cur)? else {
         return key_unavailable(format!(
             "the data key in the token of {} opens no key slot: the header is damaged; nothing was changed",
@@ -225,10 +212,10 @@ fn rotate_member(
     let mut wrapped_by = cur_key.kms_key.clone();
     for &step in &r.steps {
         match step {
-            RotateStep::MakeNext if set_next.record.is_some() && m.token.set.is_some() => {
+            RotateStep::MakeNext if set_next.is_some() && m.token.set.is_some() => {
                 // The set's next key, made for an earlier member.
-                let w = set_next.record.clone().expect("checked");
-                let p = keys.open(owner_of(m, &w)?, &w)?;
+                let w = set_next.clone().expect("checked");
+                let p = keys.open(m.token.key_owner(&m.uuid, &w)?, &w)?;
                 update_token(dev, |t| t.next_key = Some(Box::new(w.clone())))?;
                 next_key = Some(w);
                 next = Some(p);
@@ -248,7 +235,7 @@ fn rotate_member(
                 }
                 update_token(dev, |t| t.next_key = Some(Box::new(w.clone())))?;
                 if w.scope == Scope::Set {
-                    set_next.record = Some(w.clone());
+                    *set_next = Some(w.clone());
                 }
                 next_key = Some(w);
                 next = Some(p);
@@ -258,7 +245,7 @@ fn rotate_member(
                     Some(p) => p,
                     None => {
                         let w = next_key.as_ref().context("no next key in the token")?;
-                        keys.open(owner_of(m, w)?, w)?
+                        keys.open(m.token.key_owner(&m.uuid, w)?, w)?
                     }
                 };
                 slot = match slots::opened_by(dev, &p)? {

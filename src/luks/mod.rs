@@ -2,8 +2,10 @@
 //!
 //! libcryptsetup is not thread-safe: libcryptsetup-rs's `mutex` feature
 //! serialises every call (as stratisd does), so observation and the unit
-//! tests may call it from any thread; a set's members are formatted from
-//! one thread each, and their libcryptsetup calls take turns. Each
+//! tests may call it from any thread. A set's members are formatted in
+//! processes of their own ([`crate::member`]), so that their
+//! libcryptsetup calls do not take turns; an ephemeral set's members keep
+//! a thread each, which do. Each
 //! operation acquires a fresh `CryptDevice` context and lets it go.
 //! Nothing here talks to KMS: a data key is made or decrypted by the
 //! caller ([`crate::exec`]) before any disk work and handed in as a

@@ -44,6 +44,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Failure;
 use crate::keys::data_key::{Owner, Scope, WrappedKey};
 use crate::names;
 
@@ -172,14 +173,16 @@ impl Token {
     /// token, names: the volume `uuid` (the header's own UUID, never the
     /// token's word for it), or for a set's key the set this token places
     /// the member in.
-    pub fn key_owner<'a>(&'a self, uuid: &'a str, w: &WrappedKey) -> Result<Owner<'a>, String> {
+    /// A set's key in a token that names no set is a damaged header
+    /// (exit 4: the key cannot be used).
+    pub fn key_owner<'a>(&'a self, uuid: &'a str, w: &WrappedKey) -> Result<Owner<'a>, Failure> {
         match w.scope {
             Scope::Volume => Ok(Owner::Volume(uuid)),
             Scope::Set => self.set.as_deref().map(Owner::Set).ok_or_else(|| {
-                format!(
+                Failure::KeyUnavailable(format!(
                     "the data key of volume {uuid} is a set's, but its token names no set: the \
                      header is damaged"
-                )
+                ))
             }),
         }
     }
@@ -325,7 +328,7 @@ mod tests {
         assert_eq!(back.data_key, Some(w.clone()));
         assert_eq!(back.place(), Some(p.clone()));
         assert!(Token::formatting("u").to_json().get("data_key").is_none());
-        assert_eq!(back.key_owner("hdr", &w), Ok(Owner::Volume("hdr")));
+        assert_eq!(back.key_owner("hdr", &w).unwrap(), Owner::Volume("hdr"));
 
         // A set's one key: version 5, its context names the member's set.
         let set_key = WrappedKey {
@@ -337,13 +340,12 @@ mod tests {
         assert_eq!(v["version"], 5);
         let back = Token::from_json(&v).unwrap();
         assert_eq!(back, t);
-        assert_eq!(back.key_owner("hdr", &set_key), Ok(Owner::Set("s1")));
+        assert_eq!(back.key_owner("hdr", &set_key).unwrap(), Owner::Set("s1"));
         // A set's key in a token that names no set: damaged.
         let lone = Token::formatting("u").with_data_key(set_key.clone());
-        assert!(lone
-            .key_owner("hdr", &set_key)
-            .unwrap_err()
-            .contains("names no set"));
+        let e = lone.key_owner("hdr", &set_key).unwrap_err();
+        assert!(e.to_string().contains("names no set"), "{e}");
+        assert_eq!(e.exit_code(), crate::error::EXIT_KEY_UNAVAILABLE);
         // A rotation moving a member to its set's key records it as the
         // next key: the token is version 5 from then on.
         let mut moving = Token::member("u", &p).with_data_key(w);
