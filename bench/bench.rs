@@ -627,11 +627,12 @@ fn fio_median(out: &Path, case: &str, rw: &str, jobs: u32, rounds: usize) -> f64
 /// of step (summed over the members), and the rest (process start,
 /// observation, planning), each the median over the rounds.
 fn where_the_time_goes(out: &Path, samples: &[Value], rounds: usize) -> Vec<String> {
-    const COLUMNS: [&str; 6] = [
+    const COLUMNS: [&str; 7] = [
         "format",
         "format_members",
         "mark_ready",
         "open",
+        "open_members",
         "create_stripe",
         "make_filesystem",
     ];

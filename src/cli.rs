@@ -74,10 +74,10 @@ pub enum Command {
     /// Write the man pages and shell completions under DIR
     #[command(hide = true)]
     Generate(GenerateArgs),
-    /// Format one member of a set: the child process `up` starts for each
-    /// (job and key on stdin, answer on stdout); not for people
-    #[command(hide = true, name = "format-member")]
-    FormatMember,
+    /// Format or open one member of a set: the child process `up` starts
+    /// for each (job and key on stdin, answer on stdout); not for people
+    #[command(hide = true, name = "member")]
+    Member,
 }
 
 /// How a passphrase is protected by the LUKS2 key slot.

@@ -20,10 +20,10 @@ use crate::keys::{random_bytes, KeyOrigin, Passphrase, HIGH_ENTROPY_MIN};
 use crate::luks::header::TokenFound;
 use crate::luks::token::Place;
 use crate::luks::{self, FormatOptions, Kdf, SlotKey};
-use crate::member::{self, FormatJob};
+use crate::member::{self, FormatJob, OpenJob, OpenKey};
 use crate::names;
 use crate::observe::{content, sys};
-use crate::plan::{self, Class, Dev, FsTodo, NewHeader, Plan, Step, Todo};
+use crate::plan::{self, Class, Dev, FsTodo, MemberToOpen, NewHeader, Plan, Step, Todo};
 use crate::settings::{Filesystem, PbkdfChoice};
 use crate::signals;
 use crate::stripe;
@@ -46,8 +46,9 @@ pub struct StepReport {
     /// Wall-clock seconds the step took (0 when already done): where the
     /// time to mounted goes, per step.
     pub seconds: f64,
-    /// `format_members`: the seconds each member's work took, in member
-    /// order (their sum over `seconds` is how parallel they ran).
+    /// `format_members`, `open_members`: the seconds each member's work
+    /// took, in member order (their sum over `seconds` is how parallel
+    /// they ran).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<f64>,
 }
@@ -134,6 +135,20 @@ impl Held<'_> {
         match self {
             Held::Slot(SlotKey::Given { pass, .. }) => Some((pass, None)),
             Held::Made(pass, record) => Some((pass, Some(record))),
+            _ => None,
+        }
+    }
+
+    /// The key a child process can open a member with, and what it is.
+    fn for_open_child(&self) -> Option<(OpenKey, &Passphrase)> {
+        match self {
+            Held::Slot(SlotKey::Given { pass, from }) => Some((
+                OpenKey::Given {
+                    from: from.to_string(),
+                },
+                pass,
+            )),
+            Held::Decrypted(Some(pass)) => Some((OpenKey::HeaderDataKey, pass)),
             _ => None,
         }
     }
@@ -385,7 +400,6 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
                     check,
                     again: m.again,
                     record: children.and_then(|(_, record)| record.cloned()),
-                    key_len: 0,
                 })
                 .collect();
             let uuids = match children {
@@ -452,13 +466,17 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
             let dev = r.dev(dev)?;
             let held = r.key()?.for_open(&dev)?;
             luks::open(&dev, name, held.slot(), *discard)?;
-            let mapper = crate::names::mapper_path(name);
-            info!("opened {} as {}", dev.display(), mapper.display());
-            let name = name.clone();
-            r.rollback
-                .push(format!("close {}", mapper.display()), move || {
-                    luks::close(&name)
-                });
+            opened(r, &dev, name);
+        }
+        Step::OpenMembers { members, discard } => {
+            let devs = members
+                .iter()
+                .map(|m| r.dev(&m.dev))
+                .collect::<Result<Vec<_>>>()?;
+            r.member_seconds = open_members(r.key()?, members, &devs, *discard)?;
+            for (m, dev) in members.iter().zip(&devs) {
+                opened(r, dev, &m.name);
+            }
         }
         Step::Wipe { mapper } => {
             info!(
@@ -580,6 +598,98 @@ fn step(r: &mut Run, plan: &Plan, s: &Step) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+/// Logs an open and puts its close on the rollback.
+fn opened(r: &mut Run, dev: &Path, name: &str) {
+    let mapper = names::mapper_path(name);
+    info!("opened {} as {}", dev.display(), mapper.display());
+    let name = name.to_string();
+    r.rollback
+        .push(format!("close {}", mapper.display()), move || {
+            luks::close(&name)
+        });
+}
+
+/// Opens every member on `devs` as its name in `members`; returns the
+/// seconds each open took. On failure the members this opened are closed
+/// again.
+fn open_members(
+    key: &Key,
+    members: &[MemberToOpen],
+    devs: &[PathBuf],
+    discard: bool,
+) -> Result<Vec<f64>> {
+    // Each member's key (a set's one data key is decrypted once).
+    let held = devs
+        .iter()
+        .map(|d| key.for_open(d))
+        .collect::<Result<Vec<_>>>()?;
+    let done = match unlock_cost(&held, devs)? {
+        // argon2: a process per member, at most what the CPUs and the
+        // memory allow (crate::member).
+        Some(memory_each) => {
+            let jobs: Vec<(OpenJob, &Passphrase)> = members
+                .iter()
+                .zip(devs)
+                .zip(&held)
+                .map(|((m, dev), h)| {
+                    let (key, pass) = h.for_open_child().expect("unlock_cost checked");
+                    let job = OpenJob {
+                        dev: dev.clone(),
+                        name: m.name.clone(),
+                        discard,
+                        key,
+                    };
+                    (job, pass)
+                })
+                .collect();
+            member::open_all(&jobs, Some(memory_each))
+        }
+        // PBKDF2 (or no key slot): here, one after another; each open
+        // costs less than starting a process.
+        None => members
+            .iter()
+            .zip(devs)
+            .zip(&held)
+            .map(|((m, dev), h)| {
+                let started = std::time::Instant::now();
+                luks::open(dev, &m.name, h.slot(), discard)?;
+                Ok(seconds_since(started))
+            })
+            .collect(),
+    };
+    if done.is_err() {
+        for m in members {
+            if names::mapper_path(&m.name).exists() {
+                if let Err(e) = luks::close(&m.name) {
+                    warn!("closing {} after a failed open: {e:#}", m.name);
+                }
+            }
+        }
+    }
+    done
+}
+
+/// What each member's unlock costs when it pays to run the opens in a
+/// process each: `Some(bytes)` of memory per unlock when a key slot is
+/// argon2 and every member has a passphrase to hand over; `None`: open
+/// here (PBKDF2 slots, an ephemeral key, or a header without the key the
+/// LUKS layer then refuses by name).
+fn unlock_cost(held: &[Held<'_>], devs: &[PathBuf]) -> Result<Option<u64>> {
+    if held.len() < 2 || held.iter().any(|h| h.for_open_child().is_none()) {
+        return Ok(None);
+    }
+    let mut most = None;
+    for dev in devs {
+        if let Some(c) = luks::header::slot_cost(dev)? {
+            if c.kdf == Kdf::Argon2id {
+                let bytes = u64::from(c.memory_kib) << 10;
+                most = Some(most.map_or(bytes, |m: u64| m.max(bytes)));
+            }
+        }
+    }
+    Ok(most)
 }
 
 fn record_fs(devs: &[PathBuf], kind: Filesystem) -> Result<()> {

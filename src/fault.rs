@@ -5,14 +5,15 @@
 //! `SECRETFS_FAULT=POINT:ACTION` acts when `up` reaches POINT: `key` (the
 //! passphrase was fetched) or a step name after it completed
 //! (`create_file`, `attach_loop`, `format`, `open`, `make_filesystem`,
-//! `mount`, ...), or `format_header` (inside the format: the header and
-//! our token are written, the key slot is not yet). ACTION is `kill`
+//! `mount`, ...), `format_header` (inside the format: the header and
+//! our token are written, the key slot is not yet) or `unlock` (inside an
+//! open, before the key slot is unlocked). ACTION is `kill`
 //! (SIGKILL itself: a crash) or `pause` (print `SECRETFS-FAULT-PAUSED
 //! <pid>` on stderr and sleep, so a test can inspect the running process
-//! and then kill it, or send it SIGTERM). In the process that formats a
-//! member of a set ([`crate::member`]) `kill` kills the `up` that started
-//! it first: the crash is of the whole run, as it was when members were
-//! threads.
+//! and then kill it, or send it SIGTERM). In the process that formats
+//! or opens a member of a set ([`crate::member`]) `kill` kills the `up`
+//! that started it first: the crash is of the whole run, as it was when
+//! members were threads.
 
 #[cfg(feature = "fault-injection")]
 static MEMBER_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -1,11 +1,17 @@
-//! A set's members formatted in processes of their own.
+//! A set's members formatted and opened in processes of their own.
 //!
 //! libcryptsetup is not thread-safe, so libcryptsetup-rs lets one thread
 //! of a process into it at a time ([`crate::luks`]): threads that format
 //! the members of a set "in parallel" take turns, and a set of 8 costs 8
 //! headers one after another. Each member's format therefore runs in a
 //! child process, this binary again under the hidden subcommand
-//! [`names::MEMBER_COMMAND`], whose libcryptsetup is its own.
+//! [`names::MEMBER_COMMAND`], whose libcryptsetup is its own; so does each
+//! member's open when its key slot is argon2 (a typed passphrase: seconds
+//! and up to 1 GiB per unlock). A PBKDF2 slot (a KMS or S3 key of high
+//! entropy, 1000 iterations) opens in 0.13 s under TCG, a child costs
+//! 0.6 s there (exec, libraries, mlockall, the crypto back end): those
+//! opens stay in the parent ([`crate::exec`]). The header reads of
+//! observation load a header and its token, no KDF, and stay too.
 //!
 //! A child rather than a fork: the parent has threads by then (tokio's,
 //! the SDK's), and a fork of a threaded process may only call
@@ -14,22 +20,24 @@
 //!
 //! The key never leaves locked memory but through a pipe: the parent
 //! writes one JSON line (the job: device, options, place, the data key's
-//! record; nothing secret) and then exactly the key's bytes into the
-//! child's stdin; the child reads the line byte by byte (no buffer that
-//! could hold the key) and the key straight into its own locked buffer.
-//! Never argv, the environment or a file. The child prints one JSON line:
-//! the new LUKS UUID, or the error and its exit code.
+//! record, or the mapping to open; nothing secret) and then exactly the
+//! key's bytes into the child's stdin; the child reads the line byte by
+//! byte (no buffer that could hold the key) and the key straight into its
+//! own locked buffer. Never argv, the environment or a file. The child
+//! prints one JSON line: the new LUKS UUID, "opened", or the error and
+//! its exit code.
 //!
 //! Every child dies with the parent (`PR_SET_PDEATHSIG`, SIGKILL); the
 //! parent polls its children and the signal flag, and on SIGTERM/SIGINT
 //! kills and reaps them and fails like any step, so the run rolls back as
 //! it would with threads. The first child to fail fails the step, and the
 //! children still running are killed and reaped: headers left
-//! `formatting` never held data, and the next `up` makes them again.
+//! `formatting` never held data, and the next `up` makes them again; the
+//! caller closes the mappings of the members that did open.
 //!
 //! At most as many children run at once as there are CPUs, and for
-//! argon2id key slots (typed passphrases, up to 1 GiB each) as many as
-//! the available memory holds.
+//! argon2 key slots as many as the available memory holds (1 GiB each
+//! for a new slot, libcryptsetup's most; the slot's own cost to open one).
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -62,8 +70,59 @@ pub struct FormatJob {
     /// The data key's record for the token (`--kms-key`); `None`: the
     /// key is the set's one passphrase.
     pub record: Option<WrappedKey>,
-    /// The key's length in bytes, which follow the line.
-    pub key_len: usize,
+}
+
+/// One member's open, as the parent hands it to a child.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenJob {
+    pub dev: PathBuf,
+    /// The mapping: /dev/mapper/NAME.
+    pub name: String,
+    pub discard: bool,
+    /// What the key that follows is.
+    pub key: OpenKey,
+}
+
+/// The key an [`OpenJob`]'s child gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenKey {
+    /// The data key the header records, decrypted by the parent.
+    HeaderDataKey,
+    /// The passphrase `from` names (for messages).
+    Given { from: String },
+}
+
+/// A member's work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    Format(FormatJob),
+    Open(OpenJob),
+}
+
+impl Job {
+    fn dev(&self) -> &std::path::Path {
+        match self {
+            Job::Format(j) => &j.dev,
+            Job::Open(j) => &j.dev,
+        }
+    }
+
+    fn doing(&self) -> &'static str {
+        match self {
+            Job::Format(_) => "formats",
+            Job::Open(_) => "opens",
+        }
+    }
+}
+
+/// The line the parent writes: the job, and the length of the key whose
+/// bytes follow it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Handed {
+    job: Job,
+    key_len: usize,
 }
 
 /// What a child prints.
@@ -71,35 +130,74 @@ pub struct FormatJob {
 #[serde(rename_all = "snake_case")]
 enum Answer {
     Formatted { uuid: String },
+    Opened,
     Failed { error: String, exit: u8 },
 }
 
-/// How many children may run at once for `jobs`: the CPUs, and for
-/// argon2id key slots what the memory holds (1 GiB each, libcryptsetup's
-/// most), at least one.
-pub fn limit(members: usize, kdf: Kdf, cpus: usize, mem_available: u64) -> usize {
-    let by_memory = match kdf {
-        Kdf::Argon2id => (mem_available >> 30) as usize,
-        Kdf::Pbkdf2 => usize::MAX,
+/// How many children may run at once for `members`: the CPUs, and what
+/// the memory holds when each takes `memory_each` bytes (an argon2 key
+/// slot's; `None`: no bound), at least one.
+pub fn limit(members: usize, memory_each: Option<u64>, cpus: usize, mem_available: u64) -> usize {
+    let by_memory = match memory_each {
+        Some(each) => (mem_available / each.max(1)) as usize,
+        None => usize::MAX,
     };
     members.min(cpus).min(by_memory).max(1)
 }
 
 /// The children's limit on this machine.
-fn limit_here(members: usize, kdf: Kdf) -> usize {
+fn limit_here(members: usize, memory_each: Option<u64>) -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mem = crate::observe::sys::mem_available(std::path::Path::new("/")).unwrap_or(0);
-    limit(members, kdf, cpus, mem)
+    limit(members, memory_each, cpus, mem)
 }
+
+/// The most memory a new argon2id key slot takes (libcryptsetup's
+/// default limit).
+const NEW_ARGON2_SLOT_BYTES: u64 = 1 << 30;
 
 /// Formats every member of `jobs` in a child each, at most [`limit`] at
 /// a time; returns their LUKS UUIDs in the jobs' order, each with the
 /// seconds its process took (start to end). The first failure (or
 /// SIGTERM/SIGINT) ends the children still running and fails.
 pub fn format_all(jobs: &[FormatJob], key: &Passphrase) -> Result<Vec<(String, f64)>> {
-    let kdf = jobs.first().map_or(Kdf::Pbkdf2, |j| j.opts.kdf);
-    let at_once = limit_here(jobs.len(), kdf);
-    let mut uuids: Vec<Option<(String, f64)>> = vec![None; jobs.len()];
+    let memory_each = match jobs.first().map(|j| j.opts.kdf) {
+        Some(Kdf::Argon2id) => Some(NEW_ARGON2_SLOT_BYTES),
+        _ => None,
+    };
+    let jobs: Vec<(Job, &Passphrase)> =
+        jobs.iter().map(|j| (Job::Format(j.clone()), key)).collect();
+    run_all(&jobs, limit_here(jobs.len(), memory_each))?
+        .into_iter()
+        .map(|(answer, seconds)| match answer {
+            Answer::Formatted { uuid } => Ok((uuid, seconds)),
+            other => anyhow::bail!("a member's process answered {other:?} to a format"),
+        })
+        .collect()
+}
+
+/// Opens every member of `jobs` (each with its key) in a child each, at
+/// most [`limit`] at a time, each unlock taking `memory_each` bytes;
+/// returns the seconds each process took. On failure the members that
+/// did open stay open: the caller closes them.
+pub fn open_all(jobs: &[(OpenJob, &Passphrase)], memory_each: Option<u64>) -> Result<Vec<f64>> {
+    let jobs: Vec<(Job, &Passphrase)> = jobs
+        .iter()
+        .map(|(j, key)| (Job::Open(j.clone()), *key))
+        .collect();
+    run_all(&jobs, limit_here(jobs.len(), memory_each))?
+        .into_iter()
+        .map(|(answer, seconds)| match answer {
+            Answer::Opened => Ok(seconds),
+            other => anyhow::bail!("a member's process answered {other:?} to an open"),
+        })
+        .collect()
+}
+
+/// Runs every job in a child each, `at_once` at a time; returns their
+/// answers in the jobs' order, each with its process's seconds.
+fn run_all(jobs: &[(Job, &Passphrase)], at_once: usize) -> Result<Vec<(Answer, f64)>> {
+    let mut done: Vec<Option<(Answer, f64)>> = jobs.iter().map(|_| None).collect();
     let mut running: Vec<(usize, Child, Instant)> = Vec::new();
     let mut next = 0;
     let failed = 'run: loop {
@@ -107,7 +205,7 @@ pub fn format_all(jobs: &[FormatJob], key: &Passphrase) -> Result<Vec<(String, f
             break Some(e);
         }
         while running.len() < at_once && next < jobs.len() {
-            match spawn(&jobs[next], key) {
+            match spawn(&jobs[next].0, jobs[next].1) {
                 Ok(c) => running.push((next, c, Instant::now())),
                 Err(e) => break 'run Some(e),
             }
@@ -123,8 +221,8 @@ pub fn format_all(jobs: &[FormatJob], key: &Passphrase) -> Result<Vec<(String, f
         {
             Some(i) => {
                 let (n, c, started) = running.swap_remove(i);
-                match answer(&jobs[n], c) {
-                    Ok(uuid) => uuids[n] = Some((uuid, crate::exec::seconds_since(started))),
+                match answer(&jobs[n].0, c) {
+                    Ok(a) => done[n] = Some((a, crate::exec::seconds_since(started))),
                     Err(e) => break Some(e),
                 }
             }
@@ -139,15 +237,21 @@ pub fn format_all(jobs: &[FormatJob], key: &Passphrase) -> Result<Vec<(String, f
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(uuids
+    Ok(done
         .into_iter()
-        .map(|u| u.expect("every member answered"))
+        .map(|d| d.expect("every member answered"))
         .collect())
 }
 
 /// Starts the child for `job` and hands it the job and the key.
-fn spawn(job: &FormatJob, key: &Passphrase) -> Result<Child> {
-    let what = || format!("starting the process that formats {}", job.dev.display());
+fn spawn(job: &Job, key: &Passphrase) -> Result<Child> {
+    let what = || {
+        format!(
+            "starting the process that {} {}",
+            job.doing(),
+            job.dev().display()
+        )
+    };
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(names::MEMBER_COMMAND)
         .stdin(Stdio::piped())
@@ -166,9 +270,9 @@ fn spawn(job: &FormatJob, key: &Passphrase) -> Result<Child> {
     let mut child = cmd.spawn().with_context(what)?;
     let handed = (|| -> std::io::Result<()> {
         let mut stdin = child.stdin.take().expect("piped");
-        let mut line = serde_json::to_vec(&FormatJob {
+        let mut line = serde_json::to_vec(&Handed {
+            job: job.clone(),
             key_len: key.len(),
-            ..job.clone()
         })
         .map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -184,18 +288,19 @@ fn spawn(job: &FormatJob, key: &Passphrase) -> Result<Child> {
 }
 
 /// The ended child's answer.
-fn answer(job: &FormatJob, mut c: Child) -> Result<String> {
+fn answer(job: &Job, mut c: Child) -> Result<Answer> {
     let mut out = String::new();
     if let Some(mut o) = c.stdout.take() {
         let _ = o.read_to_string(&mut out);
     }
     let status = c.wait().context("waiting for a member's process")?;
     match serde_json::from_str::<Answer>(out.trim()) {
-        Ok(Answer::Formatted { uuid }) if status.success() => Ok(uuid),
         Ok(Answer::Failed { error, exit }) => Err(failure(exit, error)),
+        Ok(a) if status.success() => Ok(a),
         _ => anyhow::bail!(
-            "the process formatting {} ended without an answer ({status})",
-            job.dev.display()
+            "the process that {} {} ended without an answer ({status})",
+            job.doing(),
+            job.dev().display()
         ),
     }
 }
@@ -208,29 +313,39 @@ fn failure(exit: u8, message: String) -> anyhow::Error {
     }
 }
 
-/// The child: reads its job and key from stdin, formats, and prints its
-/// answer on stdout. Returns the exit code.
+/// The child: reads its job and key from stdin, does it (a format with
+/// `format`, which examines the disk again first), and prints its answer
+/// on stdout. Returns the exit code.
 pub fn child_main(format: impl Fn(&FormatJob, SlotKey<'_>) -> Result<String>) -> u8 {
     crate::fault::in_member_child();
-    let answer = match read_job().and_then(|(job, key)| {
-        let slot = match &job.record {
-            Some(record) => SlotKey::NewDataKey { pass: &key, record },
-            None => SlotKey::Given {
-                pass: &key,
-                from: "the set's passphrase",
-            },
-        };
-        format(&job, slot)
+    let answer = match read_job().and_then(|(job, key)| match &job {
+        Job::Format(job) => {
+            let slot = match &job.record {
+                Some(record) => SlotKey::NewDataKey { pass: &key, record },
+                None => SlotKey::Given {
+                    pass: &key,
+                    from: "the set's passphrase",
+                },
+            };
+            format(job, slot).map(|uuid| Answer::Formatted { uuid })
+        }
+        Job::Open(job) => {
+            let slot = match &job.key {
+                OpenKey::HeaderDataKey => SlotKey::HeaderDataKey(Some(&key)),
+                OpenKey::Given { from } => SlotKey::Given { pass: &key, from },
+            };
+            crate::luks::open(&job.dev, &job.name, slot, job.discard).map(|()| Answer::Opened)
+        }
     }) {
-        Ok(uuid) => Answer::Formatted { uuid },
+        Ok(a) => a,
         Err(e) => Answer::Failed {
             error: format!("{e:#}"),
             exit: crate::error::exit_code_of(&e),
         },
     };
     let code = match &answer {
-        Answer::Formatted { .. } => 0,
         Answer::Failed { exit, .. } => *exit,
+        _ => 0,
     };
     let line = serde_json::to_string(&answer).expect("an answer serialises");
     let _ = writeln!(std::io::stdout(), "{line}");
@@ -239,7 +354,7 @@ pub fn child_main(format: impl Fn(&FormatJob, SlotKey<'_>) -> Result<String>) ->
 
 /// The job line and the key that follows it, from stdin (unbuffered: the
 /// key goes from the pipe straight into locked memory).
-fn read_job() -> Result<(FormatJob, Passphrase)> {
+fn read_job() -> Result<(Job, Passphrase)> {
     let mut stdin = std::io::stdin().lock();
     let mut line = Vec::new();
     let mut b = [0u8; 1];
@@ -253,10 +368,10 @@ fn read_job() -> Result<(FormatJob, Passphrase)> {
         line.push(b[0]);
         anyhow::ensure!(line.len() < 1 << 20, "the job from the parent has no end");
     }
-    let job: FormatJob =
+    let handed: Handed =
         serde_json::from_slice(&line).context("reading the job from the parent")?;
-    let key = Passphrase::read_exact_from(&mut stdin, job.key_len, "the key from the parent")?;
-    Ok((job, key))
+    let key = Passphrase::read_exact_from(&mut stdin, handed.key_len, "the key from the parent")?;
+    Ok((handed.job, key))
 }
 
 #[cfg(test)]
@@ -264,25 +379,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn children_are_bounded_by_cpus_and_for_argon2id_by_memory() {
+    fn children_are_bounded_by_cpus_and_for_argon2_by_memory() {
         let gib = 1u64 << 30;
-        // rows: members, kdf, cpus, available memory -> at once
+        let mib = 1u64 << 20;
+        // rows: members, memory each, cpus, available memory -> at once
         let rows = [
-            (8, Kdf::Pbkdf2, 2, 64 * gib, 2),
-            (8, Kdf::Pbkdf2, 128, gib / 2, 8),
-            (4, Kdf::Pbkdf2, 96, 64 * gib, 4),
-            (8, Kdf::Argon2id, 96, 3 * gib + 5, 3),
-            (8, Kdf::Argon2id, 2, 64 * gib, 2),
-            (8, Kdf::Argon2id, 96, gib / 2, 1),
-            (1, Kdf::Pbkdf2, 1, 0, 1),
+            (8, None, 2, 64 * gib, 2),
+            (8, None, 128, gib / 2, 8),
+            (4, None, 96, 64 * gib, 4),
+            // A new argon2id slot: up to 1 GiB each.
+            (8, Some(gib), 96, 3 * gib + 5, 3),
+            (8, Some(gib), 2, 64 * gib, 2),
+            (8, Some(gib), 96, gib / 2, 1),
+            // An existing slot's own cost: 256 MiB each.
+            (8, Some(256 * mib), 96, gib + 1, 4),
+            (8, Some(256 * mib), 2, gib, 2),
+            // A slot that says it takes nothing: the CPUs bound.
+            (8, Some(0), 4, gib, 4),
+            (1, None, 1, 0, 1),
         ];
-        for (members, kdf, cpus, mem, want) in rows {
+        for (members, each, cpus, mem, want) in rows {
             assert_eq!(
-                limit(members, kdf, cpus, mem),
+                limit(members, each, cpus, mem),
                 want,
-                "{members} {kdf:?} {cpus} {mem}"
+                "{members} {each:?} {cpus} {mem}"
             );
         }
+    }
+
+    #[test]
+    fn a_job_line_round_trips_and_carries_no_key() {
+        let job = Job::Open(OpenJob {
+            dev: "/dev/nvme1n1".into(),
+            name: "secretfs-0".into(),
+            discard: true,
+            key: OpenKey::Given {
+                from: "typed passphrase".into(),
+            },
+        });
+        let line = serde_json::to_string(&Handed {
+            job: job.clone(),
+            key_len: 32,
+        })
+        .unwrap();
+        let back: Handed = serde_json::from_str(&line).unwrap();
+        assert_eq!((back.job, back.key_len), (job, 32));
+        assert!(!line.contains('\n'));
     }
 
     #[test]

@@ -53,9 +53,9 @@ pub const ENV_LOG: &str = "SECRETFS_LOG";
 pub const ENV_MODEL_OVERRIDE: &str = "SECRETFS_INSTANCE_STORE_MODEL";
 /// Environment variable of the fault-injection build (`POINT:ACTION`).
 pub const ENV_FAULT: &str = "SECRETFS_FAULT";
-/// The hidden subcommand of a child that formats one member of a set
+/// The hidden subcommand of a child that formats or opens one member of a set
 /// ([`crate::member`]).
-pub const MEMBER_COMMAND: &str = "format-member";
+pub const MEMBER_COMMAND: &str = "member";
 
 /// `/dev/mapper/NAME`.
 pub fn mapper_path(name: &str) -> PathBuf {

@@ -22,14 +22,14 @@ _secretfs() {
             secretfs,down)
                 cmd="secretfs__subcmd__down"
                 ;;
-            secretfs,format-member)
-                cmd="secretfs__subcmd__format__subcmd__member"
-                ;;
             secretfs,generate)
                 cmd="secretfs__subcmd__generate"
                 ;;
             secretfs,install-unit)
                 cmd="secretfs__subcmd__install__subcmd__unit"
+                ;;
+            secretfs,member)
+                cmd="secretfs__subcmd__member"
                 ;;
             secretfs,rewrap)
                 cmd="secretfs__subcmd__rewrap"
@@ -65,7 +65,7 @@ _secretfs() {
 
     case "${cmd}" in
         secretfs)
-            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key rotate rewrap shred swap wait install-unit setup-local-disks generate format-member"
+            opts="-v -q -h -V --verbose --quiet --help --version up down status seal check-key rotate rewrap shred swap wait install-unit setup-local-disks generate member"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -146,20 +146,6 @@ _secretfs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        secretfs__subcmd__format__subcmd__member)
-            opts="-v -q -h --verbose --quiet --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         secretfs__subcmd__generate)
             opts="-v -q -h --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -193,6 +179,20 @@ _secretfs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        secretfs__subcmd__member)
+            opts="-v -q -h --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

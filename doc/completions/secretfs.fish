@@ -41,7 +41,7 @@ complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "wait" -d 'Wait un
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "install-unit" -d 'Write the systemd unit, and a drop-in for each service that must not start without the volume; enable the unit'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "setup-local-disks" -d 'The volume of a Kubernetes node, as EKS\'s setup-local-disks lays it out but encrypted: nodeadm runs it by that name (see install-unit --k8s-disks)'
 complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "generate" -d 'Write the man pages and shell completions under DIR'
-complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "format-member" -d 'Format one member of a set: the child process `up` starts for each (job and key on stdin, answer on stdout); not for people'
+complete -c secretfs -n "__fish_secretfs_needs_command" -f -a "member" -d 'Format or open one member of a set: the child process `up` starts for each (job and key on stdin, answer on stdout); not for people'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l wrapped-key -d 'KMS-wrapped passphrase: s3://BUCKET/KEY or a file (raw or base64)' -r
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l passphrase-file -d 'Plaintext passphrase file, or - for stdin (one trailing newline is dropped)' -r -F
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l kms-key -d 'Give each volume its own data key, made by KMS under this key (key id, ARN or alias/NAME) and kept wrapped in the volume\'s header: no S3 object' -r
@@ -199,6 +199,6 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand setup-local-disks" -s 
 complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
 complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s q -l quiet -d 'Log only errors'
 complete -c secretfs -n "__fish_secretfs_using_subcommand generate" -s h -l help -d 'Print help'
-complete -c secretfs -n "__fish_secretfs_using_subcommand format-member" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
-complete -c secretfs -n "__fish_secretfs_using_subcommand format-member" -s q -l quiet -d 'Log only errors'
-complete -c secretfs -n "__fish_secretfs_using_subcommand format-member" -s h -l help -d 'Print help'
+complete -c secretfs -n "__fish_secretfs_using_subcommand member" -s v -l verbose -d 'More log detail (-v debug, -vv trace); logs go to stderr'
+complete -c secretfs -n "__fish_secretfs_using_subcommand member" -s q -l quiet -d 'Log only errors'
+complete -c secretfs -n "__fish_secretfs_using_subcommand member" -s h -l help -d 'Print help'

@@ -80,7 +80,7 @@ pub fn init(cli: &Cli) {
             | Command::CheckKey(_)
             | Command::Rotate(_)
             | Command::SetupLocalDisks(_)
-            | Command::FormatMember
+            | Command::Member
     ) {
         crate::keys::lock_all_memory();
     }
@@ -111,7 +111,7 @@ fn command_name(cli: &Cli) -> &'static str {
         Command::InstallUnit(_) => "install-unit",
         Command::SetupLocalDisks(_) => "setup-local-disks",
         Command::Generate(_) => "generate",
-        Command::FormatMember => crate::names::MEMBER_COMMAND,
+        Command::Member => crate::names::MEMBER_COMMAND,
     }
 }
 
@@ -131,7 +131,7 @@ pub fn wants_json(cli: &Cli) -> bool {
         | Command::InstallUnit(_)
         | Command::SetupLocalDisks(_)
         | Command::Generate(_)
-        | Command::FormatMember => false,
+        | Command::Member => false,
     }
 }
 
@@ -151,7 +151,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::InstallUnit(a) => install_unit::run(a),
         Command::SetupLocalDisks(a) => setup_local_disks::run(a),
         Command::Generate(a) => generate::run(a),
-        Command::FormatMember => {
+        Command::Member => {
             // Its answer is on stdout, its exit code the one it answered
             // with; main adds nothing.
             let code = crate::member::child_main(crate::exec::format_member);

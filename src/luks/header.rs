@@ -123,6 +123,8 @@ pub struct LuksInfo {
     /// PBKDF of the first active key slot.
     pub pbkdf: Option<String>,
     pub pbkdf_iterations: Option<u32>,
+    /// Its memory cost in KiB (argon2; 0 for PBKDF2).
+    pub pbkdf_memory_kib: Option<u32>,
     /// Activation flags stored in the header.
     pub persistent_flags: Vec<String>,
     /// Our token, if the header has one.
@@ -154,20 +156,18 @@ pub fn inspect(dev: &Path) -> Result<Option<LuksInfo>> {
     let key_bits = (st.get_volume_key_size().max(0) as u32) * 8;
     let data_offset_bytes = st.get_data_offset() * 512;
     let sector_size = libcryptsetup_rs::get_sector_size(Some(&mut cd)).max(0) as u32;
-    let (mut pbkdf, mut pbkdf_iterations) = (None, None);
-    for slot in 0..MAX_SLOTS {
-        if let Ok(p) = cd.keyslot_handle().get_pbkdf(slot) {
-            pbkdf = Some(
-                match p.type_ {
-                    CryptKdf::Pbkdf2 => "pbkdf2",
-                    CryptKdf::Argon2I => "argon2i",
-                    CryptKdf::Argon2Id => "argon2id",
-                }
-                .to_string(),
-            );
-            pbkdf_iterations = Some(p.iterations);
-            break;
-        }
+    let (mut pbkdf, mut pbkdf_iterations, mut pbkdf_memory_kib) = (None, None, None);
+    if let Some(p) = first_slot_pbkdf(&mut cd) {
+        pbkdf = Some(
+            match p.type_ {
+                CryptKdf::Pbkdf2 => "pbkdf2",
+                CryptKdf::Argon2I => "argon2i",
+                CryptKdf::Argon2Id => "argon2id",
+            }
+            .to_string(),
+        );
+        pbkdf_iterations = Some(p.iterations);
+        pbkdf_memory_kib = Some(p.max_memory_kb);
     }
     let (persistent_flags, token) = if version == 2 {
         let flags = cd
@@ -205,7 +205,37 @@ pub fn inspect(dev: &Path) -> Result<Option<LuksInfo>> {
         data_offset_bytes,
         pbkdf,
         pbkdf_iterations,
+        pbkdf_memory_kib,
         persistent_flags,
         token,
+    }))
+}
+
+/// The PBKDF of the first active key slot.
+fn first_slot_pbkdf(cd: &mut CryptDevice) -> Option<libcryptsetup_rs::CryptPbkdfType> {
+    (0..MAX_SLOTS).find_map(|slot| cd.keyslot_handle().get_pbkdf(slot).ok())
+}
+
+/// What unlocking a key slot of a header costs: its KDF and, for argon2,
+/// the memory it takes (KiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotCost {
+    pub kdf: super::Kdf,
+    pub memory_kib: u32,
+}
+
+/// The cost of unlocking the first active key slot on `dev`; `Ok(None)`
+/// when it has no LUKS2 header or no key slot (ephemeral).
+pub fn slot_cost(dev: &Path) -> Result<Option<SlotCost>> {
+    let Some(mut cd) = load(dev)? else {
+        return Ok(None);
+    };
+    Ok(first_slot_pbkdf(&mut cd).map(|p| SlotCost {
+        kdf: match p.type_ {
+            CryptKdf::Pbkdf2 => super::Kdf::Pbkdf2,
+            // Both argon2 variants are memory-hard.
+            CryptKdf::Argon2I | CryptKdf::Argon2Id => super::Kdf::Argon2id,
+        },
+        memory_kib: p.max_memory_kb,
     }))
 }

@@ -369,6 +369,7 @@ pub fn open(dev: &Path, name: &str, key: SlotKey<'_>, discard: bool) -> Result<(
         (SlotKey::Ephemeral(_), _) => unreachable!("ephemeral keys are handled above"),
     };
     let mapper = names::mapper_path(name);
+    fault::point("unlock");
     match cd.activate_handle().activate_by_passphrase(Some(name), None, pass.expose(), flags) {
         Ok(slot) => {
             debug!("key slot {slot} opened");

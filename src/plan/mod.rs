@@ -140,6 +140,13 @@ pub struct NewMember {
     pub again: bool,
 }
 
+/// A member of a set to open, and the name of its mapping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberToOpen {
+    pub dev: Dev,
+    pub name: String,
+}
+
 /// The stripe under a set's filesystem, for mkfs's alignment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Geometry {
@@ -201,6 +208,13 @@ pub enum Step {
     },
     /// Mark every member `ready`: the set is complete.
     MarkReady { devs: Vec<Dev> },
+    /// Open the members of a set that are not open yet, each as
+    /// /dev/mapper/NAME (in a process each where their key slots' KDF
+    /// costs, [`crate::exec`]).
+    OpenMembers {
+        members: Vec<MemberToOpen>,
+        discard: bool,
+    },
     /// Create the stripe /dev/mapper/NAME over the open members, in
     /// member order.
     CreateStripe {
@@ -254,6 +268,7 @@ impl Step {
             Step::SwapOff { .. } => "swap_off",
             Step::FormatMembers { .. } => "format_members",
             Step::MarkReady { .. } => "mark_ready",
+            Step::OpenMembers { .. } => "open_members",
             Step::CreateStripe { .. } => "create_stripe",
             Step::RemoveStripe { .. } => "remove_stripe",
             Step::Shred { .. } => "shred",
@@ -264,7 +279,10 @@ impl Step {
     pub fn needs_key(&self) -> bool {
         matches!(
             self,
-            Step::Format { .. } | Step::FormatMembers { .. } | Step::Open { .. }
+            Step::Format { .. }
+                | Step::FormatMembers { .. }
+                | Step::Open { .. }
+                | Step::OpenMembers { .. }
         )
     }
 }
@@ -320,6 +338,14 @@ impl fmt::Display for Step {
                 f.write_str(&devs.join(", "))
             }
             Step::MarkReady { devs } => write!(f, "mark {} members ready", devs.len()),
+            Step::OpenMembers { members, .. } => {
+                write!(f, "open {} members: ", members.len())?;
+                let each: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("{} as {}", m.dev, names::mapper_path(&m.name).display()))
+                    .collect();
+                f.write_str(&each.join(", "))
+            }
             Step::CreateStripe {
                 name,
                 members,

@@ -37,8 +37,8 @@ use std::path::PathBuf;
 
 use super::up::{disk, filesystem_steps, key_mode, mount_point, purpose};
 use super::{
-    bad, classify, refuse, volume_fs, Class, Dev, FsRecord, Geometry, NewHeader, NewMember, Plan,
-    Planned, Refusal, Step, Todo,
+    bad, classify, refuse, volume_fs, Class, Dev, FsRecord, Geometry, MemberToOpen, NewHeader,
+    NewMember, Plan, Planned, Refusal, Step, Todo,
 };
 use super::{sector_size_for, PlanInput, MIN_SIZE};
 use crate::luks::token::Place;
@@ -300,8 +300,9 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
         }
     };
 
-    // 3. Open every member, in member order.
+    // 3. Open every member not open yet, in member order, in one step.
     let mut open_members = Vec::new();
+    let mut to_open = Vec::new();
     for (m, &i) in order.iter().enumerate() {
         let disk_devno = obs.disks[i].block().map(|b| b.devno);
         let open = match &obs.members[m] {
@@ -331,19 +332,24 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
                 true
             }
         };
-        push(
-            Step::Open {
+        if !open {
+            to_open.push(MemberToOpen {
                 dev: dev(paths, i),
                 name: member_names[m].clone(),
-                discard: input.discard,
-            },
-            if open {
-                Todo::AlreadyDone
-            } else {
-                Todo::WillDo
-            },
-        );
+            });
+        }
     }
+    push(
+        Step::OpenMembers {
+            members: to_open,
+            discard: input.discard,
+        },
+        if open_members.len() == order.len() {
+            Todo::AlreadyDone
+        } else {
+            Todo::WillDo
+        },
+    );
 
     // 4. The stripe.
     let set_id = match (&record, order.first()) {

@@ -457,7 +457,7 @@ fn kill_at_every_step() -> (String, Vec<String>) {
         "format_header",
         "format_members",
         "mark_ready",
-        "open",
+        "open_members",
         "create_stripe",
         "make_filesystem",
         "create_mount_point",
