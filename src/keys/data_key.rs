@@ -231,9 +231,12 @@ impl DataKeys {
     /// Proves that `w`, a data key just made or re-wrapped and not yet
     /// recorded, opens as `up` will open it at every boot: KMS Decrypt
     /// pinned to its key, with the volume's context. Returns its
-    /// plaintext; a refusal (exit 4) names the permission the role lacks.
+    /// plaintext, which [`DataKeys::open`] then takes from memory (the
+    /// other members of a set); a refusal (exit 4) names the permission
+    /// the role lacks.
     pub fn prove(&self, owner: Owner<'_>, w: &WrappedKey, what: &str) -> Result<Passphrase> {
         self.decrypt_record(owner, w, &w.kms_key, "the new data key")
+            .inspect(|p| self.remember(owner, w, p))
             .or_else(|e| {
                 key_unavailable(format!(
                 "{what} of {owner} stopped before any change: the new data key does not \
@@ -284,9 +287,7 @@ impl DataKeys {
     /// same record).
     pub fn open(&self, owner: Owner<'_>, w: &WrappedKey) -> Result<Passphrase> {
         let pin = self.pinned(owner, w)?;
-        let id = (owner.to_string(), w.ciphertext.clone());
-        let opened = || self.opened.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = opened().get(&id) {
+        if let Some(p) = self.opened().get(&Self::opened_id(owner, w)) {
             return Ok(Passphrase::from_slice(p.expose()));
         }
         let p = self
@@ -307,8 +308,25 @@ impl DataKeys {
                 }
             })?;
         info!(owner = %owner, "KMS decrypted the data key");
-        opened().insert(id, Passphrase::from_slice(p.expose()));
+        self.remember(owner, w, &p);
         Ok(p)
+    }
+
+    /// What KMS decrypted in this run, by [`DataKeys::opened_id`].
+    fn opened(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Passphrase>> {
+        self.opened.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn opened_id(owner: Owner<'_>, w: &WrappedKey) -> (String, String) {
+        (owner.to_string(), w.ciphertext.clone())
+    }
+
+    /// Keeps `p`, `owner`'s data key `w` as KMS decrypted it, for this run.
+    fn remember(&self, owner: Owner<'_>, w: &WrappedKey, p: &Passphrase) {
+        self.opened().insert(
+            Self::opened_id(owner, w),
+            Passphrase::from_slice(p.expose()),
+        );
     }
 
     /// The key Decrypt is pinned to for `w`: the configured `--kms-key-id`

@@ -538,6 +538,9 @@ check rot_set_down2 "$SECRETFS" down --name s
         ("old_reopen", "Decrypt", 2),
         ("old_rotated", "Decrypt", 1),
         ("rot_set", "GenerateDataKey", 1),
+        // The set's current key once, the new one once (its proof; the
+        // second member takes it from memory).
+        ("rot_set", "Decrypt", 2),
     ] {
         assert_eq!(
             calls(mark, action),
