@@ -188,6 +188,11 @@ pub struct UpArgs {
     /// Mount point, created if absent [default: /mnt/secretfs]
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+    /// One volume per disk instead of one striped over them all: the disk
+    /// with index N (kept in its header, whatever the kernel names the
+    /// disk) opens as NAME-diskN, mounted at DIR/N (from 1)
+    #[arg(long)]
+    pub each_disk: bool,
     /// Filesystem of a new volume [default: ext4]; an existing volume
     /// keeps its own, and refuses a different --fs
     #[arg(long, value_enum, value_name = "FS")]
@@ -445,7 +450,8 @@ pub enum DiskStrategy {
     Raid0,
     /// The same stripe (no mirror: instance store does not outlive a stop)
     Raid10,
-    /// One volume per disk at DIR/N (not made by secretfs: refused)
+    /// One volume per disk at DIR/N, N from 1 and kept in each volume's
+    /// header (the config says each-disk = true)
     Mount,
     /// Nothing to do
     None,

@@ -59,6 +59,7 @@ pub struct FileConfig {
     discard: Option<bool>,
     pbkdf: Option<PbkdfChoice>,
     fs: Option<Filesystem>,
+    each_disk: Option<bool>,
     /// `secretfs swap`'s settings.
     swap: Option<SwapSection>,
 }
@@ -239,11 +240,19 @@ fn config_file(given: &Option<PathBuf>) -> Result<Option<FileConfig>> {
 /// The settings of `down` and `status`: the volume name from the flag,
 /// else the config's, else the default.
 pub fn volume(a: &cli::VolumeArgs, mount: Option<PathBuf>, json: bool) -> Result<Volume> {
-    let name = match &a.name {
-        Some(n) => n.clone(),
-        None => name_in(&config_file(&a.config)?.unwrap_or_default())?,
+    let (name, each_disk) = match &a.name {
+        Some(n) => (n.clone(), false),
+        None => {
+            let f = config_file(&a.config)?.unwrap_or_default();
+            (name_in(&f)?, f.each_disk.unwrap_or(false))
+        }
     };
-    Ok(Volume { name, mount, json })
+    Ok(Volume {
+        name,
+        mount,
+        json,
+        each_disk,
+    })
 }
 
 /// The volume name a config file gives, else the default.
@@ -271,6 +280,7 @@ pub fn volume_and_aws(
             name,
             mount: None,
             json,
+            each_disk: false,
         },
         opts,
     ))
@@ -445,6 +455,8 @@ pub fn resolve_swap(args: &cli::SwapArgs, file: Option<FileConfig>) -> Result<Up
         discard: args.discard || sec.discard == Some(true),
         pbkdf: PbkdfChoice::Auto,
         inside: Use::Swap { priority },
+        each_disk: false,
+        disk_index: None,
         dry_run: args.dry_run,
         json: args.json,
     })
@@ -535,6 +547,12 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
         Some(cli::NoDisks::Ok) => NoDisks::Ok,
         None => f.no_disks.unwrap_or(NoDisks::Error),
     };
+    let each_disk = args.each_disk || f.each_disk.unwrap_or(false);
+    if each_disk && matches!(target, Target::File { .. }) {
+        return usage(
+            "each-disk takes disks (--disk auto, or several --disk), not a loop-backed file",
+        );
+    }
     let aws = merge_aws(&args.aws, &f)?;
     if let Some(k) = aws
         .encryption_context
@@ -566,6 +584,8 @@ pub fn resolve_up(args: &UpArgs, file: Option<FileConfig>) -> Result<Up> {
         inside: Use::Filesystem {
             fs: args.fs.map(filesystem).or(f.fs),
         },
+        each_disk,
+        disk_index: None,
         dry_run: args.dry_run,
         json: args.json,
     })
@@ -694,6 +714,33 @@ fs = "xfs"
         assert_eq!(fs_of(resolve_up(&none, None).unwrap()), None);
         let e = parse_file("fs = \"btrfs\"").unwrap_err();
         assert!(e.contains("unknown variant `btrfs`"), "{e}");
+    }
+
+    #[test]
+    fn each_disk_comes_from_the_flag_or_the_file_and_takes_disks_only() {
+        let args = UpArgs {
+            disk: vec!["auto".into()],
+            passphrase_file: Some("-".into()),
+            ..UpArgs::default()
+        };
+        let each = |a: &UpArgs, f: &str| resolve_up(a, Some(parse_file(f).unwrap()));
+        assert!(!each(&args, "").unwrap().each_disk);
+        assert!(each(&args, "each-disk = true").unwrap().each_disk);
+        let flag = UpArgs {
+            each_disk: true,
+            ..args.clone()
+        };
+        let u = each(&flag, "").unwrap();
+        assert!(u.each_disk && u.disk_index.is_none());
+        let file = UpArgs {
+            disk: vec![],
+            file: Some("/var/secretfs.img".into()),
+            size: Some(1 << 30),
+            ..flag
+        };
+        let e = each(&file, "").unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::error::EXIT_USAGE);
+        assert!(e.to_string().contains("each-disk takes disks"), "{e}");
     }
 
     #[test]

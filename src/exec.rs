@@ -761,5 +761,6 @@ fn format_options(h: &NewHeader, key: &Key) -> FormatOptions {
         no_workqueues: h.no_workqueues,
         discard: h.discard,
         swap: h.swap,
+        disk_index: h.disk_index,
     }
 }

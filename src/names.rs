@@ -62,6 +62,21 @@ pub fn mapper_path(name: &str) -> PathBuf {
     Path::new(MAPPER_DIR).join(name)
 }
 
+/// The name of the volume of disk `n` under `up --each-disk`:
+/// `NAME-diskN` (never a set member's `NAME-i`).
+pub fn disk_volume_name(name: &str, n: u32) -> String {
+    format!("{name}-disk{n}")
+}
+
+/// The index N of `mapping` when it is `NAME-diskN`.
+pub fn disk_index_of(name: &str, mapping: &str) -> Option<u32> {
+    let n = mapping.strip_prefix(name)?.strip_prefix("-disk")?;
+    n.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
 /// The mapping name of member `i` of the set `name`: `NAME-i` (the set's
 /// stripe is `NAME`).
 pub fn member_name(name: &str, i: u32) -> String {
@@ -123,6 +138,22 @@ pub const SYSTEM_DIRS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_volume_name_gives_its_index() {
+        assert_eq!(disk_volume_name("secretfs", 3), "secretfs-disk3");
+        for (mapping, want) in [
+            ("secretfs-disk3", Some(3)),
+            ("secretfs-disk12", Some(12)),
+            ("secretfs-3", None),
+            ("secretfs-disk", None),
+            ("secretfs-disk+3", None),
+            ("secretfs-disk3x", None),
+            ("other-disk3", None),
+        ] {
+            assert_eq!(disk_index_of("secretfs", mapping), want, "{mapping}");
+        }
+    }
 
     #[test]
     fn paths_under_a_root() {

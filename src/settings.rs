@@ -148,6 +148,11 @@ pub struct Up {
     pub pbkdf: PbkdfChoice,
     /// A filesystem (`up`) or swap (`swap`).
     pub inside: Use,
+    /// One volume per disk of `target` (`--each-disk`), not one striped
+    /// over them.
+    pub each_disk: bool,
+    /// Set by `--each-disk` for each of its volumes: the disk's index.
+    pub disk_index: Option<u32>,
     pub dry_run: bool,
     pub json: bool,
 }
@@ -159,4 +164,7 @@ pub struct Volume {
     /// `down --mount DIR`: the mount point the operator expects.
     pub mount: Option<PathBuf>,
     pub json: bool,
+    /// The config says `each-disk = true` and no `--name` was given:
+    /// every `NAME-diskN`.
+    pub each_disk: bool,
 }

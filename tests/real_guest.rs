@@ -832,3 +832,156 @@ check nothing_on_root nothing_on_root
     ]);
     assert_nothing_in_the_clear(&instance, &[&written]);
 }
+
+/// nodeadm's `mount` strategy: the k8s user data with `each-disk = true`
+/// and `mount = "/mnt/k8s-disks"` (the two lines the docs change), and the
+/// stand-in nodeadm-run calling `setup-local-disks mount`.
+fn k8s_mount_user_data(binary_sum: &str, aws: &LocalAws, marker: &str) -> String {
+    substitute(
+        &k8s_user_data(binary_sum, aws, marker),
+        &[
+            (
+                "mount = \"/mnt/k8s-disks/0\"",
+                "mount = \"/mnt/k8s-disks\"\neach-disk = true",
+            ),
+            (
+                "setup-local-disks raid0 --dir",
+                "setup-local-disks mount --dir",
+            ),
+        ],
+    )
+}
+
+/// The mount strategy's volumes: which LUKS volume and which disk is at
+/// DIR/N, and what its file says.
+const K8S_EACH: &str = r#"
+at() { secretfs status --name "secretfs-disk$1" --json | python3 -c "import json,sys; r=json.load(sys.stdin); print(r$2)"; }
+k8s_each() {
+  fact system "$(systemctl is-system-running)"
+  check nodeadm_run_done wait_active nodeadm-run.service
+  check kubelet_running wait_active kubelet.service
+  journalctl -b -u secretfs.service -u nodeadm-run.service --no-pager | tail -n 30
+  check disk1_xfs grep -q '^/dev/mapper/secretfs-disk1 /mnt/k8s-disks/1 xfs ' /proc/mounts
+  check disk2_xfs grep -q '^/dev/mapper/secretfs-disk2 /mnt/k8s-disks/2 xfs ' /proc/mounts
+  check status_each bash -c 'secretfs status --json | python3 -c "import json,sys; r=json.load(sys.stdin); assert r[\"ok\"] and [v[\"name\"] for v in r[\"volumes\"]] == [\"secretfs-disk1\", \"secretfs-disk2\"], r"'
+  check_fails kubelet_bound mountpoint -q /var/lib/kubelet
+  for n in 1 2; do
+    fact "uuid$n" "$(at $n '["luks"]["uuid"]')"
+    fact "device$n" "$(at $n '["device"]')"
+    # The disk's place on the bus (QEMU's serial ends in N<slot>).
+    fact "slot$n" "$(tr -d ' ' < "/sys/block/$(basename "$(at $n '["device"]')")/device/serial" | sed 's/.*N//')"
+    fact "index$n" "$(at $n '["luks"]["token"]["disk"]')"
+  done
+}
+"#;
+
+/// An EKS node with nodeadm's `mount` strategy on two instance-store disks:
+/// a volume per disk at `DIR/1` and `DIR/2`, each disk's index kept in its
+/// header. After a reboot with the disks attached the other way round (the
+/// kernel names them the other way), each `DIR/N` holds the same volume
+/// and the same file; `down` then takes both down, and after `up`,
+/// `shred` erases both.
+#[test]
+fn kubernetes_node_mount_strategy_keeps_each_disk_at_its_place() {
+    let dir = common::vm::work_dir("real-guest-k8s-mount-host");
+    let (aws, sum) = local_aws(&dir);
+    let marker = format!("secretfs-k8s-{}", hex(&random_bytes(16)));
+    // What the scenario writes onto each volume: on no disk in the clear.
+    let needle = format!("secretfs-disk-{}", hex(&random_bytes(16)));
+    let mut instance = Instance::launch(
+        "real-guest-k8s-mount",
+        &k8s_mount_user_data(&sum, &aws, &marker),
+        2,
+        GIB,
+    );
+    let first = boot(
+        &mut instance,
+        &aws,
+        "first-boot",
+        &format!(
+            r#"{K8S}
+{K8S_EACH}
+check cloud_init_done bash -c 'cloud-init status --wait | grep -q "status: done"'
+cat /var/log/cloud-init-output.log
+k8s_each
+check files_written bash -c 'for n in 1 2; do echo "disk $n {needle}" > /mnt/k8s-disks/$n/which || exit 1; done; sync'
+"#
+        ),
+    );
+    const EACH: &[&str] = &[
+        "nodeadm_run_done",
+        "kubelet_running",
+        "disk1_xfs",
+        "disk2_xfs",
+        "status_each",
+        "kubelet_bound",
+    ];
+    first.assert_checks(&[&["cloud_init_done"], EACH, &["files_written"]].concat());
+    assert_eq!(
+        (first.fact("index1"), first.fact("index2")),
+        ("1".to_string(), "2".to_string())
+    );
+
+    // Reboot with the disks the other way round: the unit opens each
+    // volume at the index its token keeps.
+    instance.disks.reverse();
+    let reboot = boot(
+        &mut instance,
+        &aws,
+        "reboot-reordered",
+        &format!(
+            r#"{K8S}
+{K8S_EACH}
+k8s_each
+check file1 grep -qx "disk 1 {needle}" /mnt/k8s-disks/1/which
+check file2 grep -qx "disk 2 {needle}" /mnt/k8s-disks/2/which
+check down_both secretfs down
+check_fails none_open bash -c 'ls /dev/mapper | grep -q secretfs-disk'
+check up_again secretfs up
+check shred_both secretfs shred --yes
+no_luks() {{ for d in /dev/nvme0n1 /dev/nvme1n1; do [ -b "$d" ] && ! cryptsetup isLuks "$d" || return 1; done; }}
+check shredded_no_luks no_luks
+"#
+        ),
+    );
+    reboot.assert_checks(
+        &[
+            EACH,
+            &[
+                "file1",
+                "file2",
+                "down_both",
+                "none_open",
+                "up_again",
+                "shred_both",
+                "shredded_no_luks",
+            ],
+        ]
+        .concat(),
+    );
+    for n in ["1", "2"] {
+        let fact = |b: &Boot, f: &str| b.fact(&format!("{f}{n}"));
+        eprintln!(
+            "disk {n}: {} in slot {}, then {} in slot {}",
+            fact(&first, "device"),
+            fact(&first, "slot"),
+            fact(&reboot, "device"),
+            fact(&reboot, "slot")
+        );
+        assert_eq!(
+            fact(&reboot, "uuid"),
+            fact(&first, "uuid"),
+            "disk {n}: the same volume"
+        );
+        assert!(
+            ["0", "1"].contains(&fact(&first, "slot").as_str()),
+            "disk {n}: a slot"
+        );
+        assert_ne!(
+            fact(&reboot, "slot"),
+            fact(&first, "slot"),
+            "disk {n}: attached in the other slot after the reorder"
+        );
+    }
+    assert_nothing_in_the_clear(&instance, &[&needle]);
+}

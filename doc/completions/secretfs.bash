@@ -475,7 +475,7 @@ _secretfs() {
             return 0
             ;;
         secretfs__subcmd__up)
-            opts="-v -q -h --wrapped-key --passphrase-file --kms-key --bind-instance --ephemeral --kms-key-id --encryption-context --expected-bucket-owner --region --endpoint-url --allow-http --timeout --disk --no-disks --file --size --name --mount --fs --mount-options --mount-nonempty --force --no-force --wipe --discard --pbkdf --dry-run --json --config --verbose --quiet --help"
+            opts="-v -q -h --wrapped-key --passphrase-file --kms-key --bind-instance --ephemeral --kms-key-id --encryption-context --expected-bucket-owner --region --endpoint-url --allow-http --timeout --disk --no-disks --file --size --name --mount --each-disk --fs --mount-options --mount-nonempty --force --no-force --wipe --discard --pbkdf --dry-run --json --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -68,6 +68,7 @@ complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l config -d 'TOML
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l bind-instance -d 'With --kms-key: bind new volumes\' data keys to this instance (its ARN, from instance metadata, joins the encryption context)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l ephemeral -d 'A random key that only this process and the kernel ever hold (no KMS, no key slot): the volume and its data are gone after a reboot or `down`, and the next `up` makes it anew. For scratch that must never outlive a boot'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l allow-http -d 'Accept http:// endpoints on hosts other than loopback and link-local addresses (keys and credentials cross in the clear)'
+complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l each-disk -d 'One volume per disk instead of one striped over them all: the disk with index N (kept in its header, whatever the kernel names the disk) opens as NAME-diskN, mounted at DIR/N (from 1)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l mount-nonempty -d 'Mount even over a directory that is not empty (its files are hidden)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l force -d 'Allow formatting a device that holds foreign data (its signatures are erased first; never a mounted or held device)'
 complete -c secretfs -n "__fish_secretfs_using_subcommand up" -l no-force -d 'Do not format foreign data, whatever the config file says'

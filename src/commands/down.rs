@@ -80,11 +80,23 @@ fn beneath(root: &Path, on: &[sys::DevNo]) -> Result<Vec<Under>> {
 
 /// `secretfs down`.
 pub fn run(args: &DownArgs) -> Result<()> {
-    take_down(&config::volume(
-        &args.volume,
-        args.mount.clone(),
-        args.json,
-    )?)
+    let v = config::volume(&args.volume, args.mount.clone(), args.json)?;
+    if !v.each_disk {
+        return take_down(&v);
+    }
+    // `each-disk = true`: every open NAME-diskN, in index order.
+    let found = sys::disk_volumes(Path::new("/"), &v.name);
+    if found.is_empty() {
+        info!("no volume {}-diskN is open; nothing to do", v.name);
+    }
+    for name in found {
+        take_down(&Volume {
+            name,
+            each_disk: false,
+            ..v.clone()
+        })?;
+    }
+    Ok(())
 }
 
 /// Takes the volume `v` down (and swap space: `secretfs swap --off`).

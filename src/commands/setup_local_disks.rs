@@ -6,6 +6,10 @@
 //! one `secretfs.service` opens before nodeadm runs, so this finds it up),
 //! striped over every instance-store disk and mounted at `DIR/0`; then the
 //! services' directories are bound onto it (see [`crate::plan::binds`]).
+//! The `mount` strategy is a volume per disk instead, at `DIR/N` (from 1,
+//! as EKS's script numbers them) with N kept in each volume's header
+//! (`each-disk = true` in the config, [`crate::plan::each_disk`]), and no
+//! binds, as EKS's script makes none for it.
 //! Nothing is written as a mount unit: systemd never tries a mount before
 //! the mapping exists, and every boot binds again.
 
@@ -33,13 +37,7 @@ pub fn run(a: &SetupLocalDisksArgs) -> Result<()> {
             info!("disk setup is 'none': nothing to do");
             return Ok(());
         }
-        DiskStrategy::Mount => {
-            return usage(
-                "setup-local-disks mount: secretfs makes one encrypted volume over every \
-                 instance-store disk; ask for raid0 (localStorage.strategy: RAID0, or \
-                 Karpenter's instanceStorePolicy: RAID0)",
-            )
-        }
+        DiskStrategy::Mount => {}
         DiskStrategy::Raid10 => info!(
             "raid10: one volume striped over every disk, as for raid0 (instance store does not \
              outlive a stop, so a mirror keeps nothing a stripe loses)"
@@ -51,19 +49,37 @@ pub fn run(a: &SetupLocalDisksArgs) -> Result<()> {
         config: a.config.clone(),
         ..UpArgs::default()
     })?;
-    let volume = a.dir.join("0");
+    let each_disk = a.strategy == DiskStrategy::Mount;
+    // raid0: the volume at DIR/0; mount: the volumes at DIR/N.
+    let volume = match each_disk {
+        true => a.dir.clone(),
+        false => a.dir.join("0"),
+    };
     let config = a
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(names::DEFAULT_CONFIG));
-    if s.mount != volume {
+    if s.mount != volume || s.each_disk != each_disk {
+        let (want, fix) = match each_disk {
+            true => (
+                format!("a volume per disk under {}", a.dir.display()),
+                format!("mount = \"{}\" and each-disk = true", a.dir.display()),
+            ),
+            false => (
+                volume.display().to_string(),
+                format!("mount = \"{}\" and no each-disk", volume.display()),
+            ),
+        };
         return usage(format!(
-            "{} mounts the volume at {}, but nodeadm asks for {}: set mount = \"{}\" there \
+            "{} mounts the volume at {}{}, but nodeadm asks for {want}: set {fix} there \
              (secretfs.service opens it from the same file)",
             config.display(),
             s.mount.display(),
-            volume.display(),
-            volume.display()
+            if s.each_disk {
+                " (each-disk: a volume per disk)"
+            } else {
+                ""
+            },
         ));
     }
     if s.target != Target::Auto {
@@ -75,6 +91,14 @@ pub fn run(a: &SetupLocalDisksArgs) -> Result<()> {
     }
     let no_disks_ok = s.no_disks == NoDisks::Ok;
     up::bring_up(s)?;
+    if each_disk {
+        info!(
+            "each instance-store disk is a volume of its own under {}; nothing to bind (the mount \
+             strategy binds nothing)",
+            a.dir.display()
+        );
+        return Ok(());
+    }
     let root = Path::new("/");
     let table = mounts(root)?;
     let Some(ours) = table.iter().rev().find(|m| m.mount_point == volume) else {

@@ -25,12 +25,41 @@ use crate::luks::header::{self, Header, TokenFound};
 use crate::observe::content::{self, Content};
 use crate::observe::{self, sys, TargetState};
 use crate::plan::{self, Holds, Refusal, ShredTarget};
-use crate::settings::Target;
+use crate::settings::{Target, Volume};
 use crate::signals;
 
 /// `secretfs shred`.
 pub fn run(args: &ShredArgs) -> Result<()> {
     let v = config::volume(&args.volume, None, args.json)?;
+    if !v.each_disk || args.file.is_some() || !args.disk.is_empty() {
+        return shred(args, &v);
+    }
+    // `each-disk = true`: every open NAME-diskN, in index order (the
+    // config's disks are the node's, so their volumes are shred's too).
+    require_root("secretfs shred")?;
+    let found = sys::disk_volumes(Path::new("/"), &v.name);
+    if found.is_empty() {
+        return refused(format!(
+            "no volume {}-diskN is open (each-disk = true): name one with --name, or its disks \
+             with --disk",
+            v.name
+        ));
+    }
+    for name in found {
+        shred(
+            args,
+            &Volume {
+                name,
+                each_disk: false,
+                ..v.clone()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Shreds the volume `v` (or the devices `args` names).
+fn shred(args: &ShredArgs, v: &Volume) -> Result<()> {
     confirm(args.yes, &v.name)?;
     require_root("secretfs shred")?;
     signals::install();

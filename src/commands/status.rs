@@ -185,12 +185,52 @@ impl StatusReport {
 /// `secretfs status`.
 pub fn run(args: &StatusArgs) -> Result<()> {
     let v = config::volume(&args.volume, None, args.json)?;
-    let r = report(Path::new("/"), &v.name)?;
-    let not_up = || r.not_up().map_or(Ok(()), |f| Err(f.into()));
-    if v.json {
-        print_json(&r)?;
-        return not_up();
+    let root = Path::new("/");
+    if v.each_disk {
+        return each_disk(root, &v);
     }
+    let r = report(root, &v.name)?;
+    match v.json {
+        true => print_json(&r)?,
+        false => print_text(&r)?,
+    }
+    r.not_up().map_or(Ok(()), |f| Err(f.into()))
+}
+
+/// `each-disk = true` in the config: every open `NAME-diskN`, in index
+/// order; exit 6 unless there is one and each is up.
+fn each_disk(root: &Path, v: &crate::settings::Volume) -> Result<()> {
+    let reports = sys::disk_volumes(root, &v.name)
+        .iter()
+        .map(|name| report(root, name))
+        .collect::<Result<Vec<_>>>()?;
+    if v.json {
+        print_json(&serde_json::json!({
+            "command": "status",
+            "each_disk": true,
+            "ok": !reports.is_empty() && reports.iter().all(|r| r.up),
+            "volumes": reports,
+        }))?;
+    } else {
+        for r in &reports {
+            print_text(r)?;
+        }
+    }
+    if reports.is_empty() {
+        return Err(Failure::NotUp(format!(
+            "no volume {}-diskN is open (each-disk = true); `secretfs up` brings them up",
+            v.name
+        ))
+        .into());
+    }
+    reports
+        .iter()
+        .find_map(StatusReport::not_up)
+        .map_or(Ok(()), |f| Err(f.into()))
+}
+
+/// `status` for people.
+fn print_text(r: &StatusReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -310,8 +350,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             m.available_bytes >> 20
         )?;
     }
-    drop(out);
-    not_up()
+    Ok(())
 }
 
 /// The members of the set `id` under its stripe (on = the member mappings).

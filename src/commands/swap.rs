@@ -16,6 +16,7 @@ pub fn run(args: &SwapArgs) -> Result<()> {
             name: config::swap_name(args)?,
             mount: None,
             json: args.json,
+            each_disk: false,
         };
         return super::down::take_down(&v);
     }

@@ -22,7 +22,7 @@ use crate::fault;
 use crate::keys::aws::KmsWrappedKey;
 use crate::keys::data_key::DataKeys;
 use crate::keys::ephemeral::EphemeralKeys;
-use crate::keys::{KeySource, PassphraseFile, Prompt};
+use crate::keys::{KeyOrigin, KeySource, Passphrase, PassphraseFile, Prompt};
 use crate::lock;
 use crate::luks;
 use crate::names;
@@ -114,8 +114,18 @@ pub fn run(args: &UpArgs) -> Result<()> {
 }
 
 /// Brings up the volume (or the swap space of `secretfs swap`) `s`
-/// describes.
-pub fn bring_up(mut s: Up) -> Result<()> {
+/// describes; with `--each-disk`, a volume per disk.
+pub fn bring_up(s: Up) -> Result<()> {
+    bring_up_keyed(s, &mut None)
+}
+
+/// A passphrase fetched once for the volumes of one run (`--each-disk`),
+/// with what `Key::Shared` says of it.
+type Fetched = Option<(Passphrase, KeyOrigin, String)>;
+
+/// [`bring_up`], taking a passphrase from `fetched` when an earlier
+/// volume of the run fetched it (and leaving it there when it fetches).
+fn bring_up_keyed(mut s: Up, fetched: &mut Fetched) -> Result<()> {
     let command = match s.inside {
         Use::Filesystem { .. } => "up",
         Use::Swap { .. } => "swap",
@@ -130,6 +140,9 @@ pub fn bring_up(mut s: Up) -> Result<()> {
     let Some(auto) = resolve_auto(root, &mut s)? else {
         return Ok(());
     };
+    if s.each_disk {
+        return each_disk(root, s, fetched);
+    }
     let _locks = if s.dry_run {
         None
     } else {
@@ -226,18 +239,22 @@ pub fn bring_up(mut s: Up) -> Result<()> {
     let key = if plan.needs_key() {
         match Keying::of(&s) {
             Keying::Source(source) => {
-                info!(
-                    "{}; fetching the key from {}",
-                    describe_state(&s, &seen, &plan),
-                    source.describe()
-                );
-                let started = std::time::Instant::now();
-                let pass = source.fetch(plan.first_format)?;
-                report.key_seconds = Some(exec::seconds_since(started));
+                if fetched.is_none() {
+                    info!(
+                        "{}; fetching the key from {}",
+                        describe_state(&s, &seen, &plan),
+                        source.describe()
+                    );
+                    let started = std::time::Instant::now();
+                    let pass = source.fetch(plan.first_format)?;
+                    report.key_seconds = Some(exec::seconds_since(started));
+                    *fetched = Some((pass, source.origin(), source.describe()));
+                }
+                let (pass, origin, from) = fetched.as_ref().expect("fetched above");
                 Some(Key::Shared {
-                    pass,
-                    origin: source.origin(),
-                    from: source.describe(),
+                    pass: Passphrase::from_slice(pass.expose()),
+                    origin: *origin,
+                    from: from.clone(),
                 })
             }
             // Keys made or opened per volume, in the steps.
@@ -264,6 +281,48 @@ pub fn bring_up(mut s: Up) -> Result<()> {
     );
     if s.json {
         print_json(&report)?;
+    }
+    Ok(())
+}
+
+/// `--each-disk`: a volume per disk of `s`, each brought up as a single
+/// volume, `NAME-diskN` mounted at `MOUNT/N`, N from its token
+/// ([`plan::each_disk`]). Every disk is examined before any is touched;
+/// the key is fetched once for all of them.
+fn each_disk(root: &Path, s: Up, fetched: &mut Fetched) -> Result<()> {
+    // One run at a time hands out indexes.
+    let _lock = match s.dry_run {
+        true => None,
+        false => Some(lock::acquire(&s.name, s.aws.timeout)?),
+    };
+    let found = s
+        .target
+        .paths()
+        .into_iter()
+        .map(|d| {
+            let c = observe::content::examine(&names::under(root, d))?;
+            Ok((d.to_path_buf(), plan::each_disk::found(&c)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let disks = plan::each_disk::assign(&found).map_err(Refusal::into_error)?;
+    for (dev, n) in disks {
+        let name = names::disk_volume_name(&s.name, n);
+        let mount = s.mount.join(n.to_string());
+        info!(
+            "--each-disk: {} is disk {n}: {} at {}",
+            dev.display(),
+            names::mapper_path(&name).display(),
+            mount.display()
+        );
+        let one = Up {
+            target: Target::Disk(dev),
+            name,
+            mount,
+            each_disk: false,
+            disk_index: Some(n),
+            ..s.clone()
+        };
+        bring_up_keyed(one, fetched)?;
     }
     Ok(())
 }

@@ -78,6 +78,10 @@ pub struct FormatOptions {
     pub discard: bool,
     /// Swap space: the token says so (ephemeral keys only).
     pub swap: bool,
+    /// The volume's index among a node's volumes of one disk each
+    /// (`up --each-disk`), for its token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_index: Option<u32>,
 }
 
 /// PBKDF2-SHA256 with [`PBKDF2_ITERATIONS`] and no benchmark: the key
@@ -209,7 +213,10 @@ pub fn format(
         .with_context(what)?;
     let mut token = match place {
         Some(p) => Token::member(&uuid, p),
-        None => Token::formatting(&uuid),
+        None => Token {
+            disk: o.disk_index,
+            ..Token::formatting(&uuid)
+        },
     };
     let pass = match key {
         SlotKey::Given { pass, .. } => Some(pass),
@@ -554,6 +561,7 @@ mod tests {
             no_workqueues: true,
             discard: false,
             swap: false,
+            disk_index: None,
         }
     }
 
@@ -592,7 +600,12 @@ mod tests {
     fn format_writes_a_ready_token_and_inspect_reads_it() {
         // LUKS2 formatting needs no device-mapper: it runs on any machine.
         let (dir, img, pass) = image_and_pass();
-        let uuid = format(&img, given(&pass), &options(), None, None).unwrap();
+        // A volume of one disk among a node's: its index in the token.
+        let opts = FormatOptions {
+            disk_index: Some(2),
+            ..options()
+        };
+        let uuid = format(&img, given(&pass), &opts, None, None).unwrap();
         let h = header::read(&img).unwrap().expect("a LUKS2 header");
         assert_eq!(h.uuid, uuid);
         assert_eq!(h.active_keyslots, 1);
@@ -602,6 +615,7 @@ mod tests {
         assert_eq!(token.state, TokenState::Ready);
         assert_eq!(token.volume, uuid);
         assert_eq!(token.filesystem, None);
+        assert_eq!(token.disk, Some(2));
         let t = update_token(&img, |t| t.filesystem = Some("ext4".into())).unwrap();
         assert_eq!(t.filesystem.as_deref(), Some("ext4"));
         let info = header::inspect(&img).unwrap().expect("a LUKS header");
@@ -617,6 +631,8 @@ mod tests {
         assert_eq!(info.sector_size, 4096);
         assert_eq!(info.pbkdf.as_deref(), Some("pbkdf2"));
         assert_eq!(info.pbkdf_iterations, Some(PBKDF2_ITERATIONS));
+        let cost = header::slot_cost(&img).unwrap().expect("a key slot");
+        assert_eq!(cost.kdf, Kdf::Pbkdf2);
         assert_eq!(
             info.persistent_flags,
             vec!["no_read_workqueue", "no_write_workqueue"]

@@ -41,6 +41,11 @@
 //! - `purpose` is `swap` on the ephemeral volume of `secretfs swap`
 //!   (absent on volumes that hold a filesystem): `up` never takes it and
 //!   `swap` never takes anything else.
+//! - `disk` is the index N of a volume of one disk among a node's
+//!   (`up --each-disk`), written with the header: it is opened as
+//!   `NAME-diskN` and mounted at `MOUNT/N` whatever the kernel names the
+//!   disk. The volume itself is a single volume, so the token keeps its
+//!   version: a secretfs without `--each-disk` reads it as one.
 
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +119,10 @@ pub struct Token {
     /// What the volume is for when it holds no filesystem (`swap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<Purpose>,
+    /// Its index among the node's volumes of one disk each
+    /// (`up --each-disk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u32>,
 }
 
 /// What a volume is for, when it is not a filesystem.
@@ -154,6 +163,7 @@ impl Token {
             retire_slot: None,
             ephemeral: false,
             purpose: None,
+            disk: None,
         }
     }
 
@@ -283,6 +293,17 @@ mod tests {
         t.state = TokenState::Ready;
         t.filesystem = Some("ext4".into());
         assert_eq!(Token::from_json(&t.to_json()).unwrap(), t);
+        // A volume of one disk among a node's (`--each-disk`): its index,
+        // the version unchanged (it is a single volume); none written when
+        // there is none.
+        assert!(t.to_json().get("disk").is_none());
+        t.disk = Some(2);
+        let v = t.to_json();
+        assert_eq!(
+            (v["disk"].as_u64(), v["version"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(Token::from_json(&v).unwrap(), t);
     }
 
     #[test]

@@ -394,6 +394,28 @@ impl Mapping {
     }
 }
 
+/// The names of every device-mapper mapping (`/sys/block/dm-*/dm/name`).
+pub fn mapper_names(root: &Path) -> Vec<String> {
+    std::fs::read_dir(under(root, Path::new(SYS_BLOCK)))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| read_trim(&e.path().join("dm/name")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The open volumes of `up --each-disk` for `name` (`NAME-diskN`), in
+/// index order.
+pub fn disk_volumes(root: &Path, name: &str) -> Vec<String> {
+    let mut found: Vec<(u32, String)> = mapper_names(root)
+        .into_iter()
+        .filter_map(|m| crate::names::disk_index_of(name, &m).map(|n| (n, m)))
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, m)| m).collect()
+}
+
 /// Looks up the mapping `name` in sysfs (`/sys/block/dm-*/dm/name`).
 pub fn mapping(root: &Path, name: &str) -> Mapping {
     let control = under(root, Path::new("/sys/class/misc/device-mapper"));
@@ -607,6 +629,19 @@ bogus line
         assert_eq!(
             instance_store_disks(r, names::INSTANCE_STORE_MODEL),
             vec![PathBuf::from("/dev/nvme1n1"), PathBuf::from("/dev/nvme2n1")]
+        );
+        // --each-disk's volumes, by index (10 after 2), of this name only.
+        for (dm, name) in [
+            ("dm-7", "secretfs-disk10"),
+            ("dm-8", "secretfs-disk2"),
+            ("dm-9", "secretfs-2"),
+            ("dm-10", "other-disk1"),
+        ] {
+            mk(r, &format!("sys/block/{dm}/dm/name"), &format!("{name}\n"));
+        }
+        assert_eq!(
+            disk_volumes(r, "secretfs"),
+            vec!["secretfs-disk2", "secretfs-disk10"]
         );
         assert!(instance_store_disks(r, "QEMU NVMe Ctrl").is_empty());
         // An empty model (an override set to "") matches nothing, never

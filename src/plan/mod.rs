@@ -62,6 +62,7 @@
 pub mod binds;
 mod content;
 mod down;
+pub mod each_disk;
 #[cfg(test)]
 mod ephemeral_tests;
 pub mod rotate;
@@ -129,6 +130,8 @@ pub struct NewHeader {
     pub discard: bool,
     /// Swap space: the token says so (`secretfs swap`).
     pub swap: bool,
+    /// Its index among a node's volumes of one disk each (`--each-disk`).
+    pub disk_index: Option<u32>,
 }
 
 /// A member of a new set: its disk and index.

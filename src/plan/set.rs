@@ -284,6 +284,7 @@ pub fn plan_set(input: &PlanInput, obs: &SetObserved, new_set: &str) -> Result<P
                         no_workqueues: input.workqueue_flags,
                         discard: input.discard,
                         swap: false,
+                        disk_index: None,
                     },
                     set: new_set.to_string(),
                     chunk: CHUNK,
@@ -430,7 +431,8 @@ fn dev(paths: &[PathBuf], i: usize) -> Dev {
     }
 }
 
-fn describe(c: &Class) -> String {
+/// What a disk holds, in a refusal.
+pub(super) fn describe(c: &Class) -> String {
     match c {
         Class::Foreign(w) | Class::Damaged(w) => w.clone(),
         Class::Ours { place: None, .. } => "a single-disk secretfs volume".into(),

@@ -90,6 +90,7 @@ pub(super) fn disk_input() -> PlanInput {
         workqueue_flags: true,
         ephemeral: false,
         inside: crate::settings::Use::Filesystem { fs: None },
+        disk_index: None,
     }
 }
 fn file_input(size: Option<u64>) -> PlanInput {

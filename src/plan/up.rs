@@ -38,6 +38,9 @@ pub struct PlanInput {
     pub ephemeral: bool,
     /// A filesystem mounted at `mount`, or swap space (`secretfs swap`).
     pub inside: Use,
+    /// A volume of one disk among a node's (`up --each-disk`): its index,
+    /// for a new header's token.
+    pub disk_index: Option<u32>,
 }
 
 impl PlanInput {
@@ -56,6 +59,7 @@ impl PlanInput {
             workqueue_flags,
             ephemeral: s.key == crate::settings::KeySpec::Ephemeral,
             inside: s.inside,
+            disk_index: s.disk_index,
         }
     }
 
@@ -322,6 +326,7 @@ pub fn plan(input: &PlanInput, obs: &Observed) -> Result<Plan, Refusal> {
         no_workqueues: input.workqueue_flags,
         discard: input.discard,
         swap: matches!(input.inside, Use::Swap { .. }),
+        disk_index: input.disk_index,
     };
     push(
         Step::Format {

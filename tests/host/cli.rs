@@ -507,8 +507,8 @@ fn install_unit_into_a_root_writes_the_unit_and_drop_ins() {
 }
 
 /// `setup-local-disks`, by the name nodeadm runs: `none` does nothing,
-/// `mount` and unknown strategies are usage errors, and a config that
-/// does not mount at DIR/0 is named.
+/// unknown strategies are usage errors, and a config that does not mount
+/// at DIR/0 (raid0), or not each disk under DIR (mount), is named.
 #[test]
 fn setup_local_disks_by_its_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -517,9 +517,6 @@ fn setup_local_disks_by_its_name() {
     let run = |args: &[&str]| Command::new(&link).args(args).output().unwrap();
     let o = run(&["none"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = run(&["mount", "--dir", "/mnt/k8s-disks"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(error_line(&o).contains("ask for raid0"), "{}", stderr(&o));
     let o = run(&["raid5"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let o = run(&["--help"]);
@@ -531,20 +528,36 @@ fn setup_local_disks_by_its_name() {
         "passphrase-file = \"/dev/null\"\ndisk = \"auto\"\n",
     )
     .unwrap();
-    let o = run(&["raid0", "--config", config.to_str().unwrap()]);
-    if nix::unistd::geteuid().is_root() {
+    let mismatch = |strategy: &str, want: &str| {
+        let o = run(&[strategy, "--config", config.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-        assert!(
-            error_line(&o).contains(
-                "mounts the volume at /mnt/secretfs, but nodeadm asks for /mnt/k8s-disks/0"
-            ),
-            "{}",
-            stderr(&o)
-        );
-    } else {
-        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-        assert!(error_line(&o).contains("root"), "{}", stderr(&o));
-    }
+        let want = match nix::unistd::geteuid().is_root() {
+            true => want,
+            false => "root",
+        };
+        assert!(error_line(&o).contains(want), "{}", stderr(&o));
+    };
+    mismatch(
+        "raid0",
+        "mounts the volume at /mnt/secretfs, but nodeadm asks for /mnt/k8s-disks/0: set \
+         mount = \"/mnt/k8s-disks/0\" and no each-disk there",
+    );
+    mismatch(
+        "mount",
+        "but nodeadm asks for a volume per disk under /mnt/k8s-disks: set \
+         mount = \"/mnt/k8s-disks\" and each-disk = true there",
+    );
+    std::fs::write(
+        &config,
+        "passphrase-file = \"/dev/null\"\ndisk = \"auto\"\nmount = \"/mnt/k8s-disks/0\"\n\
+         each-disk = true\n",
+    )
+    .unwrap();
+    mismatch(
+        "raid0",
+        "mounts the volume at /mnt/k8s-disks/0 (each-disk: a volume per disk), but nodeadm asks \
+         for /mnt/k8s-disks/0",
+    );
 }
 
 fn walk(d: &Path) -> Vec<std::path::PathBuf> {
